@@ -1,0 +1,4 @@
+//! Passes over the IR, in the order `compile` runs them. One file, one `pub fn` per pass.
+
+pub mod place;
+pub mod shapes;

@@ -1,0 +1,111 @@
+//! Validation: checks the shaped graph against itself and the target, and gates codegen.
+//!
+//! Structural checks (one input, one output, every node shaped, a chain with no cycle) are
+//! internal invariants; a failure is a compiler bug. Target checks are the user's concern and
+//! point at the layer: a parameter is split along its rows into parts that each fit the
+//! storage binding limit, a batch is cut into micro-batches so that every activation binding
+//! fits, and a tensor that cannot fit even then is an error. It changes nothing in the graph.
+
+use crate::error::{Errors, Sink};
+use crate::ir::{Graph, NodeId, Op};
+use alexnet_plan::Limits;
+use std::collections::BTreeMap;
+
+/// What the target offers and what the user asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub limits: Limits,
+    pub max_batch: u32,
+}
+
+/// Workgroup size of every generated kernel.
+pub const WORKGROUP: u32 = 64;
+
+/// Facts codegen needs, available only for a valid graph.
+#[derive(Clone, Debug)]
+pub struct GraphInfo {
+    /// Nodes in execution order.
+    pub order: Vec<NodeId>,
+    /// Rows per weight part of each conv/linear node, as `(start, rows)` ranges.
+    pub parts: BTreeMap<NodeId, Vec<(u32, u32)>>,
+    /// Largest batch whose bindings and dispatches all fit the target.
+    pub micro_batch: u32,
+    pub target: Target,
+}
+
+/// Bytes of `elems` f32 values.
+fn bytes(elems: u64) -> u64 {
+    elems * 4
+}
+
+/// Validates `graph` for `target`.
+pub fn validate(graph: &Graph, target: Target) -> Result<GraphInfo, Errors> {
+    let mut sink = Sink::default();
+    let order = graph.topo();
+    assert_eq!(order.len(), graph.g.node_count(), "internal compiler error: the IR has a cycle");
+    let inputs = order.iter().filter(|&&id| matches!(graph.node(id).op, Op::Input { .. })).count();
+    let outputs = order.iter().filter(|&&id| matches!(graph.node(id).op, Op::Output)).count();
+    assert!(inputs == 1 && outputs == 1, "internal compiler error: the IR needs one input and one output");
+
+    let limit = target.limits.max_storage_buffer_binding_size;
+    let mut micro_batch = target.max_batch;
+    let mut parts = BTreeMap::new();
+    for &id in &order {
+        let node = graph.node(id);
+        let shape = node.shape.as_ref().expect("internal compiler error: shapes ran before validation");
+        let per_image = bytes(shape.iter().map(|&d| u64::from(d)).product());
+        if per_image > limit {
+            sink.push(
+                node.span,
+                format!(
+                    "{}: the {} output of one image takes {per_image} bytes, more than the target's storage binding limit of {limit} bytes even after splitting the batch",
+                    node.layer,
+                    node.op.mnemonic()
+                ),
+            );
+            continue;
+        }
+        micro_batch = micro_batch.min((limit / per_image).min(u64::from(u32::MAX)) as u32);
+        // Every generated kernel runs one invocation per output element, so a dispatch covers
+        // `batch * per_image` invocations in up to 2-D of max-per-dimension workgroups.
+        let max_groups = u64::from(target.limits.max_compute_workgroups_per_dimension).pow(2);
+        let per_image_groups = (per_image / 4).div_ceil(u64::from(WORKGROUP)).max(1);
+        micro_batch = micro_batch.min((max_groups / per_image_groups).min(u64::from(u32::MAX)) as u32);
+
+        let (rows, row_elems, what) = match node.op {
+            Op::Conv(c) => {
+                let input = graph.inputs(id).first().map(|&s| graph.node(s).shape.clone().unwrap_or_default()).unwrap_or_default();
+                let ch = input.first().copied().unwrap_or(1);
+                (c.out_channels, u64::from(ch / c.groups) * u64::from(c.kernel) * u64::from(c.kernel), "weight")
+            }
+            Op::Linear(l) => {
+                let input = graph.inputs(id).first().map(|&s| graph.node(s).shape.clone().unwrap_or_default()).unwrap_or_default();
+                (l.out_features, u64::from(input.first().copied().unwrap_or(1)), "weight")
+            }
+            Op::Input { .. } | Op::Relu | Op::Lrn(_) | Op::MaxPool(_) | Op::Flatten | Op::Dropout(_) | Op::Softmax | Op::Output => {
+                continue;
+            }
+        };
+        let row_bytes = bytes(row_elems);
+        if row_bytes > limit {
+            sink.push(
+                node.span,
+                format!(
+                    "{}: one row of the {what} takes {row_bytes} bytes, more than the target's storage binding limit of {limit} bytes even after splitting",
+                    node.layer
+                ),
+            );
+            continue;
+        }
+        let rows_per_part = (limit / row_bytes).min(u64::from(rows)) as u32;
+        let count = rows.div_ceil(rows_per_part);
+        // Equal parts, so a split weight reads as "two halves" rather than "full and remainder".
+        let even = rows.div_ceil(count);
+        let ranges = (0..count).map(|i| (i * even, even.min(rows - i * even))).collect();
+        parts.insert(id, ranges);
+    }
+    if micro_batch == 0 {
+        micro_batch = 1;
+    }
+    sink.finish(GraphInfo { order, parts, micro_batch, target })
+}

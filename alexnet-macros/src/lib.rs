@@ -1,0 +1,222 @@
+//! The `alexnet!` proc macro: a thin shell that hands its tokens to `alexnet-compiler` and
+//! writes the result as Rust. It does no checking of its own and writes no files.
+//!
+//! On success it expands to a unit struct with an associated `PLAN` constant (kernels, plan,
+//! parameters, IR dump and DOT graph) and an `::alexnet::Model` impl. On failure it emits every
+//! error at its span plus the same struct with no impl, so user code does not cascade.
+
+use alexnet_plan as plan;
+use proc_macro2::TokenStream;
+use quote::quote;
+
+/// Declares an AlexNet-style network; see the `alexnet` crate for the syntax.
+#[proc_macro]
+pub fn alexnet(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    expand(input.into()).into()
+}
+
+fn expand(input: TokenStream) -> TokenStream {
+    match alexnet_compiler::compile(input.clone()) {
+        Ok(compiled) => {
+            let net = &compiled.net;
+            let (vis, name) = (&net.vis, &net.name);
+            let doc = &net.doc;
+            let plan = plan_tokens(&compiled.plan);
+            quote! {
+                #[doc = #doc]
+                #[derive(Clone, Copy, Debug, Default)]
+                #vis struct #name;
+
+                impl #name {
+                    /// The execution plan compiled from the declaration at build time.
+                    pub const PLAN: ::alexnet::__private::Plan = #plan;
+                }
+
+                impl ::alexnet::Model for #name {
+                    const PLAN: &'static ::alexnet::__private::Plan = &#name::PLAN;
+                }
+            }
+        }
+        Err(errors) => {
+            let errors = errors.0.iter().map(|e| syn::Error::new(e.span, &e.message).to_compile_error());
+            let stub = stub(input);
+            quote! { #(#errors)* #stub }
+        }
+    }
+}
+
+/// A bare struct with the declared name, so uses of it do not add errors of their own.
+fn stub(input: TokenStream) -> TokenStream {
+    struct Head(syn::Visibility, syn::Ident);
+    impl syn::parse::Parse for Head {
+        fn parse(input: syn::parse::ParseStream) -> syn::Result<Self> {
+            input.call(syn::Attribute::parse_outer)?;
+            let vis = input.parse()?;
+            let name = input.parse()?;
+            input.parse::<TokenStream>()?;
+            Ok(Head(vis, name))
+        }
+    }
+    match syn::parse2::<Head>(input) {
+        Ok(Head(vis, name)) => quote! { #vis struct #name; },
+        Err(_) => TokenStream::new(),
+    }
+}
+
+fn cow_str(s: &str) -> TokenStream {
+    quote! { ::std::borrow::Cow::Borrowed(#s) }
+}
+
+fn cow_slice(items: impl IntoIterator<Item = TokenStream>) -> TokenStream {
+    let items = items.into_iter();
+    quote! { ::std::borrow::Cow::Borrowed(&[#(#items),*]) }
+}
+
+fn u32s(v: &[u32]) -> TokenStream {
+    cow_slice(v.iter().map(|d| quote! { #d }))
+}
+
+fn opt_u32(v: Option<u32>) -> TokenStream {
+    match v {
+        Some(v) => quote! { ::std::option::Option::Some(#v) },
+        None => quote! { ::std::option::Option::None },
+    }
+}
+
+/// Writes `plan` as a constant expression of `::alexnet::__private` types.
+fn plan_tokens(p: &plan::Plan) -> TokenStream {
+    let (name, doc, ir, dot) = (cow_str(&p.name), cow_str(&p.doc), cow_str(&p.ir), cow_str(&p.dot));
+    let [c, h, w] = p.input;
+    let (devices, max_batch, micro_batch) = (p.devices, p.max_batch, p.micro_batch);
+    let activations = cow_slice(p.activations.iter().map(|a| {
+        let (name, shape) = (cow_str(&a.name), u32s(&a.shape));
+        quote! { ::alexnet::__private::Activation { name: #name, shape: #shape } }
+    }));
+    let params = cow_slice(p.params.iter().map(|q| {
+        let (name, layer, shape) = (cow_str(&q.name), cow_str(&q.layer), u32s(&q.shape));
+        let layout = match q.layout {
+            plan::Layout::Oihw => quote! { Oihw },
+            plan::Layout::Oi => quote! { Oi },
+            plan::Layout::O => quote! { O },
+        };
+        let init = match q.init {
+            plan::Init::Normal { std } => quote! { ::alexnet::__private::Init::Normal { std: #std } },
+            plan::Init::Constant { value } => quote! { ::alexnet::__private::Init::Constant { value: #value } },
+        };
+        let parts = cow_slice(q.parts.iter().map(|pt| {
+            let (start, rows) = (pt.start, pt.rows);
+            quote! { ::alexnet::__private::Part { start: #start, rows: #rows } }
+        }));
+        quote! {
+            ::alexnet::__private::Param {
+                name: #name, layer: #layer, shape: #shape,
+                layout: ::alexnet::__private::Layout::#layout, init: #init, parts: #parts,
+            }
+        }
+    }));
+    let nodes = cow_slice(p.nodes.iter().map(|n| {
+        let (layer, input, output, device) = (cow_str(&n.layer), n.input, n.output, n.device);
+        let op = node_op(&n.op);
+        quote! { ::alexnet::__private::Node { layer: #layer, op: #op, input: #input, output: #output, device: #device } }
+    }));
+    let kernels = cow_slice(p.kernels.iter().map(|k| {
+        let (name, layer, wgsl, entry) = (cow_str(&k.name), cow_str(&k.layer), cow_str(&k.wgsl), cow_str(&k.entry_point));
+        let (node, wg, threads) = (k.node, k.workgroup_size, k.threads_per_image);
+        let bindings = cow_slice(k.bindings.iter().map(|b| match *b {
+            plan::Binding::Uniform => quote! { ::alexnet::__private::Binding::Uniform },
+            plan::Binding::Activation { index, write } => quote! { ::alexnet::__private::Binding::Activation { index: #index, write: #write } },
+            plan::Binding::Param { index, part } => quote! { ::alexnet::__private::Binding::Param { index: #index, part: #part } },
+        }));
+        quote! {
+            ::alexnet::__private::Kernel {
+                name: #name, layer: #layer, node: #node, wgsl: #wgsl, entry_point: #entry,
+                workgroup_size: #wg, threads_per_image: #threads, bindings: #bindings,
+            }
+        }
+    }));
+    let layers = cow_slice(p.layers.iter().map(|l| {
+        let (name, output) = (cow_str(&l.name), u32s(&l.output));
+        let (params, macs, bytes) = (l.params, l.macs, l.activation_bytes);
+        quote! {
+            ::alexnet::__private::LayerStats { name: #name, output: #output, params: #params, macs: #macs, activation_bytes: #bytes }
+        }
+    }));
+    let plan::Limits {
+        max_storage_buffer_binding_size: l_bind,
+        max_compute_workgroups_per_dimension: l_wg,
+        max_storage_buffers_per_shader_stage: l_sb,
+        max_compute_invocations_per_workgroup: l_inv,
+    } = p.limits;
+    let (input_act, logits) = (p.input_activation, p.logits_activation);
+    let probs = opt_u32(p.probs_activation);
+    quote! {
+        ::alexnet::__private::Plan {
+            name: #name,
+            doc: #doc,
+            input: [#c, #h, #w],
+            devices: #devices,
+            max_batch: #max_batch,
+            micro_batch: #micro_batch,
+            activations: #activations,
+            params: #params,
+            nodes: #nodes,
+            kernels: #kernels,
+            input_activation: #input_act,
+            logits_activation: #logits,
+            probs_activation: #probs,
+            layers: #layers,
+            limits: ::alexnet::__private::Limits {
+                max_storage_buffer_binding_size: #l_bind,
+                max_compute_workgroups_per_dimension: #l_wg,
+                max_storage_buffers_per_shader_stage: #l_sb,
+                max_compute_invocations_per_workgroup: #l_inv,
+            },
+            ir: #ir,
+            dot: #dot,
+        }
+    }
+}
+
+fn node_op(op: &plan::NodeOp) -> TokenStream {
+    match *op {
+        plan::NodeOp::Conv(c) => {
+            let plan::ConvNode { in_channels, in_h, in_w, out_channels, out_h, out_w, kernel, stride, pad, groups, weight, bias } = c;
+            let bias = opt_u32(bias);
+            quote! {
+                ::alexnet::__private::NodeOp::Conv(::alexnet::__private::ConvNode {
+                    in_channels: #in_channels, in_h: #in_h, in_w: #in_w, out_channels: #out_channels,
+                    out_h: #out_h, out_w: #out_w, kernel: #kernel, stride: #stride, pad: #pad,
+                    groups: #groups, weight: #weight, bias: #bias,
+                })
+            }
+        }
+        plan::NodeOp::Relu => quote! { ::alexnet::__private::NodeOp::Relu },
+        plan::NodeOp::Softmax => quote! { ::alexnet::__private::NodeOp::Softmax },
+        plan::NodeOp::Lrn(l) => {
+            let plan::LrnNode { channels, h, w, size, alpha, beta, k } = l;
+            quote! {
+                ::alexnet::__private::NodeOp::Lrn(::alexnet::__private::LrnNode {
+                    channels: #channels, h: #h, w: #w, size: #size, alpha: #alpha, beta: #beta, k: #k,
+                })
+            }
+        }
+        plan::NodeOp::MaxPool(p) => {
+            let plan::PoolNode { channels, in_h, in_w, out_h, out_w, kernel, stride, pad } = p;
+            quote! {
+                ::alexnet::__private::NodeOp::MaxPool(::alexnet::__private::PoolNode {
+                    channels: #channels, in_h: #in_h, in_w: #in_w, out_h: #out_h, out_w: #out_w,
+                    kernel: #kernel, stride: #stride, pad: #pad,
+                })
+            }
+        }
+        plan::NodeOp::Linear(l) => {
+            let plan::LinearNode { in_features, out_features, weight, bias } = l;
+            let bias = opt_u32(bias);
+            quote! {
+                ::alexnet::__private::NodeOp::Linear(::alexnet::__private::LinearNode {
+                    in_features: #in_features, out_features: #out_features, weight: #weight, bias: #bias,
+                })
+            }
+        }
+    }
+}

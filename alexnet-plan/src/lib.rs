@@ -1,0 +1,320 @@
+//! The execution plan: the one data structure the compiler writes and the runtime reads.
+//!
+//! It sits in its own dependency-free crate so that the compiler need not know wgpu and the
+//! runtime need not know the compiler. Every sequence and string is a `Cow<'static, _>`, so the
+//! `alexnet!` macro can write a plan as a `const` (borrowed) and a program can build one at run
+//! time (owned) — the CLI's `compile FILE` does.
+//!
+//! Layout conventions: activations are NCHW `f32`; conv weights OIHW, linear weights
+//! `[out, in]` (PyTorch's). A parameter whose bytes exceed the target's storage binding limit
+//! is split along its first dimension into [`Part`]s, each its own GPU buffer and dispatch.
+
+use std::borrow::Cow;
+
+/// A compiled network: what runs, in which order, on which buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The network's type name, as written in the DSL.
+    pub name: Cow<'static, str>,
+    /// The doc comment written above the network.
+    pub doc: Cow<'static, str>,
+    /// Input shape of one image, `[C, H, W]`.
+    pub input: [u32; 3],
+    /// Devices the network was declared for (1 or 2).
+    pub devices: u32,
+    /// Largest batch the plan accepts.
+    pub max_batch: u32,
+    /// Largest batch that fits every binding under [`Limits`]; larger batches run in chunks.
+    pub micro_batch: u32,
+    /// Activation tensors, each sized per image.
+    pub activations: Cow<'static, [Activation]>,
+    /// Learnable parameters in declaration order.
+    pub params: Cow<'static, [Param]>,
+    /// The forward graph in execution order, one entry per computing op.
+    pub nodes: Cow<'static, [Node]>,
+    /// GPU kernels in dispatch order.
+    pub kernels: Cow<'static, [Kernel]>,
+    /// Activation that receives the input batch.
+    pub input_activation: u32,
+    /// Activation holding the logits (the input of a final softmax, or the last output).
+    pub logits_activation: u32,
+    /// Activation holding probabilities, when the network ends in softmax.
+    pub probs_activation: Option<u32>,
+    /// Per-layer statistics for `alexnet info`.
+    pub layers: Cow<'static, [LayerStats]>,
+    /// The device limits this plan was compiled against.
+    pub limits: Limits,
+    /// The IR dump, one line per node.
+    pub ir: Cow<'static, str>,
+    /// The IR as a Graphviz DOT graph.
+    pub dot: Cow<'static, str>,
+}
+
+/// Device limits a plan was checked against at compile time and that the runtime re-checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest storage buffer binding, in bytes.
+    pub max_storage_buffer_binding_size: u64,
+    /// Largest workgroup count in one dispatch dimension.
+    pub max_compute_workgroups_per_dimension: u32,
+    /// Storage buffers one kernel binds.
+    pub max_storage_buffers_per_shader_stage: u32,
+    /// Invocations per workgroup the kernels use.
+    pub max_compute_invocations_per_workgroup: u32,
+}
+
+impl Limits {
+    /// WebGPU's default limits, which every conformant adapter meets.
+    pub const WEBGPU_DEFAULT: Limits = Limits {
+        max_storage_buffer_binding_size: 128 << 20,
+        max_compute_workgroups_per_dimension: 65_535,
+        max_storage_buffers_per_shader_stage: 8,
+        max_compute_invocations_per_workgroup: 256,
+    };
+}
+
+/// One activation tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Activation {
+    /// Name, from the node that writes it (`conv1.relu`).
+    pub name: Cow<'static, str>,
+    /// Shape of one image's slice, e.g. `[96, 55, 55]`.
+    pub shape: Cow<'static, [u32]>,
+}
+
+impl Activation {
+    /// Elements per image.
+    pub fn elems_per_image(&self) -> u64 {
+        self.shape.iter().map(|&d| u64::from(d)).product()
+    }
+}
+
+/// Memory layout of a parameter, named as PyTorch names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Conv weight `[out, in/groups, kh, kw]`.
+    Oihw,
+    /// Linear weight `[out, in]`.
+    Oi,
+    /// Bias `[out]`.
+    O,
+}
+
+impl Layout {
+    /// The layout's conventional name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Oihw => "OIHW",
+            Layout::Oi => "OI",
+            Layout::O => "O",
+        }
+    }
+}
+
+/// How a parameter is initialised (the paper's scheme is the default).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// Zero-mean normal with this standard deviation.
+    Normal { std: f32 },
+    /// Every element equal to this value.
+    Constant { value: f32 },
+}
+
+/// A learnable tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// Full name, e.g. `conv1.weight` or `features.0.weight`.
+    pub name: Cow<'static, str>,
+    /// The layer that owns it.
+    pub layer: Cow<'static, str>,
+    /// Shape in `layout` order.
+    pub shape: Cow<'static, [u32]>,
+    /// Memory layout.
+    pub layout: Layout,
+    /// Initialisation scheme.
+    pub init: Init,
+    /// Row ranges along the first dimension; each part is its own GPU buffer.
+    pub parts: Cow<'static, [Part]>,
+}
+
+impl Param {
+    /// Total number of elements.
+    pub fn elems(&self) -> u64 {
+        self.shape.iter().map(|&d| u64::from(d)).product()
+    }
+
+    /// Elements in one row (one index of the first dimension).
+    pub fn row_elems(&self) -> u64 {
+        self.shape[1..].iter().map(|&d| u64::from(d)).product()
+    }
+}
+
+/// A range of rows of a parameter's first dimension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// First row.
+    pub start: u32,
+    /// Number of rows.
+    pub rows: u32,
+}
+
+/// One computing op of the forward graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Source layer name.
+    pub layer: Cow<'static, str>,
+    /// What it computes.
+    pub op: NodeOp,
+    /// Activation read.
+    pub input: u32,
+    /// Activation written.
+    pub output: u32,
+    /// Device that runs it.
+    pub device: u32,
+}
+
+/// A computing op with every shape resolved.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NodeOp {
+    /// 2-D convolution, NCHW input, OIHW weight.
+    Conv(ConvNode),
+    /// `max(x, 0)`.
+    Relu,
+    /// Local response normalisation across channels, with the paper's raw alpha:
+    /// `b = a / (k + alpha * sum(a^2))^beta` over `size` neighbouring channels.
+    Lrn(LrnNode),
+    /// Max pooling; padded positions never win.
+    MaxPool(PoolNode),
+    /// `y = W x + b` over the flattened input.
+    Linear(LinearNode),
+    /// Softmax over the features of each image.
+    Softmax,
+}
+
+/// A resolved convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvNode {
+    pub in_channels: u32,
+    pub in_h: u32,
+    pub in_w: u32,
+    pub out_channels: u32,
+    pub out_h: u32,
+    pub out_w: u32,
+    pub kernel: u32,
+    pub stride: u32,
+    pub pad: u32,
+    pub groups: u32,
+    /// Index of the weight in [`Plan::params`].
+    pub weight: u32,
+    /// Index of the bias in [`Plan::params`].
+    pub bias: Option<u32>,
+}
+
+/// A resolved local response normalisation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LrnNode {
+    pub channels: u32,
+    pub h: u32,
+    pub w: u32,
+    /// Channels summed over, centred on the output channel.
+    pub size: u32,
+    /// The paper's alpha, applied to the raw sum (ONNX's alpha is `alpha * size`).
+    pub alpha: f32,
+    pub beta: f32,
+    pub k: f32,
+}
+
+/// A resolved max pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolNode {
+    pub channels: u32,
+    pub in_h: u32,
+    pub in_w: u32,
+    pub out_h: u32,
+    pub out_w: u32,
+    pub kernel: u32,
+    pub stride: u32,
+    pub pad: u32,
+}
+
+/// A resolved fully connected layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearNode {
+    pub in_features: u32,
+    pub out_features: u32,
+    pub weight: u32,
+    pub bias: Option<u32>,
+}
+
+/// A generated compute shader and the buffers it binds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// Unique name, from the layer (`conv1_fwd`, `fc6_fwd_part1`).
+    pub name: Cow<'static, str>,
+    /// Source layer.
+    pub layer: Cow<'static, str>,
+    /// Index of the node it computes in [`Plan::nodes`].
+    pub node: u32,
+    /// WGSL source, validated by naga at build time.
+    pub wgsl: Cow<'static, str>,
+    /// Entry point in `wgsl`.
+    pub entry_point: Cow<'static, str>,
+    /// Invocations per workgroup (1-D).
+    pub workgroup_size: u32,
+    /// Invocations per image; a dispatch covers `batch * threads_per_image` of them.
+    pub threads_per_image: u64,
+    /// Bindings of group 0, in binding-index order.
+    pub bindings: Cow<'static, [Binding]>,
+}
+
+/// What one binding of a kernel refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// The uniform block `{ batch: u32 }`.
+    Uniform,
+    /// An activation, read-only or written.
+    Activation { index: u32, write: bool },
+    /// One part of a parameter (read-only).
+    Param { index: u32, part: u32 },
+}
+
+/// Statistics of one layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerStats {
+    pub name: Cow<'static, str>,
+    /// Output shape of one image.
+    pub output: Cow<'static, [u32]>,
+    /// Learnable parameters.
+    pub params: u64,
+    /// Multiply-adds per image in the forward pass.
+    pub macs: u64,
+    /// Bytes of activations the layer writes per image.
+    pub activation_bytes: u64,
+}
+
+impl Plan {
+    /// Total learnable parameters.
+    pub fn param_count(&self) -> u64 {
+        self.params.iter().map(Param::elems).sum()
+    }
+
+    /// Total forward multiply-adds per image.
+    pub fn macs(&self) -> u64 {
+        self.layers.iter().map(|l| l.macs).sum()
+    }
+
+    /// Number of classes (features of the logits).
+    pub fn classes(&self) -> u32 {
+        self.activations[self.logits_activation as usize].elems_per_image() as u32
+    }
+
+    /// Elements of one input image.
+    pub fn input_elems(&self) -> usize {
+        self.input.iter().map(|&d| d as usize).product()
+    }
+
+    /// Looks a parameter up by name.
+    pub fn param(&self, name: &str) -> Option<&Param> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}

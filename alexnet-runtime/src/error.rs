@@ -1,0 +1,40 @@
+//! Errors of the runtime: every user mistake and device failure as a value, never a panic.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Anything that can go wrong opening a device, loading weights or running a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no GPU adapter found for backends {backends} (on Linux, install mesa-vulkan-drivers and libvulkan1 for a software Vulkan device)")]
+    NoAdapter { backends: String },
+    #[error("adapter index {index} is out of range: {count} adapter(s) found (see `alexnet devices`)")]
+    AdapterIndex { index: usize, count: usize },
+    #[error("unknown backend `{0}` (expected one of vulkan, gl, metal, dx12)")]
+    UnknownBackend(String),
+    #[error("adapter `{adapter}` cannot meet the plan: {limit} needs {needed}, the adapter offers {available}")]
+    Limit { adapter: String, limit: &'static str, needed: u64, available: u64 },
+    #[error("cannot open a device on adapter `{adapter}`: {message}")]
+    RequestDevice { adapter: String, message: String },
+    #[error("GPU error while {what}: {message}")]
+    Gpu { what: String, message: String },
+    #[error("timed out after {0:?} waiting for the GPU (raise ALEXNET_GPU_TIMEOUT_SECS for slow software devices)")]
+    Timeout(Duration),
+    #[error("waiting for the GPU failed: {0}")]
+    Poll(String),
+    #[error("{}: {message}", path.display())]
+    WeightsFile { path: PathBuf, message: String },
+    #[error("{}: the weights do not match {model}:\n  {}", path.display(), problems.join("\n  "))]
+    WeightsMismatch { path: PathBuf, model: String, problems: Vec<String> },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("batch size {batch} is outside 1..={max}")]
+    Batch { batch: usize, max: usize },
+    #[error("input holds {got} values, but a batch of {batch} images of {shape} needs {expected}")]
+    InputLength { got: usize, expected: usize, batch: usize, shape: String },
+    #[error("the session holds no weights yet: load or initialise them first")]
+    NoWeights,
+}
+
+/// Result alias of the runtime.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,182 @@
+//! Adapter choice and device creation.
+//!
+//! Backends come from `GpuOptions::backend` or `ALEXNET_BACKEND` (vulkan, gl, metal, dx12),
+//! the adapter from `GpuOptions::adapter` or `ALEXNET_ADAPTER` (an index into
+//! `alexnet devices`). Without either, a real GPU is preferred over a software one, and
+//! Vulkan (lavapipe) over GL (llvmpipe). The device is opened with exactly the limits a plan
+//! needs, re-checked against what the adapter offers.
+
+use crate::error::{Error, Result};
+use alexnet_plan::Plan;
+use std::time::Duration;
+
+/// How to pick an adapter.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Backend name: vulkan, gl, metal or dx12; `None` reads `ALEXNET_BACKEND`, else all.
+    pub backend: Option<String>,
+    /// Index into the adapters of that backend; `None` reads `ALEXNET_ADAPTER`, else the best.
+    pub adapter: Option<usize>,
+}
+
+/// What `alexnet devices` shows of one adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+}
+
+/// An open device and its queue.
+pub struct Gpu {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    /// How long any wait on the GPU may last.
+    pub timeout: Duration,
+}
+
+fn parse_backends(name: Option<&str>) -> Result<wgpu::Backends> {
+    Ok(match name.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("all") => wgpu::Backends::VULKAN | wgpu::Backends::GL | wgpu::Backends::METAL | wgpu::Backends::DX12,
+        Some("vulkan") => wgpu::Backends::VULKAN,
+        Some("gl") | Some("gles") | Some("opengl") => wgpu::Backends::GL,
+        Some("metal") => wgpu::Backends::METAL,
+        Some("dx12") => wgpu::Backends::DX12,
+        Some(other) => return Err(Error::UnknownBackend(other.to_string())),
+    })
+}
+
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (kind, backend)
+}
+
+/// Adapters of the chosen backends, best first (the order `alexnet devices` numbers).
+fn adapters(options: &GpuOptions) -> Result<(Vec<wgpu::Adapter>, wgpu::Backends)> {
+    let env_backend = std::env::var("ALEXNET_BACKEND").ok();
+    let backends = parse_backends(options.backend.as_deref().or(env_backend.as_deref()))?;
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    let instance = wgpu::Instance::new(desc);
+    let mut list = pollster::block_on(instance.enumerate_adapters(backends));
+    list.sort_by_key(|a| rank(&a.get_info()));
+    Ok((list, backends))
+}
+
+/// Describes every adapter the options can reach.
+pub fn list_adapters(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
+    let (list, _) = adapters(options)?;
+    Ok(list
+        .iter()
+        .enumerate()
+        .map(|(index, a)| {
+            let info = a.get_info();
+            let l = a.limits();
+            AdapterSummary {
+                index,
+                name: info.name,
+                backend: format!("{:?}", info.backend),
+                device_type: format!("{:?}", info.device_type),
+                driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+                max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+                max_buffer_size: l.max_buffer_size,
+                max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+                max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            }
+        })
+        .collect())
+}
+
+/// Largest binding a session of `plan` with `capacity` images per chunk makes, in bytes.
+pub fn largest_binding(plan: &Plan, capacity: u32) -> u64 {
+    let acts = plan.activations.iter().map(|a| a.elems_per_image() * u64::from(capacity) * 4);
+    let params = plan.params.iter().flat_map(|p| p.parts.iter().map(move |part| u64::from(part.rows) * p.row_elems() * 4));
+    acts.chain(params).max().unwrap_or(4).max(16)
+}
+
+impl Gpu {
+    /// Opens the best (or the chosen) adapter with the limits `plan` needs.
+    pub fn open(options: &GpuOptions, plan: &Plan) -> Result<Gpu> {
+        let (list, backends) = adapters(options)?;
+        let env_index = std::env::var("ALEXNET_ADAPTER").ok().and_then(|v| v.parse::<usize>().ok());
+        let adapter = match options.adapter.or(env_index) {
+            Some(index) => list.get(index).cloned().ok_or(Error::AdapterIndex { index, count: list.len() })?,
+            None => list.first().cloned().ok_or_else(|| Error::NoAdapter { backends: format!("{backends:?}") })?,
+        };
+        let info = adapter.get_info();
+        let name = format!("{} ({:?})", info.name, info.backend);
+        let offered = adapter.limits();
+        let binding = largest_binding(plan, plan.micro_batch);
+        let needs: [(&'static str, u64, u64); 4] = [
+            ("max_storage_buffer_binding_size", binding, offered.max_storage_buffer_binding_size),
+            ("max_buffer_size", binding, offered.max_buffer_size),
+            (
+                "max_compute_workgroups_per_dimension",
+                u64::from(plan.limits.max_compute_workgroups_per_dimension),
+                u64::from(offered.max_compute_workgroups_per_dimension),
+            ),
+            ("max_storage_buffers_per_shader_stage", 4, u64::from(offered.max_storage_buffers_per_shader_stage)),
+        ];
+        for (limit, needed, available) in needs {
+            if needed > available {
+                return Err(Error::Limit { adapter: name, limit, needed, available });
+            }
+        }
+        let mut limits = wgpu::Limits::downlevel_defaults();
+        limits.max_storage_buffer_binding_size = binding.max(limits.max_storage_buffer_binding_size.min(offered.max_storage_buffer_binding_size));
+        limits.max_buffer_size = binding.max(limits.max_buffer_size.min(offered.max_buffer_size));
+        limits.max_compute_workgroups_per_dimension = plan.limits.max_compute_workgroups_per_dimension;
+        limits.max_storage_buffers_per_shader_stage = 4u32.max(limits.max_storage_buffers_per_shader_stage.min(offered.max_storage_buffers_per_shader_stage));
+        let desc = wgpu::DeviceDescriptor { label: Some("alexnet"), required_limits: limits, ..Default::default() };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::RequestDevice { adapter: name.clone(), message: e.to_string() })?;
+        let timeout = std::env::var("ALEXNET_GPU_TIMEOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
+        tracing::info!(adapter = %name, "opened device");
+        Ok(Gpu { adapter, device, queue, timeout: Duration::from_secs(timeout) })
+    }
+
+    /// Name and backend of the adapter.
+    pub fn describe(&self) -> String {
+        let info = self.adapter.get_info();
+        format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+    }
+
+    /// Waits, at most `self.timeout`, for `submission` to finish.
+    pub fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
+        match self.device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: Some(self.timeout) }) {
+            Ok(_) => Ok(()),
+            Err(wgpu::PollError::Timeout) => Err(Error::Timeout(self.timeout)),
+            Err(e) => Err(Error::Poll(e.to_string())),
+        }
+    }
+
+    /// Runs `f` inside an error scope and turns any validation or out-of-memory error into
+    /// an [`Error::Gpu`] naming `what`.
+    pub fn checked<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let value = f();
+        let errors = [pollster::block_on(oom.pop()), pollster::block_on(validation.pop())];
+        match errors.into_iter().flatten().next() {
+            Some(e) => Err(Error::Gpu { what: what.to_string(), message: e.to_string() }),
+            None => Ok(value),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Parameters on the host: the paper's initialisation, and safetensors load and save.
+//!
+//! Loading checks every name, shape and dtype against the plan and reports all mismatches in
+//! one error before anything reaches the GPU. Saving is atomic: a temporary file in the same
+//! folder, fsync, then rename, so a crash never leaves a half-written file under the name.
+
+use crate::error::{Error, Result};
+use alexnet_plan::{Init, Plan};
+use rand::SeedableRng;
+use rand_distr::Distribution;
+use std::io::Write;
+use std::path::Path;
+
+/// One `f32` tensor per parameter of a plan, in the plan's order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weights {
+    pub tensors: Vec<Vec<f32>>,
+}
+
+impl Weights {
+    /// The paper's initialisation: weights from N(0, 0.01²), biases 1 or 0 as the plan says.
+    /// The same seed gives the same weights on every machine (ChaCha8 stream per tensor).
+    pub fn init(plan: &Plan, seed: u64) -> Weights {
+        let tensors = plan
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match p.init {
+                Init::Constant { value } => vec![value; p.elems() as usize],
+                Init::Normal { std } => {
+                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                    rng.set_stream(i as u64);
+                    let normal = rand_distr::Normal::new(0.0f32, std).expect("a positive standard deviation");
+                    (0..p.elems()).map(|_| normal.sample(&mut rng)).collect()
+                }
+            })
+            .collect();
+        Weights { tensors }
+    }
+
+    /// Reads a safetensors file and checks it against `plan`.
+    pub fn load(plan: &Plan, path: &Path) -> Result<Weights> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        Self::from_safetensors(plan, &bytes, path)
+    }
+
+    /// Parses safetensors bytes (`path` names them in errors).
+    pub fn from_safetensors(plan: &Plan, bytes: &[u8], path: &Path) -> Result<Weights> {
+        let file = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::WeightsFile { path: path.to_path_buf(), message: format!("not a valid safetensors file: {e}") })?;
+        let mut problems = Vec::new();
+        let mut tensors = Vec::with_capacity(plan.params.len());
+        for p in plan.params.iter() {
+            let want: Vec<usize> = p.shape.iter().map(|&d| d as usize).collect();
+            match file.tensor(&p.name) {
+                Err(_) => problems.push(format!("missing tensor `{}` {:?}", p.name, want)),
+                Ok(view) => {
+                    if view.dtype() != safetensors::Dtype::F32 {
+                        problems.push(format!("`{}` has dtype {:?}, expected F32", p.name, view.dtype()));
+                    } else if view.shape() != want.as_slice() {
+                        problems.push(format!("`{}` has shape {:?}, expected {:?} ({})", p.name, view.shape(), want, p.layout.as_str()));
+                    } else {
+                        tensors.push(view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+                    }
+                }
+            }
+        }
+        let mut extra: Vec<String> = file.names().into_iter().filter(|n| plan.param(n).is_none()).map(|n| format!("unexpected tensor `{n}`")).collect();
+        extra.sort();
+        problems.extend(extra);
+        if !problems.is_empty() {
+            return Err(Error::WeightsMismatch { path: path.to_path_buf(), model: plan.name.to_string(), problems });
+        }
+        Ok(Weights { tensors })
+    }
+
+    /// Serialises to safetensors bytes with the plan's names and shapes.
+    pub fn to_safetensors(&self, plan: &Plan) -> Vec<u8> {
+        let bytes: Vec<Vec<u8>> = self.tensors.iter().map(|t| bytemuck::cast_slice::<f32, u8>(t).to_vec()).collect();
+        let views = plan.params.iter().zip(&bytes).map(|(p, b)| {
+            let shape = p.shape.iter().map(|&d| d as usize).collect();
+            (p.name.to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, b).expect("sizes come from the plan"))
+        });
+        let meta = std::collections::HashMap::from([("model".to_string(), plan.name.to_string())]);
+        safetensors::serialize(views, Some(meta)).expect("f32 tensors with plan shapes serialise")
+    }
+
+    /// Writes a safetensors file atomically.
+    pub fn save(&self, plan: &Plan, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_safetensors(plan))
+    }
+
+    /// Checks that every tensor has the length `plan` expects.
+    pub fn check(&self, plan: &Plan) -> Result<()> {
+        let mut problems = Vec::new();
+        if self.tensors.len() != plan.params.len() {
+            problems.push(format!("{} tensors, expected {}", self.tensors.len(), plan.params.len()));
+        }
+        for (t, p) in self.tensors.iter().zip(plan.params.iter()) {
+            if t.len() as u64 != p.elems() {
+                problems.push(format!("`{}` holds {} values, expected {}", p.name, t.len(), p.elems()));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::WeightsMismatch { path: "<memory>".into(), model: plan.name.to_string(), problems })
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file, fsync and rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| io(std::io::Error::other("the path names no file")))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}

@@ -1,0 +1,54 @@
+//! AlexNet-style convolutional networks, compiled to WGSL at build time and run on wgpu.
+//!
+//! ```ignore
+//! alexnet::alexnet! {
+//!     /// A small net for 28×28 grey images.
+//!     pub Tiny {
+//!         input: [1, 28, 28],
+//!         max_batch: 64,
+//!         conv1: conv(16, k = 5, p = 2) -> relu -> maxpool(k = 2, s = 2),
+//!         fc: linear(10) -> softmax,
+//!     }
+//! }
+//! ```
+//!
+//! # Syntax
+//!
+//! - `input: [C, H, W]` (required); `devices: 1 | 2` (default 1); `max_batch: N` (default 128);
+//!   `binding_limit: BYTES`, the target's largest storage binding (default WebGPU's 128 MiB).
+//! - `name: op -> op -> ...` declares a layer. Ops:
+//!   `conv(out, k = K, s = 1, p = 0, groups = 1, bias = true, floor)`, `relu`,
+//!   `lrn(n = 5, alpha = 1e-4, beta = 0.75, k = 2)`, `maxpool(k = K, s = K, p = 0, floor)`,
+//!   `linear(out, bias = true)`, `dropout(p)` (identity at inference), `softmax`.
+//! - A flatten is implied before the first `linear`.
+//! - **LRN alpha is the paper's**: `b = a / (k + alpha * Σ a²)^beta` over `n` channels.
+//!   ONNX, PyTorch and Caffe divide alpha by `n`; to port their models write `alpha = theirs / n`.
+//! - A kernel that does not tile its input exactly is an error; `floor` accepts PyTorch's
+//!   rounding, which drops the remainder.
+//! - `#[weights = "features.0"]` before a layer names its parameters `features.0.weight` and
+//!   `features.0.bias` (default: `conv1.weight`, `conv1.bias`).
+//! - Parameters are initialised as in the paper: N(0, 0.01²) weights; biases 1 in the 2nd,
+//!   4th and 5th conv layers and every linear layer, 0 elsewhere.
+
+// Lets the built-in models use the same `::alexnet::__private` path as user code.
+extern crate self as alexnet;
+
+pub use alexnet_macros::alexnet;
+pub use alexnet_plan as plan;
+pub use alexnet_runtime as runtime;
+pub use alexnet_runtime::{Gpu, GpuOptions, Output, Session, Weights};
+pub use plan::Plan;
+
+pub mod models;
+
+/// A network compiled by `alexnet!`.
+pub trait Model {
+    /// Its execution plan.
+    const PLAN: &'static Plan;
+}
+
+/// Items that generated code names; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use alexnet_plan::*;
+}
