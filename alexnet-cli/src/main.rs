@@ -1,1 +1,328 @@
-fn main() {}
+//! The `alexnet` command: inspect built-in models, compile DSL files, initialise weights and
+//! run inference on any wgpu adapter.
+
+mod npy;
+
+use alexnet::runtime::{data, gpu::list_adapters};
+use alexnet::{Gpu, GpuOptions, Plan, Session, Weights};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+
+/// Compile-time graph compiler and wgpu runtime for AlexNet-style networks.
+#[derive(Parser)]
+#[command(name = "alexnet", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List GPU adapters with their backends and key limits.
+    Devices(DeviceArgs),
+    /// Classify images (JPEG/PNG) or run a raw .npy tensor through a model.
+    Infer(InferArgs),
+    /// Write the paper's random initialisation of a model to a safetensors file.
+    Init {
+        #[arg(long, value_parser = model_name)]
+        model: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a model's WGSL kernels, one file per kernel.
+    Shaders {
+        #[arg(long, value_parser = model_name)]
+        model: String,
+        /// Folder to write into (default: print to stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print a model's IR as text or Graphviz DOT.
+    Graph {
+        #[arg(long, value_parser = model_name)]
+        model: String,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+    /// Compile a DSL file (the body of an `alexnet!{...}`) and print its IR, WGSL or DOT.
+    Compile {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Emit::Ir)]
+        emit: Emit,
+    },
+    /// Parameters, multiply-adds and activation memory per layer.
+    Info {
+        #[arg(long, value_parser = model_name)]
+        model: String,
+    },
+    /// Time forward passes on the GPU (median of several runs).
+    Bench {
+        #[arg(long, value_parser = model_name)]
+        model: String,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct DeviceArgs {
+    /// Backend: vulkan, gl, metal or dx12 (env ALEXNET_BACKEND; default: all, best first).
+    #[arg(long, env = "ALEXNET_BACKEND")]
+    backend: Option<String>,
+    /// Adapter index as listed by `alexnet devices` (env ALEXNET_ADAPTER).
+    #[arg(long, env = "ALEXNET_ADAPTER")]
+    adapter: Option<usize>,
+}
+
+impl DeviceArgs {
+    fn options(&self) -> GpuOptions {
+        GpuOptions { backend: self.backend.clone(), adapter: self.adapter }
+    }
+}
+
+#[derive(Args)]
+struct InferArgs {
+    #[arg(long, value_parser = model_name)]
+    model: String,
+    /// Weights in safetensors (default: the paper's random initialisation, seed 0).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Images, or one .npy tensor of shape [N, C, H, W] or [C, H, W] (f32 or f64).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Classes to show per image.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Write the logits, shape [N, classes], to this .npy file.
+    #[arg(long)]
+    save_logits: Option<PathBuf>,
+    /// One label per line (`id<TAB>name` or `name`); default: ImageNet or Fashion-MNIST names.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Text,
+    Dot,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    Ir,
+    Wgsl,
+    Dot,
+}
+
+fn model_name(name: &str) -> Result<String, String> {
+    match alexnet::models::by_name(name) {
+        Some(_) => Ok(name.to_string()),
+        None => {
+            let names: Vec<&str> = alexnet::models::BUILTIN.iter().map(|(n, _)| *n).collect();
+            Err(format!("unknown model `{name}` (expected one of {})", names.join(", ")))
+        }
+    }
+}
+
+fn plan_of(name: &str) -> &'static Plan {
+    alexnet::models::by_name(name).expect("clap checked the model name")
+}
+
+fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ALEXNET_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("alexnet_runtime=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Devices(args) => devices(&args),
+        Command::Infer(args) => infer(&args),
+        Command::Init { model, seed, out } => {
+            let plan = plan_of(&model);
+            Weights::init(plan, seed).save(plan, &out)?;
+            println!("wrote {} ({} parameters, seed {seed}) to {}", plan.name, plan.param_count(), out.display());
+            Ok(())
+        }
+        Command::Shaders { model, out } => shaders(plan_of(&model), out.as_deref()),
+        Command::Graph { model, format } => {
+            let plan = plan_of(&model);
+            print!("{}", if matches!(format, GraphFormat::Text) { &plan.ir } else { &plan.dot });
+            Ok(())
+        }
+        Command::Compile { file, emit } => compile(&file, emit),
+        Command::Info { model } => {
+            info(plan_of(&model));
+            Ok(())
+        }
+        Command::Bench { model, batch, iters, device } => bench(plan_of(&model), batch, iters, &device),
+    }
+}
+
+fn devices(args: &DeviceArgs) -> Result<()> {
+    let list = list_adapters(&args.options())?;
+    if list.is_empty() {
+        bail!("no GPU adapters found (on Linux: apt-get install mesa-vulkan-drivers libvulkan1)");
+    }
+    for a in list {
+        println!("[{}] {} — {} {} ({})", a.index, a.name, a.backend, a.device_type, a.driver);
+        println!(
+            "    max storage binding {} MiB, max buffer {} MiB, {} workgroups/dim, {} invocations/workgroup",
+            a.max_storage_buffer_binding_size >> 20,
+            a.max_buffer_size >> 20,
+            a.max_compute_workgroups_per_dimension,
+            a.max_compute_invocations_per_workgroup
+        );
+    }
+    Ok(())
+}
+
+fn shaders(plan: &Plan, out: Option<&Path>) -> Result<()> {
+    match out {
+        None => {
+            for k in plan.kernels.iter() {
+                println!("{}", k.wgsl);
+            }
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for k in plan.kernels.iter() {
+                let path = dir.join(format!("{}.wgsl", k.name));
+                std::fs::write(&path, k.wgsl.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("wrote {} kernels to {}", plan.kernels.len(), dir.display());
+        }
+    }
+    Ok(())
+}
+
+fn compile(file: &Path, emit: Emit) -> Result<()> {
+    let source = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    match alexnet_compiler::compile_str(&source) {
+        Ok(compiled) => {
+            match emit {
+                Emit::Ir => print!("{}", compiled.plan.ir),
+                Emit::Dot => print!("{}", compiled.plan.dot),
+                Emit::Wgsl => compiled.plan.kernels.iter().for_each(|k| println!("{}", k.wgsl)),
+            }
+            Ok(())
+        }
+        Err(errors) => {
+            eprint!("{}", errors.render(&file.display().to_string()));
+            bail!("{} error(s) in {}", errors.0.len(), file.display())
+        }
+    }
+}
+
+fn info(plan: &Plan) {
+    println!("{} — input {:?}, {} device(s), max batch {} (micro-batch {})", plan.name, plan.input, plan.devices, plan.max_batch, plan.micro_batch);
+    println!("{:<8} {:>18} {:>14} {:>12} {:>14}", "layer", "output", "parameters", "M mult-adds", "act. KiB/img");
+    for l in plan.layers.iter() {
+        let shape = format!("{:?}", l.output);
+        println!("{:<8} {:>18} {:>14} {:>12.1} {:>14.1}", l.name, shape, l.params, l.macs as f64 / 1e6, l.activation_bytes as f64 / 1024.0);
+    }
+    let act: u64 = plan.layers.iter().map(|l| l.activation_bytes).sum();
+    println!("{:<8} {:>18} {:>14} {:>12.1} {:>14.1}", "total", "", plan.param_count(), plan.macs() as f64 / 1e6, act as f64 / 1024.0);
+    println!("{} kernels; weights {:.1} MiB (f32)", plan.kernels.len(), plan.param_count() as f64 * 4.0 / (1 << 20) as f64);
+}
+
+/// Labels for the model's classes, from `--labels` or the built-in lists.
+fn labels(plan: &Plan, path: Option<&Path>) -> Result<Vec<String>> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading labels {}", p.display()))?,
+        None if plan.classes() == 1000 => include_str!("../data/imagenet_classes.txt").to_string(),
+        None if plan.classes() == 10 => FASHION_MNIST.join("\n"),
+        None => (0..plan.classes()).map(|i| format!("class {i}")).collect::<Vec<_>>().join("\n"),
+    };
+    let names: Vec<String> = text.lines().map(|l| l.split_once('\t').map_or(l, |(_, name)| name).to_string()).collect();
+    if names.len() != plan.classes() as usize {
+        bail!("{} labels for a model with {} classes", names.len(), plan.classes());
+    }
+    Ok(names)
+}
+
+/// Fashion-MNIST's class names, in label order.
+pub const FASHION_MNIST: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+
+fn infer(args: &InferArgs) -> Result<()> {
+    let plan = plan_of(&args.model);
+    let is_npy = args.inputs.len() == 1 && args.inputs[0].extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let (input, batch, names) = if is_npy {
+        let (data, batch) = npy::read_input(&args.inputs[0], plan)?;
+        let names = (0..batch).map(|i| format!("{}[{i}]", args.inputs[0].display())).collect();
+        (data, batch, names)
+    } else {
+        let mut data = Vec::new();
+        for path in &args.inputs {
+            if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+                bail!("{}: a .npy input must be the only input", path.display());
+            }
+            data.extend(data::load_image(path, plan)?);
+        }
+        (data, args.inputs.len(), args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>())
+    };
+    if batch > plan.max_batch as usize {
+        bail!("{batch} inputs, but {} takes at most {} per run", plan.name, plan.max_batch);
+    }
+    let weights = match &args.weights {
+        Some(path) => Weights::load(plan, path)?,
+        None => {
+            eprintln!("note: no --weights given; using the paper's random initialisation (seed 0)");
+            Weights::init(plan, 0)
+        }
+    };
+    let labels = labels(plan, args.labels.as_deref())?;
+    let gpu = Gpu::open(&args.device.options(), plan)?;
+    eprintln!("running {} on {}", plan.name, gpu.describe());
+    let mut session = Session::new(&gpu, plan, batch as u32)?;
+    session.load_weights(&weights)?;
+    let out = session.forward(&input, batch)?;
+    for (i, name) in names.iter().enumerate() {
+        println!("{name}:");
+        for (class, p) in out.top_k(i, args.top) {
+            println!("  {:>6.2}%  {:>4}  {}", p * 100.0, class, labels[class]);
+        }
+    }
+    if let Some(path) = &args.save_logits {
+        npy::write_2d(path, &out.logits, batch, out.classes)?;
+        eprintln!("wrote logits [{batch}, {}] to {}", out.classes, path.display());
+    }
+    Ok(())
+}
+
+fn bench(plan: &Plan, batch: usize, iters: usize, device: &DeviceArgs) -> Result<()> {
+    if batch == 0 || batch > plan.max_batch as usize {
+        bail!("--batch must be in 1..={}", plan.max_batch);
+    }
+    let gpu = Gpu::open(&device.options(), plan)?;
+    let mut session = Session::new(&gpu, plan, batch as u32)?;
+    session.load_weights(&Weights::init(plan, 0))?;
+    let input = vec![0.5f32; batch * plan.input_elems()];
+    session.forward(&input, batch)?;
+    let bar = indicatif::ProgressBar::new(iters as u64);
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let start = std::time::Instant::now();
+        session.forward(&input, batch)?;
+        times.push(start.elapsed().as_secs_f64());
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let gflops = 2.0 * plan.macs() as f64 * batch as f64 / median / 1e9;
+    println!("{} batch {batch} on {}: median {:.3} ms per forward ({:.1} images/s, {:.1} GFLOP/s)", plan.name, gpu.describe(), median * 1e3, batch as f64 / median, gflops);
+    Ok(())
+}

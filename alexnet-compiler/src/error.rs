@@ -43,6 +43,13 @@ impl From<syn::Error> for Error {
 pub struct Errors(pub Vec<Error>);
 
 impl Errors {
+    /// These errors after `earlier` ones, in source order of discovery.
+    pub fn after(self, earlier: &[Error]) -> Errors {
+        let mut all = earlier.to_vec();
+        all.extend(self.0);
+        Errors(all)
+    }
+
     /// Renders every error as `file:line:col: error: message`, one per line.
     pub fn render(&self, file: &str) -> String {
         let mut out = String::new();

@@ -118,10 +118,21 @@ pub struct LinearArgs {
     pub bias: bool,
 }
 
+/// A parse that found errors in argument values but still yields a network, with the bad
+/// ops left out, so later passes can report their errors in the same build.
+pub struct Parsed {
+    pub net: NetDef,
+    pub errors: Vec<Error>,
+    /// False when a left-out op could change shapes (conv, maxpool, linear or unknown), so
+    /// shape errors downstream would be noise.
+    pub shapes_reliable: bool,
+}
+
 /// Parses a network declaration from tokens (the macro's input, or a file's text).
-pub fn parse(tokens: TokenStream) -> Result<NetDef, Errors> {
+/// Syntax errors are fatal; value errors come back in [`Parsed::errors`].
+pub fn parse(tokens: TokenStream) -> Result<Parsed, Errors> {
     let raw: RawNet = syn::parse2(tokens).map_err(|e| Errors(e.into_iter().map(Error::from).collect()))?;
-    raw.resolve()
+    Ok(raw.resolve())
 }
 
 /// A declaration as written, before argument values are checked.
@@ -311,7 +322,7 @@ impl RawLayer {
 }
 
 impl RawNet {
-    fn resolve(self) -> Result<NetDef, Errors> {
+    fn resolve(self) -> Parsed {
         let mut errors = self.errors;
         let input = match self.input {
             None => {
@@ -359,11 +370,21 @@ impl RawNet {
             errors.push(Error::new(self.name.span(), "a network needs at least one layer"));
         }
         let mut layers = Vec::new();
+        let mut shapes_reliable = true;
         for (i, raw) in self.layers.iter().enumerate() {
             if self.layers[..i].iter().any(|l| l.name == raw.name) {
                 errors.push(Error::new(raw.name.span(), format!("duplicate layer name `{}`", raw.name)));
             }
-            let ops = raw.ops.iter().filter_map(|op| resolve_op(&raw.name, op, &mut errors)).collect();
+            let mut ops = Vec::new();
+            for op in &raw.ops {
+                let before = errors.len();
+                let resolved = resolve_op(&raw.name, op, &mut errors);
+                if errors.len() == before {
+                    ops.extend(resolved);
+                } else if !matches!(resolved.map(|o| o.kind), Some(OpKind::Relu | OpKind::Lrn(_) | OpKind::Dropout { .. } | OpKind::Softmax)) {
+                    shapes_reliable = false;
+                }
+            }
             layers.push(LayerDef { name: raw.name.clone(), weights: raw.weights.as_ref().map(LitStr::value), ops });
         }
         let net = NetDef {
@@ -377,11 +398,7 @@ impl RawNet {
             binding_limit,
             layers,
         };
-        if errors.is_empty() {
-            Ok(net)
-        } else {
-            Err(Errors(errors))
-        }
+        Parsed { net, errors, shapes_reliable }
     }
 }
 
@@ -627,9 +644,9 @@ fn resolve_op(layer: &Ident, op: &RawOp, errors: &mut Vec<Error>) -> Option<OpDe
                 Some(p) => {
                     let s = a.positional.first().map_or(span, |l| l.span());
                     a.err(s, format!("dropout rate must be in [0, 1), got {p}"));
-                    return None;
+                    OpKind::Dropout { p: 0.0 }
                 }
-                None => return None,
+                None => OpKind::Dropout { p: 0.0 },
             }
         }
         other => {

@@ -34,9 +34,15 @@ pub struct Compiled {
 
 /// Compiles a network declaration, reporting every error it finds.
 pub fn compile(tokens: TokenStream) -> Result<Compiled, Errors> {
-    let net = front::parse(tokens)?;
-    let mut graph = lower::lower(&net)?;
-    passes::shapes::infer(&mut graph)?;
+    let front::Parsed { net, errors, shapes_reliable } = front::parse(tokens)?;
+    let mut graph = lower::lower(&net).map_err(|e| e.after(&errors))?;
+    if !errors.is_empty() && !shapes_reliable {
+        return Err(Errors(errors));
+    }
+    passes::shapes::infer(&mut graph).map_err(|e| e.after(&errors))?;
+    if !errors.is_empty() {
+        return Err(Errors(errors));
+    }
     passes::place::place(&mut graph);
     let limits = plan::Limits { max_storage_buffer_binding_size: net.binding_limit, ..plan::Limits::WEBGPU_DEFAULT };
     let info = valid::validate(&graph, valid::Target { limits, max_batch: net.max_batch })?;

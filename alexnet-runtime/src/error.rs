@@ -32,6 +32,8 @@ pub enum Error {
     Batch { batch: usize, max: usize },
     #[error("input holds {got} values, but a batch of {batch} images of {shape} needs {expected}")]
     InputLength { got: usize, expected: usize, batch: usize, shape: String },
+    #[error("{}: {message}", path.display())]
+    Image { path: PathBuf, message: String },
     #[error("the session holds no weights yet: load or initialise them first")]
     NoWeights,
 }

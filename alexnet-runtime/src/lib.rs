@@ -3,8 +3,10 @@
 //!
 //! It never builds shader text: every kernel arrives in the plan, generated and validated at
 //! build time. Code map: `gpu` (adapter choice, device with the plan's limits), `session`
-//! (buffers, pipelines, forward), `weights` (initialisation, safetensors), `reference` (CPU).
+//! (buffers, pipelines, forward), `weights` (initialisation, safetensors), `reference` (CPU),
+//! `data` (image decoding and the paper's preprocessing).
 
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod reference;

@@ -34,10 +34,40 @@ fn window(len: u32, kernel: u32, stride: u32, pad: u32, floor: bool, axis: &str)
     Ok(span / stride + 1)
 }
 
+/// Output size of a square window over `[h, w]`; reports a failure on both axes once when
+/// the input is square. A window that does not tile still yields PyTorch's floored size, so
+/// later layers can report their own errors in the same build.
+/// `quiet` suppresses the report when the input size is itself the fallback of an earlier
+/// error. Returns the size and whether it is such a fallback.
+#[allow(clippy::too_many_arguments)]
+fn window2(sink: &mut Sink, span: proc_macro2::Span, layer: &str, h: u32, w: u32, k: u32, s: u32, p: u32, floor: bool, quiet: bool) -> Option<((u32, u32), bool)> {
+    let oh = window(h, k, s, p, floor, if h == w { "height and width" } else { "height" });
+    let ow = window(w, k, s, p, floor, "width");
+    let fallback = |len: u32| (len + 2 * p).checked_sub(k).map(|d| d / s + 1);
+    match (oh, ow) {
+        (Ok(oh), Ok(ow)) => Some(((oh, ow), false)),
+        _ if quiet => Some(((fallback(h)?, fallback(w)?), true)),
+        (oh, ow) => {
+            let mut errs = vec![oh.err()];
+            if h != w {
+                errs.push(ow.err());
+            }
+            for e in errs.into_iter().flatten() {
+                sink.push(span, format!("{layer}: {e}"));
+            }
+            Some(((fallback(h)?, fallback(w)?), true))
+        }
+    }
+}
+
 /// Infers the shape of every node.
 pub fn infer(graph: &mut Graph) -> Result<(), Errors> {
     let mut sink = Sink::default();
+    // Nodes whose size is a fallback after a tiling error: their successors stay quiet.
+    let mut fallback = std::collections::BTreeSet::new();
     for id in graph.topo() {
+        let quiet = graph.inputs(id).iter().any(|i| fallback.contains(i));
+        let mut approx = quiet;
         let input: Option<Vec<u32>> = graph.inputs(id).first().and_then(|&src| graph.node(src).shape.clone());
         let node = graph.node(id);
         let layer = node.layer.clone();
@@ -46,37 +76,22 @@ pub fn infer(graph: &mut Graph) -> Result<(), Errors> {
             (Op::Input { shape }, _) => Some(shape.to_vec()),
             (_, None) => None,
             (Op::Conv(c), Some(&[ch, h, w])) => {
-                let mut ok = true;
                 if ch % c.groups != 0 {
                     sink.push(span, format!("{layer}: groups {} do not divide the {ch} input channels", c.groups));
-                    ok = false;
                 }
                 if c.out_channels % c.groups != 0 {
                     sink.push(span, format!("{layer}: groups {} do not divide the {} output channels", c.groups, c.out_channels));
-                    ok = false;
                 }
-                let oh = window(h, c.kernel, c.stride, c.pad, c.floor, "height");
-                let ow = window(w, c.kernel, c.stride, c.pad, c.floor, "width");
-                match (oh, ow) {
-                    (Ok(oh), Ok(ow)) if ok => Some(vec![c.out_channels, oh, ow]),
-                    (oh, ow) => {
-                        for e in [oh.err(), ow.err()].into_iter().flatten() {
-                            sink.push(span, format!("{layer}: {e}"));
-                        }
-                        None
-                    }
-                }
+                window2(&mut sink, span, &layer, h, w, c.kernel, c.stride, c.pad, c.floor, quiet).map(|((oh, ow), a)| {
+                    approx |= a;
+                    vec![c.out_channels, oh, ow]
+                })
             }
             (Op::MaxPool(p), Some(&[ch, h, w])) => {
-                match (window(h, p.kernel, p.stride, p.pad, p.floor, "height"), window(w, p.kernel, p.stride, p.pad, p.floor, "width")) {
-                    (Ok(oh), Ok(ow)) => Some(vec![ch, oh, ow]),
-                    (oh, ow) => {
-                        for e in [oh.err(), ow.err()].into_iter().flatten() {
-                            sink.push(span, format!("{layer}: {e}"));
-                        }
-                        None
-                    }
-                }
+                window2(&mut sink, span, &layer, h, w, p.kernel, p.stride, p.pad, p.floor, quiet).map(|((oh, ow), a)| {
+                    approx |= a;
+                    vec![ch, oh, ow]
+                })
             }
             (Op::Lrn(_), Some(s @ &[_, _, _])) => Some(s.to_vec()),
             (Op::Conv(_) | Op::MaxPool(_) | Op::Lrn(_), Some(other)) => {
@@ -91,6 +106,9 @@ pub fn infer(graph: &mut Graph) -> Result<(), Errors> {
             }
             (Op::Relu | Op::Dropout(_) | Op::Softmax | Op::Output, Some(s)) => Some(s.to_vec()),
         };
+        if approx {
+            fallback.insert(id);
+        }
         graph.node_mut(id).shape = shape;
     }
     sink.finish(())
