@@ -643,7 +643,7 @@ fn resolve_op(layer: &Ident, op: &RawOp, errors: &mut Vec<Error>) -> Option<OpDe
                 Some(p) if (0.0..1.0).contains(&p) => OpKind::Dropout { p },
                 Some(p) => {
                     let s = a.positional.first().map_or(span, |l| l.span());
-                    a.err(s, format!("dropout rate must be in [0, 1), got {p}"));
+                    a.err(s, format!("dropout rate must be in [0, 1), got {p:?}"));
                     OpKind::Dropout { p: 0.0 }
                 }
                 None => OpKind::Dropout { p: 0.0 },

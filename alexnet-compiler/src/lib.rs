@@ -34,8 +34,9 @@ pub struct Compiled {
 
 /// Compiles a network declaration, reporting every error it finds.
 pub fn compile(tokens: TokenStream) -> Result<Compiled, Errors> {
-    let front::Parsed { net, errors, shapes_reliable } = front::parse(tokens)?;
-    let mut graph = lower::lower(&net).map_err(|e| e.after(&errors))?;
+    let front::Parsed { net, mut errors, shapes_reliable } = front::parse(tokens)?;
+    let (mut graph, lower_errors) = lower::lower(&net);
+    errors.extend(lower_errors);
     if !errors.is_empty() && !shapes_reliable {
         return Err(Errors(errors));
     }

@@ -2,15 +2,16 @@
 //!
 //! It inserts the implicit flatten before the first linear layer and checks what needs only
 //! the layer structure (one parameterised op per layer, so parameter names stay unique).
-//! Shapes are left unset for `passes::shapes`; every node starts on device 0.
+//! Shapes are left unset for `passes::shapes`; every node starts on device 0. Its errors
+//! do not stop compilation before shape inference, which still has a well-formed graph.
 
-use crate::error::{Errors, Sink};
+use crate::error::Error;
 use crate::front::{NetDef, OpKind};
 use crate::ir::{self, Graph, Node, Op};
 
-/// Builds the graph of `net`.
-pub fn lower(net: &NetDef) -> Result<Graph, Errors> {
-    let mut sink = Sink::default();
+/// Builds the graph of `net`, with any structural errors.
+pub fn lower(net: &NetDef) -> (Graph, Vec<Error>) {
+    let mut errors = Vec::new();
     let mut graph = Graph { devices: net.devices, ..Graph::default() };
     let mut prev = graph.add(Node {
         op: Op::Input { shape: net.input },
@@ -46,7 +47,7 @@ pub fn lower(net: &NetDef) -> Result<Graph, Errors> {
             if lowered.has_params() {
                 with_params += 1;
                 if with_params == 2 {
-                    sink.push(op.span, format!("{name}: a layer holds at most one `conv` or `linear` (split it into two layers)"));
+                    errors.push(Error::new(op.span, format!("{name}: a layer holds at most one `conv` or `linear` (split it into two layers)")));
                 }
             }
             if matches!(lowered, Op::Linear(_)) && !flattened {
@@ -76,5 +77,5 @@ pub fn lower(net: &NetDef) -> Result<Graph, Errors> {
         shape: None,
     });
     graph.connect(prev, out);
-    sink.finish(graph)
+    (graph, errors)
 }

@@ -54,13 +54,24 @@ pub fn validate(graph: &Graph, target: Target) -> Result<GraphInfo, Errors> {
         let node = graph.node(id);
         let shape = node.shape.as_ref().expect("internal compiler error: shapes ran before validation");
         let per_image = bytes(shape.iter().map(|&d| u64::from(d)).product());
+        // Views and the output node bind nothing of their own.
+        let owns_binding = match node.op {
+            Op::Flatten | Op::Dropout(_) | Op::Output => false,
+            Op::Input { .. } | Op::Conv(_) | Op::Relu | Op::Lrn(_) | Op::MaxPool(_) | Op::Linear(_) | Op::Softmax => true,
+        };
+        if !owns_binding {
+            continue;
+        }
         if per_image > limit {
+            let what = match node.op {
+                Op::Input { .. } => "one input image".to_string(),
+                op => format!("the {} output of one image", op.mnemonic()),
+            };
             sink.push(
                 node.span,
                 format!(
-                    "{}: the {} output of one image takes {per_image} bytes, more than the target's storage binding limit of {limit} bytes even after splitting the batch",
-                    node.layer,
-                    node.op.mnemonic()
+                    "{}: {what} takes {per_image} bytes, more than the target's storage binding limit of {limit} bytes even after splitting the batch",
+                    node.layer
                 ),
             );
             continue;

@@ -1,0 +1,100 @@
+//! Snapshots of what the compiler emits for the built-in models: the IR dumps (insta) and the
+//! WGSL in `shaders/`, which this test rewrites and then fails when it was stale, so every
+//! codegen change arrives as a reviewable diff.
+
+use alexnet::models::BUILTIN;
+use std::path::PathBuf;
+
+#[test]
+fn ir_dumps() {
+    for (name, plan) in BUILTIN {
+        insta::assert_snapshot!(format!("ir_{name}"), plan.ir);
+    }
+}
+
+#[test]
+fn dot_graph_of_mini() {
+    insta::assert_snapshot!("dot_alexnet-mini", alexnet::models::AlexNetMini::PLAN.dot);
+}
+
+#[test]
+fn plan_facts_of_the_paper_net() {
+    let plan = &alexnet::models::AlexNet::PLAN;
+    assert_eq!(plan.param_count(), 60_965_224);
+    assert_eq!(plan.macs(), 724_406_816);
+    let macs: Vec<u64> = plan.layers.iter().map(|l| (l.macs as f64 / 1e5).round() as u64).collect();
+    assert_eq!(macs, [1054, 2239, 1495, 1121, 748, 377, 168, 41]);
+    let sizes: Vec<u32> = plan.activations.iter().filter(|a| a.shape.len() == 3).map(|a| a.shape[1]).collect();
+    assert_eq!(sizes, [227, 55, 55, 55, 27, 27, 27, 27, 13, 13, 13, 13, 13, 13, 13, 6]);
+    let w = plan.param("conv1.weight").unwrap();
+    assert_eq!((&*w.shape, w.layout), (&[96, 3, 11, 11][..], alexnet::plan::Layout::Oihw));
+    let fc6 = plan.param("fc6.weight").unwrap();
+    assert_eq!(&*fc6.shape, &[4096, 9216]);
+    // 144 MiB does not fit WebGPU's 128 MiB binding limit: two halves.
+    assert_eq!(fc6.parts.len(), 2);
+    assert!(fc6.parts.iter().all(|p| u64::from(p.rows) * fc6.row_elems() * 4 <= 128 << 20));
+    // conv1's output at batch 128 is ~142 MiB: batches run in chunks of at most 115.
+    assert_eq!(plan.micro_batch, 115);
+    let biases: Vec<(String, f32)> = plan
+        .params
+        .iter()
+        .filter_map(|p| match p.init {
+            alexnet::plan::Init::Constant { value } => Some((p.name.to_string(), value)),
+            alexnet::plan::Init::Normal { .. } => None,
+        })
+        .collect();
+    let ones: Vec<&str> = biases.iter().filter(|(_, v)| *v == 1.0).map(|(n, _)| n.as_str()).collect();
+    assert_eq!(ones, ["conv2.bias", "conv4.bias", "conv5.bias", "fc6.bias", "fc7.bias", "fc8.bias"]);
+}
+
+#[test]
+fn torchvision_names_and_count() {
+    let plan = &alexnet::models::AlexNetTorchvision::PLAN;
+    assert_eq!(plan.param_count(), 61_100_840);
+    let names: Vec<&str> = plan.params.iter().map(|p| &*p.name).collect();
+    assert_eq!(
+        names,
+        [
+            "features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias", "features.6.weight", "features.6.bias",
+            "features.8.weight", "features.8.bias", "features.10.weight", "features.10.bias", "classifier.1.weight", "classifier.1.bias",
+            "classifier.4.weight", "classifier.4.bias", "classifier.6.weight", "classifier.6.bias",
+        ]
+    );
+}
+
+#[test]
+fn compile_is_deterministic() {
+    let src = "pub N { input: [3, 227, 227], conv1: conv(96, k = 11, s = 4) -> relu -> maxpool(k = 3, s = 2), fc: linear(10) -> softmax }";
+    let a = alexnet_compiler::compile_str(src).unwrap().plan;
+    let b = alexnet_compiler::compile_str(src).unwrap().plan;
+    assert_eq!(a, b);
+}
+
+#[test]
+fn golden_shaders_are_fresh() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shaders");
+    let mut stale = Vec::new();
+    for (name, plan) in BUILTIN {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut expected: Vec<String> = Vec::new();
+        for k in plan.kernels.iter() {
+            let file = format!("{}.wgsl", k.name);
+            let path = dir.join(&file);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(&*k.wgsl) {
+                std::fs::write(&path, k.wgsl.as_bytes()).unwrap();
+                stale.push(path.display().to_string());
+            }
+            expected.push(file);
+        }
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let file = path.file_name().unwrap().to_string_lossy().to_string();
+            if !expected.contains(&file) {
+                std::fs::remove_file(&path).unwrap();
+                stale.push(format!("{} (removed)", path.display()));
+            }
+        }
+    }
+    assert!(stale.is_empty(), "shaders/ was stale and has been rewritten; review and commit:\n{}", stale.join("\n"));
+}
