@@ -1,0 +1,155 @@
+//! The `alexnet` binary end to end: every subcommand, and clear errors for bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn alexnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_alexnet")).args(args).output().expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn compile_names_conv1_and_the_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("paper224.alexnet");
+    std::fs::write(
+        &file,
+        "/// The paper's net at 224.\npub Paper224 {\n    input: [3, 224, 224],\n    conv1: conv(96, k = 11, s = 4) -> relu,\n    fc: linear(10),\n}\n",
+    )
+    .unwrap();
+    let out = alexnet(&["compile", p(&file)]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("paper224.alexnet:4:12: error: conv1: kernel 11 with stride 4 does not tile height and width 224 (use 227"), "{err}");
+}
+
+#[test]
+fn compile_emits_ir_wgsl_and_dot() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.alexnet");
+    std::fs::write(&file, "pub Tiny { input: [1, 8, 8], c: conv(4, k = 3) -> relu -> maxpool(k = 2, s = 2), fc: linear(3) -> softmax }").unwrap();
+    let ir = stdout(&alexnet(&["compile", p(&file), "--emit", "ir"]));
+    assert!(ir.contains("%1 = conv %0 {out 4 k3 s1 p0} -> [N,4,6,6] @dev0 ; c"), "{ir}");
+    let wgsl = stdout(&alexnet(&["compile", p(&file), "--emit", "wgsl"]));
+    assert!(wgsl.contains("// c_fwd: conv 3x3") && wgsl.contains("@compute @workgroup_size(64)"), "{wgsl}");
+    let dot = stdout(&alexnet(&["compile", p(&file), "--emit", "dot"]));
+    assert!(dot.starts_with("digraph Tiny {"), "{dot}");
+}
+
+#[test]
+fn info_graph_and_shaders() {
+    let info = stdout(&alexnet(&["info", "--model", "alexnet"]));
+    assert!(info.contains("60965224") && info.contains("724.4"), "{info}");
+    let graph = stdout(&alexnet(&["graph", "--model", "alexnet-torchvision"]));
+    assert!(graph.contains("conv %0 {out 64 k11 s4 p2 floor} -> [N,64,55,55]"), "{graph}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = alexnet(&["shaders", "--model", "alexnet-mini", "--out", p(dir.path())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("conv1_fwd.wgsl").exists());
+    let bad = alexnet(&["info", "--model", "vgg"]);
+    assert!(stderr(&bad).contains("unknown model `vgg` (expected one of alexnet, alexnet-torchvision, alexnet-mini)"));
+}
+
+#[test]
+fn init_then_infer_on_npy_and_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("mini.safetensors");
+    let out = alexnet(&["init", "--model", "alexnet-mini", "--seed", "3", "--out", p(&w)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A [2, 1, 28, 28] float32 tensor.
+    let x = dir.path().join("x.npy");
+    let values: Vec<f32> = (0..2 * 784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
+    let mut bytes = Vec::new();
+    {
+        use npyz::WriterBuilder;
+        let mut wr = npyz::WriteOptions::<f32>::new().default_dtype().shape(&[2, 1, 28, 28]).writer(&mut bytes).begin_nd().unwrap();
+        wr.extend(values.iter().copied()).unwrap();
+        wr.finish().unwrap();
+    }
+    std::fs::write(&x, bytes).unwrap();
+    let y = dir.path().join("y.npy");
+    let out = alexnet(&["infer", "--model", "alexnet-mini", "--weights", p(&w), p(&x), "--save-logits", p(&y)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Ankle boot") || stdout(&out).contains("%"), "{}", stdout(&out));
+    let npy = npyz::NpyFile::new(std::fs::File::open(&y).unwrap()).unwrap();
+    assert_eq!(npy.shape(), &[2, 10]);
+
+    // Two PNG images give the top classes of each.
+    let img = dir.path().join("shirt.png");
+    image::GrayImage::from_fn(40, 30, |x, y| image::Luma([(x * 5 + y) as u8])).save(&img).unwrap();
+    let out = alexnet(&["infer", "--model", "alexnet-mini", "--weights", p(&w), "--top", "3", p(&img), p(&img)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).matches("shirt.png:").count(), 2);
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("photo.jpg");
+    std::fs::write(&junk, b"\xff\xd8\xff\xe0 this is not really a jpeg").unwrap();
+    let out = alexnet(&["infer", "--model", "alexnet-mini", p(&junk)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("photo.jpg: cannot decode"), "{}", stderr(&out));
+
+    let npy = dir.path().join("bad.npy");
+    std::fs::write(&npy, b"garbage").unwrap();
+    let err = stderr(&alexnet(&["infer", "--model", "alexnet-mini", p(&npy)]));
+    assert!(err.contains("bad.npy: not a valid .npy file"), "{err}");
+
+    let shaped = dir.path().join("shape.npy");
+    let mut bytes = Vec::new();
+    {
+        use npyz::WriterBuilder;
+        let mut wr = npyz::WriteOptions::<f32>::new().default_dtype().shape(&[3, 5]).writer(&mut bytes).begin_nd().unwrap();
+        wr.extend(std::iter::repeat_n(0.0f32, 15)).unwrap();
+        wr.finish().unwrap();
+    }
+    std::fs::write(&shaped, &bytes).unwrap();
+    let err = stderr(&alexnet(&["infer", "--model", "alexnet-mini", p(&shaped)]));
+    assert!(err.contains("shape [3, 5], but AlexNetMini takes [N, 1, 28, 28]"), "{err}");
+
+    let truncated = dir.path().join("truncated.npy");
+    let mut bytes = Vec::new();
+    {
+        use npyz::WriterBuilder;
+        let mut wr = npyz::WriteOptions::<f32>::new().default_dtype().shape(&[1, 1, 28, 28]).writer(&mut bytes).begin_nd().unwrap();
+        wr.extend(std::iter::repeat_n(0.0f32, 784)).unwrap();
+        wr.finish().unwrap();
+    }
+    std::fs::write(&truncated, &bytes[..bytes.len() - 100]).unwrap();
+    let err = stderr(&alexnet(&["infer", "--model", "alexnet-mini", p(&truncated)]));
+    assert!(err.contains("truncated.npy: truncated or unreadable data"), "{err}");
+
+    let weights = dir.path().join("w.safetensors");
+    std::fs::write(&weights, b"\x02\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    let err = stderr(&alexnet(&["infer", "--model", "alexnet-mini", "--weights", p(&weights), p(&shaped)]));
+    assert!(err.contains("shape [3, 5]"), "inputs are checked before weights: {err}");
+    let img = dir.path().join("ok.png");
+    image::GrayImage::new(28, 28).save(&img).unwrap();
+    let err = stderr(&alexnet(&["infer", "--model", "alexnet-mini", "--weights", p(&weights), p(&img)]));
+    assert!(err.contains("w.safetensors") && err.contains("missing tensor `conv1.weight`"), "{err}");
+
+    let missing = stderr(&alexnet(&["compile", "/nonexistent/net.alexnet"]));
+    assert!(missing.contains("reading /nonexistent/net.alexnet"), "{missing}");
+}
+
+#[test]
+fn devices_lists_an_adapter() {
+    let out = alexnet(&["devices"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("[0] "), "{}", stdout(&out));
+    let bad = alexnet(&["devices", "--backend", "glide"]);
+    assert!(stderr(&bad).contains("unknown backend `glide`"));
+}
