@@ -69,20 +69,32 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 }
 
 /// Adapters of the chosen backends, best first (the order `alexnet devices` numbers).
-fn adapters(options: &GpuOptions) -> Result<(Vec<wgpu::Adapter>, wgpu::Backends)> {
+/// With no backend chosen and `all` false, GL is tried only when no Vulkan, Metal or DX12
+/// adapter exists, which keeps EGL (and its warnings) out of the common case.
+fn adapters(options: &GpuOptions, all: bool) -> Result<(Vec<wgpu::Adapter>, wgpu::Backends)> {
     let env_backend = std::env::var("ALEXNET_BACKEND").ok();
-    let backends = parse_backends(options.backend.as_deref().or(env_backend.as_deref()))?;
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = backends;
-    let instance = wgpu::Instance::new(desc);
-    let mut list = pollster::block_on(instance.enumerate_adapters(backends));
-    list.sort_by_key(|a| rank(&a.get_info()));
-    Ok((list, backends))
+    let chosen = options.backend.as_deref().or(env_backend.as_deref()).filter(|b| !b.is_empty());
+    let backends = parse_backends(chosen)?;
+    let enumerate = |backends: wgpu::Backends| {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let mut list = pollster::block_on(instance.enumerate_adapters(backends));
+        list.sort_by_key(|a| rank(&a.get_info()));
+        list
+    };
+    if chosen.is_none() && !all {
+        let primary = enumerate(backends - wgpu::Backends::GL);
+        if !primary.is_empty() {
+            return Ok((primary, backends - wgpu::Backends::GL));
+        }
+    }
+    Ok((enumerate(backends), backends))
 }
 
 /// Describes every adapter the options can reach.
 pub fn list_adapters(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
-    let (list, _) = adapters(options)?;
+    let (list, _) = adapters(options, true)?;
     Ok(list
         .iter()
         .enumerate()
@@ -114,7 +126,7 @@ pub fn largest_binding(plan: &Plan, capacity: u32) -> u64 {
 impl Gpu {
     /// Opens the best (or the chosen) adapter with the limits `plan` needs.
     pub fn open(options: &GpuOptions, plan: &Plan) -> Result<Gpu> {
-        let (list, backends) = adapters(options)?;
+        let (list, backends) = adapters(options, options.adapter.is_some() || std::env::var_os("ALEXNET_ADAPTER").is_some())?;
         let env_index = std::env::var("ALEXNET_ADAPTER").ok().and_then(|v| v.parse::<usize>().ok());
         let adapter = match options.adapter.or(env_index) {
             Some(index) => list.get(index).cloned().ok_or(Error::AdapterIndex { index, count: list.len() })?,
