@@ -201,7 +201,8 @@ fn kernels_for(node: &plan::Node, index: u32, params: &[plan::Param], out_shape:
     };
     let (weight, bias, per_row) = match node.op {
         plan::NodeOp::Conv(c) => (c.weight, c.bias, u64::from(c.out_h * c.out_w)),
-        plan::NodeOp::Linear(l) => (l.weight, l.bias, 1),
+        // A workgroup per output feature (see codegen's linear kernel).
+        plan::NodeOp::Linear(l) => (l.weight, l.bias, u64::from(WORKGROUP)),
         plan::NodeOp::Relu | plan::NodeOp::Lrn(_) | plan::NodeOp::MaxPool(_) => {
             let name = format!("{}_{}_fwd", node.layer, op_name(&node.op));
             return vec![kernel(name, out_elems, vec![plan::Binding::Uniform, act(node.input, false), act(node.output, true)])];

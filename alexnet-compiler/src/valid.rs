@@ -77,10 +77,15 @@ pub fn validate(graph: &Graph, target: Target) -> Result<GraphInfo, Errors> {
             continue;
         }
         micro_batch = micro_batch.min((limit / per_image).min(u64::from(u32::MAX)) as u32);
-        // Every generated kernel runs one invocation per output element, so a dispatch covers
-        // `batch * per_image` invocations in up to 2-D of max-per-dimension workgroups.
+        // Kernels run an invocation per output element (linear: a workgroup per output), in a
+        // dispatch of up to 2-D of max-per-dimension workgroups.
         let max_groups = u64::from(target.limits.max_compute_workgroups_per_dimension).pow(2);
-        let per_image_groups = (per_image / 4).div_ceil(u64::from(WORKGROUP)).max(1);
+        // Linear layers run a workgroup per output feature instead.
+        let per_image_groups = match node.op {
+            Op::Linear(_) => per_image / 4,
+            _ => (per_image / 4).div_ceil(u64::from(WORKGROUP)),
+        }
+        .max(1);
         micro_batch = micro_batch.min((max_groups / per_image_groups).min(u64::from(u32::MAX)) as u32);
 
         let (rows, row_elems, what) = match node.op {

@@ -1,6 +1,6 @@
 //! AlexNet-style convolutional networks, compiled to WGSL at build time and run on wgpu.
 //!
-//! ```ignore
+//! ```
 //! alexnet::alexnet! {
 //!     /// A small net for 28×28 grey images.
 //!     pub Tiny {
@@ -10,6 +10,11 @@
 //!         fc: linear(10) -> softmax,
 //!     }
 //! }
+//!
+//! // Everything was compiled and validated at build time.
+//! assert_eq!(*Tiny::PLAN.param("conv1.weight").unwrap().shape, [16, 1, 5, 5]);
+//! assert_eq!(Tiny::PLAN.kernels[0].name, "conv1_fwd");
+//! assert!(Tiny::PLAN.ir.contains("maxpool %2 {k2 s2 p0} -> [N,16,14,14]"));
 //! ```
 //!
 //! # Syntax

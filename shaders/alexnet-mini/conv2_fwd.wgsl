@@ -49,6 +49,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var icl = 0u; icl < ICG; icl++) {
         let xbase = (n * IC + ic0 + icl) * IH * IW;
         let wbase = (local_oc * ICG + icl) * K * K;
+        var part = 0.0;
         for (var ky = 0u; ky < K; ky++) {
             let iy = i32(oy * S + ky) - i32(PAD);
             if (iy < 0 || iy >= i32(IH)) {
@@ -59,9 +60,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 if (ix < 0 || ix >= i32(IW)) {
                     continue;
                 }
-                acc += x[xbase + u32(iy) * IW + u32(ix)] * w[wbase + ky * K + kx];
+                part += x[xbase + u32(iy) * IW + u32(ix)] * w[wbase + ky * K + kx];
             }
         }
+        acc += part;
     }
     y[(n * OC + oc) * OH * OW + pix] = acc;
 }

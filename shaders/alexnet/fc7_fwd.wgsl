@@ -11,7 +11,7 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
 }
 
 const WG: u32 = 64u;
-const THREADS: u32 = 4096u;
+const THREADS: u32 = 262144u;
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
@@ -21,21 +21,33 @@ const IN: u32 = 4096u;
 const OUT: u32 = 4096u;
 // First output feature this kernel computes (weights are split by rows).
 const ROW0: u32 = 0u;
+// Partial sums of the workgroup's invocations, reduced as a tree.
+var<workgroup> partial: array<f32, 64>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
-    if (i >= params.batch * THREADS) {
+    // The workgroup's output; uniform across it, so the early return precedes every barrier.
+    let row = wid.y * nwg.x + wid.x;
+    if (row >= params.batch * (THREADS / WG)) {
         return;
     }
-    let n = i / THREADS;
-    let local_o = i % THREADS;
+    let n = row / (THREADS / WG);
+    let local_o = row % (THREADS / WG);
     let xbase = n * IN;
     let wbase = local_o * IN;
     var acc = 0.0;
-    for (var k = 0u; k < IN; k++) {
+    for (var k = lid; k < IN; k += WG) {
         acc += x[xbase + k] * w[wbase + k];
     }
-    acc += b[local_o];
-    y[n * OUT + ROW0 + local_o] = acc;
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        y[n * OUT + ROW0 + local_o] = partial[0] + b[local_o];
+    }
 }

@@ -56,6 +56,25 @@ alexnet! {
     }
 }
 
+alexnet! {
+    /// 17 images of 512×512 make a relu dispatch of 69,632 workgroups of 64: more than
+    /// 65,535, so it must run as a 2-D dispatch.
+    Wide {
+        input: [1, 512, 512],
+        max_batch: 17,
+        r: relu -> maxpool(k = 3, s = 2, p = 1, floor),
+        fc: linear(3),
+    }
+}
+
+#[test]
+fn dispatches_past_65535_workgroups_agree() {
+    let plan = &Wide::PLAN;
+    let relu = plan.kernels.iter().find(|k| k.name == "r_relu_fwd").unwrap();
+    assert!(relu.threads_per_image * 17 / 64 > 65_535);
+    check_all_activations(plan, 17, 17);
+}
+
 #[test]
 fn every_op_agrees_at_odd_sizes() {
     check_all_activations(&OddShapes::PLAN, 3, 8);

@@ -91,11 +91,17 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
         }
         NodeOp::Relu => {}
     }
+    if matches!(node.op, NodeOp::Linear(_)) {
+        w.line("// Partial sums of the workgroup's invocations, reduced as a tree.");
+        w.line(format!("var<workgroup> partial: array<f32, {}>;", kernel.workgroup_size));
+    }
     w.line("");
     w.line(format!("@compute @workgroup_size({})", kernel.workgroup_size));
     w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
-    w.line("let i = flat_index(wid, nwg, lid, WG);");
-    w.open("if (i >= params.batch * THREADS)").line("return;").close();
+    if !matches!(node.op, NodeOp::Linear(_)) {
+        w.line("let i = flat_index(wid, nwg, lid, WG);");
+        w.open("if (i >= params.batch * THREADS)").line("return;").close();
+    }
     match &node.op {
         NodeOp::Conv(_) => conv_body(&mut w, has_bias),
         NodeOp::Linear(_) => linear_body(&mut w, has_bias),
@@ -136,9 +142,20 @@ fn conv_body(w: &mut Writer, has_bias: bool) {
         .line("let oc = ROW0 + local_oc;")
         .line("let ic0 = (oc / OCG) * ICG;")
         .line(if has_bias { "var acc = b[local_oc];" } else { "var acc = 0.0;" });
+    // One partial sum per input channel keeps f32 rounding from growing with ICG * K * K.
     w.open("for (var icl = 0u; icl < ICG; icl++)")
         .line("let xbase = (n * IC + ic0 + icl) * IH * IW;")
-        .line("let wbase = (local_oc * ICG + icl) * K * K;");
+        .line("let wbase = (local_oc * ICG + icl) * K * K;")
+        .line("var part = 0.0;");
+    window_loops(w, "part += x[xbase + u32(iy) * IW + u32(ix)] * w[wbase + ky * K + kx];");
+    w.line("acc += part;");
+    w.close();
+    w.line("y[(n * OC + oc) * OH * OW + pix] = acc;");
+}
+
+/// The K×K window of output pixel (oy, ox) over a padded input, skipping padding, with
+/// `statement` innermost (it sees `ky`, `kx`, `iy`, `ix`). Shared by conv and max-pool.
+fn window_loops(w: &mut Writer, statement: &str) {
     w.open("for (var ky = 0u; ky < K; ky++)")
         .line("let iy = i32(oy * S + ky) - i32(PAD);")
         .open("if (iy < 0 || iy >= i32(IH))")
@@ -149,9 +166,8 @@ fn conv_body(w: &mut Writer, has_bias: bool) {
         .open("if (ix < 0 || ix >= i32(IW))")
         .line("continue;")
         .close()
-        .line("acc += x[xbase + u32(iy) * IW + u32(ix)] * w[wbase + ky * K + kx];");
-    w.close().close().close();
-    w.line("y[(n * OC + oc) * OH * OW + pix] = acc;");
+        .line(statement);
+    w.close().close();
 }
 
 fn linear_consts(w: &mut Writer, l: &LinearNode, row0: u32) {
@@ -161,17 +177,31 @@ fn linear_consts(w: &mut Writer, l: &LinearNode, row0: u32) {
         .const_u32("ROW0", row0.into());
 }
 
+/// One workgroup per output feature: its invocations stride over the inputs (coalesced
+/// reads, and no invocation loops more than IN / WG times, which software rasterisers cap)
+/// and reduce their partial sums as a tree, which also keeps f32 rounding near eps * log(WG).
 fn linear_body(w: &mut Writer, has_bias: bool) {
-    w.line("let n = i / THREADS;")
-        .line("let local_o = i % THREADS;")
+    w.line("// The workgroup's output; uniform across it, so the early return precedes every barrier.")
+        .line("let row = wid.y * nwg.x + wid.x;")
+        .open("if (row >= params.batch * (THREADS / WG))")
+        .line("return;")
+        .close()
+        .line("let n = row / (THREADS / WG);")
+        .line("let local_o = row % (THREADS / WG);")
         .line("let xbase = n * IN;")
         .line("let wbase = local_o * IN;")
         .line("var acc = 0.0;");
-    w.open("for (var k = 0u; k < IN; k++)").line("acc += x[xbase + k] * w[wbase + k];").close();
-    if has_bias {
-        w.line("acc += b[local_o];");
-    }
-    w.line("y[n * OUT + ROW0 + local_o] = acc;");
+    w.open("for (var k = lid; k < IN; k += WG)").line("acc += x[xbase + k] * w[wbase + k];").close();
+    w.line("partial[lid] = acc;").line("workgroupBarrier();");
+    w.open("for (var s = WG / 2u; s > 0u; s = s / 2u)")
+        .open("if (lid < s)")
+        .line("partial[lid] += partial[lid + s];")
+        .close()
+        .line("workgroupBarrier();")
+        .close();
+    w.open("if (lid == 0u)")
+        .line(if has_bias { "y[n * OUT + ROW0 + local_o] = partial[0] + b[local_o];" } else { "y[n * OUT + ROW0 + local_o] = partial[0];" })
+        .close();
 }
 
 fn lrn_consts(w: &mut Writer, l: &LrnNode) {
@@ -216,18 +246,7 @@ fn pool_body(w: &mut Writer) {
         .line("let xbase = nc * IH * IW;")
         .line("// Padding is smaller than half the kernel, so every window holds a real element.")
         .line("var best = -3.4028235e38;");
-    w.open("for (var ky = 0u; ky < K; ky++)")
-        .line("let iy = i32(oy * S + ky) - i32(PAD);")
-        .open("if (iy < 0 || iy >= i32(IH))")
-        .line("continue;")
-        .close();
-    w.open("for (var kx = 0u; kx < K; kx++)")
-        .line("let ix = i32(ox * S + kx) - i32(PAD);")
-        .open("if (ix < 0 || ix >= i32(IW))")
-        .line("continue;")
-        .close()
-        .line("best = max(best, x[xbase + u32(iy) * IW + u32(ix)]);");
-    w.close().close();
+    window_loops(w, "best = max(best, x[xbase + u32(iy) * IW + u32(ix)]);");
     w.line("y[i] = best;");
 }
 
