@@ -11,6 +11,11 @@ use alexnet_plan as plan;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+/// Output channels and output pixels of one tiled-conv workgroup (each side of its tile).
+pub const CONV_TILE: u32 = 64;
+/// Invocations of a tiled-conv workgroup: 16×16, each computing 4×4 outputs.
+pub const CONV_TILE_THREADS: u32 = 256;
+
 /// Standard deviation of the paper's weight initialisation.
 const INIT_STD: f32 = 0.01;
 
@@ -197,6 +202,7 @@ fn kernels_for(node: &plan::Node, index: u32, params: &[plan::Param], out_shape:
         entry_point: "main".into(),
         workgroup_size: WORKGROUP,
         threads_per_image: threads,
+        dispatch: plan::Dispatch::PerInvocation,
         bindings: bindings.into(),
     };
     let (weight, bias, per_row) = match node.op {
@@ -223,7 +229,18 @@ fn kernels_for(node: &plan::Node, index: u32, params: &[plan::Param], out_shape:
                 bindings.push(plan::Binding::Param { index: b, part: i as u32 });
             }
             bindings.push(act(node.output, true));
-            kernel(name, u64::from(part.rows) * per_row, bindings)
+            let mut k = kernel(name, u64::from(part.rows) * per_row, bindings);
+            // An unsplit conv runs as tiled implicit GEMM (see codegen); a split one, whose
+            // parts may cut through a group, keeps one invocation per output.
+            if let (plan::NodeOp::Conv(c), 1) = (node.op, parts.len()) {
+                k.workgroup_size = CONV_TILE_THREADS;
+                k.dispatch = plan::Dispatch::Tiles {
+                    m_tiles: c.groups * (c.out_channels / c.groups).div_ceil(CONV_TILE),
+                    pixels: u64::from(c.out_h * c.out_w),
+                    tile_pixels: CONV_TILE,
+                };
+            }
+            k
         })
         .collect()
 }

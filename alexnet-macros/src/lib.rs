@@ -127,10 +127,16 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             plan::Binding::Activation { index, write } => quote! { ::alexnet::__private::Binding::Activation { index: #index, write: #write } },
             plan::Binding::Param { index, part } => quote! { ::alexnet::__private::Binding::Param { index: #index, part: #part } },
         }));
+        let dispatch = match k.dispatch {
+            plan::Dispatch::PerInvocation => quote! { ::alexnet::__private::Dispatch::PerInvocation },
+            plan::Dispatch::Tiles { m_tiles, pixels, tile_pixels } => {
+                quote! { ::alexnet::__private::Dispatch::Tiles { m_tiles: #m_tiles, pixels: #pixels, tile_pixels: #tile_pixels } }
+            }
+        };
         quote! {
             ::alexnet::__private::Kernel {
                 name: #name, layer: #layer, node: #node, wgsl: #wgsl, entry_point: #entry,
-                workgroup_size: #wg, threads_per_image: #threads, bindings: #bindings,
+                workgroup_size: #wg, threads_per_image: #threads, dispatch: #dispatch, bindings: #bindings,
             }
         }
     }));

@@ -261,10 +261,32 @@ pub struct Kernel {
     pub entry_point: Cow<'static, str>,
     /// Invocations per workgroup (1-D).
     pub workgroup_size: u32,
-    /// Invocations per image; a dispatch covers `batch * threads_per_image` of them.
+    /// Invocations per image; a per-invocation dispatch covers `batch * threads_per_image`.
     pub threads_per_image: u64,
+    /// How the workgroup count follows from the batch size.
+    pub dispatch: Dispatch,
     /// Bindings of group 0, in binding-index order.
     pub bindings: Cow<'static, [Binding]>,
+}
+
+/// How many workgroups a kernel's dispatch needs for a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dispatch {
+    /// `ceil(batch * threads_per_image / workgroup_size)` workgroups.
+    PerInvocation,
+    /// Output tiles: `m_tiles` channel tiles times `ceil(batch * pixels / tile_pixels)`
+    /// pixel tiles, one workgroup each.
+    Tiles { m_tiles: u32, pixels: u64, tile_pixels: u32 },
+}
+
+impl Kernel {
+    /// Workgroups of one dispatch over `batch` images.
+    pub fn workgroups(&self, batch: u64) -> u64 {
+        match self.dispatch {
+            Dispatch::PerInvocation => (self.threads_per_image * batch).div_ceil(u64::from(self.workgroup_size)),
+            Dispatch::Tiles { m_tiles, pixels, tile_pixels } => u64::from(m_tiles) * (batch * pixels).div_ceil(u64::from(tile_pixels)),
+        }
+    }
 }
 
 /// What one binding of a kernel refers to.

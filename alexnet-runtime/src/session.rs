@@ -162,7 +162,7 @@ impl<'g> Session<'g> {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
                 let max_x = self.plan.limits.max_compute_workgroups_per_dimension;
                 for ((k, pipeline), group) in self.plan.kernels.iter().zip(&self.pipelines).zip(&self.bind_groups) {
-                    let groups = (k.threads_per_image * n as u64).div_ceil(u64::from(k.workgroup_size));
+                    let groups = k.workgroups(n as u64);
                     let x = groups.min(u64::from(max_x)) as u32;
                     let y = groups.div_ceil(u64::from(x)) as u32;
                     pass.set_pipeline(pipeline);

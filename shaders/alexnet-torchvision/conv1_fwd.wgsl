@@ -10,7 +10,7 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * wg + lid;
 }
 
-const WG: u32 = 64u;
+const WG: u32 = 256u;
 const THREADS: u32 = 193600u;
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -28,42 +28,198 @@ const S: u32 = 4u;
 const PAD: u32 = 2u;
 const ICG: u32 = 3u;
 const OCG: u32 = 64u;
+const GROUPS: u32 = 1u;
 // First output channel this kernel computes (weights are split by rows).
 const ROW0: u32 = 0u;
+// Implicit GEMM: a workgroup computes TM output channels x TN output pixels (pixels of
+// the whole batch, flattened), stepping through the ICG*K*K reduction TK at a time.
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+// Channel tiles per group.
+const MT: u32 = (OCG + TM - 1u) / TM;
+// Weight tile [TK][TM] and input-patch tile [TK][TN].
+var<workgroup> a_tile: array<f32, 1024>;
+var<workgroup> b_tile: array<f32, 1024>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
-    if (i >= params.batch * THREADS) {
+    // The workgroup's tile; uniform across it, so the early return precedes every barrier.
+    let tile = wid.y * nwg.x + wid.x;
+    let tm = tile % (GROUPS * MT);
+    let n0 = (tile / (GROUPS * MT)) * TN;
+    let pixels = params.batch * OH * OW;
+    if (n0 >= pixels) {
         return;
     }
-    let n = i / THREADS;
-    let r = i % THREADS;
-    let local_oc = r / (OH * OW);
-    let pix = r % (OH * OW);
-    let oy = pix / OW;
-    let ox = pix % OW;
-    let oc = ROW0 + local_oc;
-    let ic0 = (oc / OCG) * ICG;
-    var acc = b[local_oc];
-    for (var icl = 0u; icl < ICG; icl++) {
-        let xbase = (n * IC + ic0 + icl) * IH * IW;
-        let wbase = (local_oc * ICG + icl) * K * K;
-        var part = 0.0;
-        for (var ky = 0u; ky < K; ky++) {
-            let iy = i32(oy * S + ky) - i32(PAD);
-            if (iy < 0 || iy >= i32(IH)) {
-                continue;
+    let g = tm / MT;
+    let m0 = (tm % MT) * TM;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    let ktotal = ICG * K * K;
+    var acc00 = 0.0;
+    var acc01 = 0.0;
+    var acc02 = 0.0;
+    var acc03 = 0.0;
+    var acc10 = 0.0;
+    var acc11 = 0.0;
+    var acc12 = 0.0;
+    var acc13 = 0.0;
+    var acc20 = 0.0;
+    var acc21 = 0.0;
+    var acc22 = 0.0;
+    var acc23 = 0.0;
+    var acc30 = 0.0;
+    var acc31 = 0.0;
+    var acc32 = 0.0;
+    var acc33 = 0.0;
+    for (var k0 = 0u; k0 < ktotal; k0 += TK) {
+        // Weights: consecutive invocations read consecutive k of one output channel.
+        for (var r = 0u; r < 4u; r++) {
+            let e = lid + r * 256u;
+            let mm = e / TK;
+            let kk = e % TK;
+            let oc_l = m0 + mm;
+            let k = k0 + kk;
+            var v = 0.0;
+            if (oc_l < OCG && k < ktotal) {
+                v = w[(g * OCG + oc_l) * ktotal + k];
             }
-            for (var kx = 0u; kx < K; kx++) {
-                let ix = i32(ox * S + kx) - i32(PAD);
-                if (ix < 0 || ix >= i32(IW)) {
-                    continue;
-                }
-                part += x[xbase + u32(iy) * IW + u32(ix)] * w[wbase + ky * K + kx];
-            }
+            a_tile[kk * TM + mm] = v;
         }
-        acc += part;
+        // Input patches: consecutive invocations read consecutive output pixels.
+        for (var r = 0u; r < 4u; r++) {
+            let e = lid + r * 256u;
+            let kk = e / TN;
+            let nn = e % TN;
+            let p = n0 + nn;
+            let k = k0 + kk;
+            var v = 0.0;
+            if (p < pixels && k < ktotal) {
+                let n = p / (OH * OW);
+                let pix = p % (OH * OW);
+                let ic = k / (K * K);
+                let ky = (k / K) % K;
+                let kx = k % K;
+                let iy = i32((pix / OW) * S + ky) - i32(PAD);
+                let ix = i32((pix % OW) * S + kx) - i32(PAD);
+                if (iy >= 0 && iy < i32(IH) && ix >= 0 && ix < i32(IW)) {
+                    v = x[((n * IC + g * ICG + ic) * IH + u32(iy)) * IW + u32(ix)];
+                }
+            }
+            b_tile[kk * TN + nn] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let a0 = a_tile[kk * TM + ty * 4u + 0u];
+            let a1 = a_tile[kk * TM + ty * 4u + 1u];
+            let a2 = a_tile[kk * TM + ty * 4u + 2u];
+            let a3 = a_tile[kk * TM + ty * 4u + 3u];
+            let b0 = b_tile[kk * TN + tx * 4u + 0u];
+            let b1 = b_tile[kk * TN + tx * 4u + 1u];
+            let b2 = b_tile[kk * TN + tx * 4u + 2u];
+            let b3 = b_tile[kk * TN + tx * 4u + 3u];
+            acc00 += a0 * b0;
+            acc01 += a0 * b1;
+            acc02 += a0 * b2;
+            acc03 += a0 * b3;
+            acc10 += a1 * b0;
+            acc11 += a1 * b1;
+            acc12 += a1 * b2;
+            acc13 += a1 * b3;
+            acc20 += a2 * b0;
+            acc21 += a2 * b1;
+            acc22 += a2 * b2;
+            acc23 += a2 * b3;
+            acc30 += a3 * b0;
+            acc31 += a3 * b1;
+            acc32 += a3 * b2;
+            acc33 += a3 * b3;
+        }
+        workgroupBarrier();
     }
-    y[(n * OC + oc) * OH * OW + pix] = acc;
+    let oc_l0 = m0 + ty * 4u + 0u;
+    let p00 = n0 + tx * 4u + 0u;
+    if (oc_l0 < OCG && p00 < pixels) {
+        let oc = g * OCG + oc_l0;
+        y[((p00 / (OH * OW)) * OC + oc) * OH * OW + p00 % (OH * OW)] = acc00 + b[oc];
+    }
+    let p01 = n0 + tx * 4u + 1u;
+    if (oc_l0 < OCG && p01 < pixels) {
+        let oc = g * OCG + oc_l0;
+        y[((p01 / (OH * OW)) * OC + oc) * OH * OW + p01 % (OH * OW)] = acc01 + b[oc];
+    }
+    let p02 = n0 + tx * 4u + 2u;
+    if (oc_l0 < OCG && p02 < pixels) {
+        let oc = g * OCG + oc_l0;
+        y[((p02 / (OH * OW)) * OC + oc) * OH * OW + p02 % (OH * OW)] = acc02 + b[oc];
+    }
+    let p03 = n0 + tx * 4u + 3u;
+    if (oc_l0 < OCG && p03 < pixels) {
+        let oc = g * OCG + oc_l0;
+        y[((p03 / (OH * OW)) * OC + oc) * OH * OW + p03 % (OH * OW)] = acc03 + b[oc];
+    }
+    let oc_l1 = m0 + ty * 4u + 1u;
+    let p10 = n0 + tx * 4u + 0u;
+    if (oc_l1 < OCG && p10 < pixels) {
+        let oc = g * OCG + oc_l1;
+        y[((p10 / (OH * OW)) * OC + oc) * OH * OW + p10 % (OH * OW)] = acc10 + b[oc];
+    }
+    let p11 = n0 + tx * 4u + 1u;
+    if (oc_l1 < OCG && p11 < pixels) {
+        let oc = g * OCG + oc_l1;
+        y[((p11 / (OH * OW)) * OC + oc) * OH * OW + p11 % (OH * OW)] = acc11 + b[oc];
+    }
+    let p12 = n0 + tx * 4u + 2u;
+    if (oc_l1 < OCG && p12 < pixels) {
+        let oc = g * OCG + oc_l1;
+        y[((p12 / (OH * OW)) * OC + oc) * OH * OW + p12 % (OH * OW)] = acc12 + b[oc];
+    }
+    let p13 = n0 + tx * 4u + 3u;
+    if (oc_l1 < OCG && p13 < pixels) {
+        let oc = g * OCG + oc_l1;
+        y[((p13 / (OH * OW)) * OC + oc) * OH * OW + p13 % (OH * OW)] = acc13 + b[oc];
+    }
+    let oc_l2 = m0 + ty * 4u + 2u;
+    let p20 = n0 + tx * 4u + 0u;
+    if (oc_l2 < OCG && p20 < pixels) {
+        let oc = g * OCG + oc_l2;
+        y[((p20 / (OH * OW)) * OC + oc) * OH * OW + p20 % (OH * OW)] = acc20 + b[oc];
+    }
+    let p21 = n0 + tx * 4u + 1u;
+    if (oc_l2 < OCG && p21 < pixels) {
+        let oc = g * OCG + oc_l2;
+        y[((p21 / (OH * OW)) * OC + oc) * OH * OW + p21 % (OH * OW)] = acc21 + b[oc];
+    }
+    let p22 = n0 + tx * 4u + 2u;
+    if (oc_l2 < OCG && p22 < pixels) {
+        let oc = g * OCG + oc_l2;
+        y[((p22 / (OH * OW)) * OC + oc) * OH * OW + p22 % (OH * OW)] = acc22 + b[oc];
+    }
+    let p23 = n0 + tx * 4u + 3u;
+    if (oc_l2 < OCG && p23 < pixels) {
+        let oc = g * OCG + oc_l2;
+        y[((p23 / (OH * OW)) * OC + oc) * OH * OW + p23 % (OH * OW)] = acc23 + b[oc];
+    }
+    let oc_l3 = m0 + ty * 4u + 3u;
+    let p30 = n0 + tx * 4u + 0u;
+    if (oc_l3 < OCG && p30 < pixels) {
+        let oc = g * OCG + oc_l3;
+        y[((p30 / (OH * OW)) * OC + oc) * OH * OW + p30 % (OH * OW)] = acc30 + b[oc];
+    }
+    let p31 = n0 + tx * 4u + 1u;
+    if (oc_l3 < OCG && p31 < pixels) {
+        let oc = g * OCG + oc_l3;
+        y[((p31 / (OH * OW)) * OC + oc) * OH * OW + p31 % (OH * OW)] = acc31 + b[oc];
+    }
+    let p32 = n0 + tx * 4u + 2u;
+    if (oc_l3 < OCG && p32 < pixels) {
+        let oc = g * OCG + oc_l3;
+        y[((p32 / (OH * OW)) * OC + oc) * OH * OW + p32 % (OH * OW)] = acc32 + b[oc];
+    }
+    let p33 = n0 + tx * 4u + 3u;
+    if (oc_l3 < OCG && p33 < pixels) {
+        let oc = g * OCG + oc_l3;
+        y[((p33 / (OH * OW)) * OC + oc) * OH * OW + p33 % (OH * OW)] = acc33 + b[oc];
+    }
 }

@@ -51,6 +51,7 @@ alexnet! {
         max_batch: 16,
         binding_limit: 2048,
         c1: conv(7, k = 3) -> relu -> maxpool(k = 3, s = 2),
+        c2: conv(12, k = 3, p = 1) -> relu,
         fc: linear(37) -> relu,
         out: linear(3),
     }
@@ -86,6 +87,11 @@ fn split_weights_and_micro_batches_agree() {
     assert!(plan.micro_batch < 16, "the 2 KiB limit should cut batches, got {}", plan.micro_batch);
     assert!(plan.param("c1.weight").unwrap().parts.len() == 1);
     assert!(plan.param("fc.weight").unwrap().parts.len() > 1, "fc.weight should be split");
+    // An unsplit conv runs tiled; a split one keeps an invocation per output.
+    assert!(plan.param("c2.weight").unwrap().parts.len() > 1, "c2.weight should be split");
+    let dispatch = |name: &str| plan.kernels.iter().find(|k| k.name == name).unwrap().dispatch;
+    assert!(matches!(dispatch("c1_fwd"), alexnet::plan::Dispatch::Tiles { .. }));
+    assert!(matches!(dispatch("c2_fwd_part0"), alexnet::plan::Dispatch::PerInvocation));
     check_all_activations(plan, 16, 16);
     check_all_activations(plan, 2, 16);
 }

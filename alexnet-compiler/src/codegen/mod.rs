@@ -10,7 +10,7 @@ mod writer;
 
 use crate::error::{Error, Errors};
 use crate::valid::GraphInfo;
-use alexnet_plan::{Binding, ConvNode, Kernel, LinearNode, LrnNode, NodeOp, Plan, PoolNode};
+use alexnet_plan::{Binding, ConvNode, Dispatch, Kernel, LinearNode, LrnNode, NodeOp, Plan, PoolNode};
 use proc_macro2::Span;
 use writer::Writer;
 
@@ -91,18 +91,23 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
         }
         NodeOp::Relu => {}
     }
+    let tiled = matches!(kernel.dispatch, Dispatch::Tiles { .. });
     if matches!(node.op, NodeOp::Linear(_)) {
         w.line("// Partial sums of the workgroup's invocations, reduced as a tree.");
         w.line(format!("var<workgroup> partial: array<f32, {}>;", kernel.workgroup_size));
     }
+    if tiled {
+        tiled_conv_decls(&mut w);
+    }
     w.line("");
     w.line(format!("@compute @workgroup_size({})", kernel.workgroup_size));
     w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
-    if !matches!(node.op, NodeOp::Linear(_)) {
+    if !matches!(node.op, NodeOp::Linear(_)) && !tiled {
         w.line("let i = flat_index(wid, nwg, lid, WG);");
         w.open("if (i >= params.batch * THREADS)").line("return;").close();
     }
     match &node.op {
+        NodeOp::Conv(_) if tiled => tiled_conv_body(&mut w, has_bias),
         NodeOp::Conv(_) => conv_body(&mut w, has_bias),
         NodeOp::Linear(_) => linear_body(&mut w, has_bias),
         NodeOp::Relu => {
@@ -128,6 +133,7 @@ fn conv_consts(w: &mut Writer, c: &ConvNode, row0: u32) {
         .const_u32("PAD", c.pad.into())
         .const_u32("ICG", (c.in_channels / c.groups).into())
         .const_u32("OCG", (c.out_channels / c.groups).into())
+        .const_u32("GROUPS", c.groups.into())
         .line("// First output channel this kernel computes (weights are split by rows).")
         .const_u32("ROW0", row0.into());
 }
@@ -151,6 +157,108 @@ fn conv_body(w: &mut Writer, has_bias: bool) {
     w.line("acc += part;");
     w.close();
     w.line("y[(n * OC + oc) * OH * OW + pix] = acc;");
+}
+
+/// Tile sizes and shared memory of the tiled convolution.
+fn tiled_conv_decls(w: &mut Writer) {
+    w.line("// Implicit GEMM: a workgroup computes TM output channels x TN output pixels (pixels of")
+        .line("// the whole batch, flattened), stepping through the ICG*K*K reduction TK at a time.")
+        .const_u32("TM", 64)
+        .const_u32("TN", 64)
+        .const_u32("TK", 16)
+        .line("// Channel tiles per group.")
+        .line("const MT: u32 = (OCG + TM - 1u) / TM;")
+        .line("// Weight tile [TK][TM] and input-patch tile [TK][TN].")
+        .line("var<workgroup> a_tile: array<f32, 1024>;")
+        .line("var<workgroup> b_tile: array<f32, 1024>;");
+}
+
+/// The tiled convolution: 256 invocations as 16×16, each accumulating 4×4 outputs in
+/// registers (unrolled here), with coalesced loads of weights and input patches.
+fn tiled_conv_body(w: &mut Writer, has_bias: bool) {
+    w.line("// The workgroup's tile; uniform across it, so the early return precedes every barrier.")
+        .line("let tile = wid.y * nwg.x + wid.x;")
+        .line("let tm = tile % (GROUPS * MT);")
+        .line("let n0 = (tile / (GROUPS * MT)) * TN;")
+        .line("let pixels = params.batch * OH * OW;")
+        .open("if (n0 >= pixels)")
+        .line("return;")
+        .close()
+        .line("let g = tm / MT;")
+        .line("let m0 = (tm % MT) * TM;")
+        .line("let tx = lid % 16u;")
+        .line("let ty = lid / 16u;")
+        .line("let ktotal = ICG * K * K;");
+    for i in 0..4 {
+        for j in 0..4 {
+            w.line(format!("var acc{i}{j} = 0.0;"));
+        }
+    }
+    w.open("for (var k0 = 0u; k0 < ktotal; k0 += TK)");
+    w.line("// Weights: consecutive invocations read consecutive k of one output channel.");
+    w.open("for (var r = 0u; r < 4u; r++)")
+        .line("let e = lid + r * 256u;")
+        .line("let mm = e / TK;")
+        .line("let kk = e % TK;")
+        .line("let oc_l = m0 + mm;")
+        .line("let k = k0 + kk;")
+        .line("var v = 0.0;")
+        .open("if (oc_l < OCG && k < ktotal)")
+        .line("v = w[(g * OCG + oc_l) * ktotal + k];")
+        .close()
+        .line("a_tile[kk * TM + mm] = v;")
+        .close();
+    w.line("// Input patches: consecutive invocations read consecutive output pixels.");
+    w.open("for (var r = 0u; r < 4u; r++)")
+        .line("let e = lid + r * 256u;")
+        .line("let kk = e / TN;")
+        .line("let nn = e % TN;")
+        .line("let p = n0 + nn;")
+        .line("let k = k0 + kk;")
+        .line("var v = 0.0;")
+        .open("if (p < pixels && k < ktotal)")
+        .line("let n = p / (OH * OW);")
+        .line("let pix = p % (OH * OW);")
+        .line("let ic = k / (K * K);")
+        .line("let ky = (k / K) % K;")
+        .line("let kx = k % K;")
+        .line("let iy = i32((pix / OW) * S + ky) - i32(PAD);")
+        .line("let ix = i32((pix % OW) * S + kx) - i32(PAD);")
+        .open("if (iy >= 0 && iy < i32(IH) && ix >= 0 && ix < i32(IW))")
+        .line("v = x[((n * IC + g * ICG + ic) * IH + u32(iy)) * IW + u32(ix)];")
+        .close()
+        .close()
+        .line("b_tile[kk * TN + nn] = v;")
+        .close();
+    w.line("workgroupBarrier();");
+    w.open("for (var kk = 0u; kk < TK; kk++)");
+    for i in 0..4 {
+        w.line(format!("let a{i} = a_tile[kk * TM + ty * 4u + {i}u];"));
+    }
+    for j in 0..4 {
+        w.line(format!("let b{j} = b_tile[kk * TN + tx * 4u + {j}u];"));
+    }
+    for i in 0..4 {
+        for j in 0..4 {
+            w.line(format!("acc{i}{j} += a{i} * b{j};"));
+        }
+    }
+    w.close();
+    w.line("workgroupBarrier();");
+    w.close();
+    for i in 0..4 {
+        w.line(format!("let oc_l{i} = m0 + ty * 4u + {i}u;"));
+        for j in 0..4 {
+            w.line(format!("let p{i}{j} = n0 + tx * 4u + {j}u;"));
+            w.open(format!("if (oc_l{i} < OCG && p{i}{j} < pixels)"))
+                .line(format!("let oc = g * OCG + oc_l{i};"))
+                .line(format!(
+                    "y[((p{i}{j} / (OH * OW)) * OC + oc) * OH * OW + p{i}{j} % (OH * OW)] = acc{i}{j}{};",
+                    if has_bias { " + b[oc]" } else { "" }
+                ))
+                .close();
+        }
+    }
 }
 
 /// The K×K window of output pixel (oy, ox) over a padded input, skipping padding, with
