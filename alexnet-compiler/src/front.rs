@@ -24,6 +24,7 @@ use syn::spanned::Spanned;
 use syn::{bracketed, parenthesized, Ident, LitInt, LitStr, Token};
 
 use crate::error::{Error, Errors};
+use crate::ir;
 
 mod kw {
     syn::custom_keyword!(input);
@@ -71,51 +72,16 @@ pub struct OpDef {
     pub kind: OpKind,
 }
 
-/// The ops the DSL knows, with their arguments.
+/// The ops the DSL knows, with their arguments as the IR's attribute types.
 #[derive(Clone, Debug)]
 pub enum OpKind {
-    Conv(ConvArgs),
+    Conv(ir::Conv),
     Relu,
-    Lrn(LrnArgs),
-    MaxPool(PoolArgs),
-    Linear(LinearArgs),
+    Lrn(ir::Lrn),
+    MaxPool(ir::MaxPool),
+    Linear(ir::Linear),
     Dropout { p: f32 },
     Softmax,
-}
-
-#[derive(Clone, Debug)]
-pub struct ConvArgs {
-    pub out_channels: u32,
-    pub kernel: u32,
-    pub stride: u32,
-    pub pad: u32,
-    pub groups: u32,
-    pub bias: bool,
-    /// Accept a kernel that does not tile the input, dropping the remainder (PyTorch's rule).
-    pub floor: bool,
-}
-
-#[derive(Clone, Debug)]
-pub struct LrnArgs {
-    pub size: u32,
-    /// The paper's alpha, applied to the raw sum of squares (ONNX/PyTorch use `alpha / n`).
-    pub alpha: f32,
-    pub beta: f32,
-    pub k: f32,
-}
-
-#[derive(Clone, Debug)]
-pub struct PoolArgs {
-    pub kernel: u32,
-    pub stride: u32,
-    pub pad: u32,
-    pub floor: bool,
-}
-
-#[derive(Clone, Debug)]
-pub struct LinearArgs {
-    pub out_features: u32,
-    pub bias: bool,
 }
 
 /// A parse that found errors in argument values but still yields a network, with the bad
@@ -572,7 +538,7 @@ fn resolve_op(layer: &Ident, op: &RawOp, errors: &mut Vec<Error>) -> Option<OpDe
                     1
                 }
             };
-            OpKind::Conv(ConvArgs {
+            OpKind::Conv(ir::Conv {
                 out_channels,
                 kernel,
                 stride: a.uint("s", 1, 1),
@@ -601,7 +567,7 @@ fn resolve_op(layer: &Ident, op: &RawOp, errors: &mut Vec<Error>) -> Option<OpDe
                 let s = a.lit("k").map_or(span, |l| l.span());
                 a.err(s, "lrn `k` must be positive so the denominator never vanishes");
             }
-            OpKind::Lrn(LrnArgs { size, alpha, beta, k })
+            OpKind::Lrn(ir::Lrn { size, alpha, beta, k })
         }
         "maxpool" => {
             let mut a = Args::new(layer, op, &["k", "s", "p", "floor"], errors);
@@ -619,13 +585,13 @@ fn resolve_op(layer: &Ident, op: &RawOp, errors: &mut Vec<Error>) -> Option<OpDe
                 let s = a.lit("p").map_or(span, |l| l.span());
                 a.err(s, format!("maxpool padding {pad} must be less than half the kernel {kernel}"));
             }
-            OpKind::MaxPool(PoolArgs { kernel, stride, pad, floor: a.flag("floor") })
+            OpKind::MaxPool(ir::MaxPool { kernel, stride, pad, floor: a.flag("floor") })
         }
         "linear" => {
             let mut a = Args::new(layer, op, &["bias"], errors);
             a.only_positional(1);
             let out_features = a.first_uint("output features");
-            OpKind::Linear(LinearArgs { out_features, bias: a.bool_or("bias", true) })
+            OpKind::Linear(ir::Linear { out_features, bias: a.bool_or("bias", true) })
         }
         "dropout" => {
             let mut a = Args::new(layer, op, &[], errors);

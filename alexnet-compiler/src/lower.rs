@@ -27,21 +27,13 @@ pub fn lower(net: &NetDef) -> (Graph, Vec<Error>) {
         let prefix = layer.weights.clone().unwrap_or_else(|| name.clone());
         let mut with_params = 0;
         for op in &layer.ops {
-            let lowered = match &op.kind {
-                OpKind::Conv(c) => Op::Conv(ir::Conv {
-                    out_channels: c.out_channels,
-                    kernel: c.kernel,
-                    stride: c.stride,
-                    pad: c.pad,
-                    groups: c.groups,
-                    bias: c.bias,
-                    floor: c.floor,
-                }),
+            let lowered = match op.kind {
+                OpKind::Conv(c) => Op::Conv(c),
                 OpKind::Relu => Op::Relu,
-                OpKind::Lrn(l) => Op::Lrn(ir::Lrn { size: l.size, alpha: l.alpha, beta: l.beta, k: l.k }),
-                OpKind::MaxPool(p) => Op::MaxPool(ir::MaxPool { kernel: p.kernel, stride: p.stride, pad: p.pad, floor: p.floor }),
-                OpKind::Linear(l) => Op::Linear(ir::Linear { out_features: l.out_features, bias: l.bias }),
-                OpKind::Dropout { p } => Op::Dropout(ir::Dropout { p: *p }),
+                OpKind::Lrn(l) => Op::Lrn(l),
+                OpKind::MaxPool(p) => Op::MaxPool(p),
+                OpKind::Linear(l) => Op::Linear(l),
+                OpKind::Dropout { p } => Op::Dropout(ir::Dropout { p }),
                 OpKind::Softmax => Op::Softmax,
             };
             if lowered.has_params() {
