@@ -8,9 +8,15 @@ use alexnet_plan::{NodeOp, Plan};
 
 /// Every activation of one forward pass, in f64, image-major.
 pub fn activations(plan: &Plan, weights: &Weights, input: &[f32], batch: usize) -> Vec<Vec<f64>> {
+    let params: Vec<Vec<f64>> = weights.tensors.iter().map(|t| t.iter().map(|&v| f64::from(v)).collect()).collect();
+    activations_f64(plan, &params, input.iter().map(|&v| f64::from(v)).collect(), batch)
+}
+
+/// [`activations`] with f64 parameters and input, for gradient checks by finite differences.
+pub fn activations_f64(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize) -> Vec<Vec<f64>> {
     let mut acts: Vec<Vec<f64>> = plan.activations.iter().map(|a| vec![0.0; a.elems_per_image() as usize * batch]).collect();
-    acts[plan.input_activation as usize] = input.iter().map(|&v| f64::from(v)).collect();
-    let w = |i: u32| -> Vec<f64> { weights.tensors[i as usize].iter().map(|&v| f64::from(v)).collect() };
+    acts[plan.input_activation as usize] = input;
+    let w = |i: u32| -> Vec<f64> { params[i as usize].clone() };
     for node in plan.nodes.iter() {
         let x = &acts[node.input as usize];
         let y = match node.op {
@@ -127,4 +133,190 @@ pub fn forward(plan: &Plan, weights: &Weights, input: &[f32], batch: usize) -> O
         None => softmax_rows(&logits, classes),
     };
     Output { batch, classes, logits, probs }
+}
+
+/// Mean softmax cross-entropy of the logits against `labels`, and its gradient.
+pub fn cross_entropy(logits: &[f64], labels: &[usize], classes: usize) -> (f64, Vec<f64>) {
+    let batch = labels.len();
+    let mut loss = 0.0;
+    let mut grad = vec![0.0; logits.len()];
+    for (n, &label) in labels.iter().enumerate() {
+        let row = &logits[n * classes..(n + 1) * classes];
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = row.iter().map(|v| (v - m).exp()).sum();
+        loss += sum.ln() + m - row[label];
+        for c in 0..classes {
+            let p = (row[c] - m).exp() / sum;
+            grad[n * classes + c] = (p - if c == label { 1.0 } else { 0.0 }) / batch as f64;
+        }
+    }
+    (loss / batch as f64, grad)
+}
+
+/// Loss and gradients of one batch: mean softmax cross-entropy of the logits (a final softmax
+/// node is folded into the loss), dropout off.
+#[derive(Clone, Debug)]
+pub struct Gradients {
+    pub loss: f64,
+    /// One gradient per parameter, in the plan's order.
+    pub params: Vec<Vec<f64>>,
+    /// Gradient with respect to the input batch.
+    pub input: Vec<f64>,
+}
+
+/// Backpropagates the cross-entropy loss through every node, in f64.
+///
+/// Max-pool sends each gradient to the first maximum of its window in row-major order, so
+/// ties are broken deterministically. LRN differentiates the paper's formula with its raw alpha.
+pub fn backward(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize], batch: usize) -> Gradients {
+    let acts = activations_f64(plan, params, input, batch);
+    let classes = plan.classes() as usize;
+    let (loss, dlogits) = cross_entropy(&acts[plan.logits_activation as usize], labels, classes);
+    let mut grads: Vec<Vec<f64>> = acts.iter().map(|a| vec![0.0; a.len()]).collect();
+    let mut dparams: Vec<Vec<f64>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
+    grads[plan.logits_activation as usize] = dlogits;
+    for node in plan.nodes.iter().rev() {
+        if matches!(node.op, NodeOp::Softmax) && Some(node.output) == plan.probs_activation {
+            continue;
+        }
+        let (x, y) = (&acts[node.input as usize], &acts[node.output as usize]);
+        let dy = grads[node.output as usize].clone();
+        let mut dx = vec![0.0; x.len()];
+        match node.op {
+            NodeOp::Conv(c) => {
+                let wt = &params[c.weight as usize];
+                let (icg, ocg) = ((c.in_channels / c.groups) as usize, (c.out_channels / c.groups) as usize);
+                let (ih, iw, oh, ow, k) = (c.in_h as usize, c.in_w as usize, c.out_h as usize, c.out_w as usize, c.kernel as usize);
+                let (ic, oc, s, p) = (c.in_channels as usize, c.out_channels as usize, c.stride as usize, c.pad as isize);
+                let mut dw = vec![0.0; wt.len()];
+                let mut db = vec![0.0; oc];
+                for n in 0..batch {
+                    for o in 0..oc {
+                        let g = o / ocg;
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let d = dy[((n * oc + o) * oh + oy) * ow + ox];
+                                db[o] += d;
+                                for icl in 0..icg {
+                                    let xc = n * ic + g * icg + icl;
+                                    for ky in 0..k {
+                                        let iy = (oy * s + ky) as isize - p;
+                                        if iy < 0 || iy >= ih as isize {
+                                            continue;
+                                        }
+                                        for kx in 0..k {
+                                            let ix = (ox * s + kx) as isize - p;
+                                            if ix < 0 || ix >= iw as isize {
+                                                continue;
+                                            }
+                                            let xi = (xc * ih + iy as usize) * iw + ix as usize;
+                                            let wi = ((o * icg + icl) * k + ky) * k + kx;
+                                            dw[wi] += d * x[xi];
+                                            dx[xi] += d * wt[wi];
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                dparams[c.weight as usize] = dw;
+                if let Some(b) = c.bias {
+                    dparams[b as usize] = db;
+                }
+            }
+            NodeOp::Linear(l) => {
+                let wt = &params[l.weight as usize];
+                let (inf, outf) = (l.in_features as usize, l.out_features as usize);
+                let mut dw = vec![0.0; wt.len()];
+                let mut db = vec![0.0; outf];
+                for n in 0..batch {
+                    for o in 0..outf {
+                        let d = dy[n * outf + o];
+                        db[o] += d;
+                        for i in 0..inf {
+                            dw[o * inf + i] += d * x[n * inf + i];
+                            dx[n * inf + i] += d * wt[o * inf + i];
+                        }
+                    }
+                }
+                dparams[l.weight as usize] = dw;
+                if let Some(b) = l.bias {
+                    dparams[b as usize] = db;
+                }
+            }
+            NodeOp::Relu => {
+                for i in 0..x.len() {
+                    dx[i] = if x[i] > 0.0 { dy[i] } else { 0.0 };
+                }
+            }
+            NodeOp::Lrn(l) => {
+                let (ch, hw, size) = (l.channels as usize, (l.h * l.w) as usize, l.size as usize);
+                let (alpha, beta, kb) = (f64::from(l.alpha), f64::from(l.beta), f64::from(l.k));
+                let window = |c: usize| (c.saturating_sub((size - 1) / 2), (c + size / 2).min(ch - 1));
+                for n in 0..batch {
+                    for pix in 0..hw {
+                        let at = |c: usize| (n * ch + c) * hw + pix;
+                        let denom: Vec<f64> = (0..ch)
+                            .map(|c| {
+                                let (lo, hi) = window(c);
+                                kb + alpha * (lo..=hi).map(|j| x[at(j)].powi(2)).sum::<f64>()
+                            })
+                            .collect();
+                        for c in 0..ch {
+                            // y_c = x_c * D_c^-beta, and D_c depends on x_j for every j in c's window.
+                            dx[at(c)] += dy[at(c)] * denom[c].powf(-beta);
+                            let (lo, hi) = window(c);
+                            let common = -2.0 * alpha * beta * dy[at(c)] * x[at(c)] * denom[c].powf(-beta - 1.0);
+                            for j in lo..=hi {
+                                dx[at(j)] += common * x[at(j)];
+                            }
+                        }
+                    }
+                }
+            }
+            NodeOp::MaxPool(pl) => {
+                let (ih, iw, oh, ow) = (pl.in_h as usize, pl.in_w as usize, pl.out_h as usize, pl.out_w as usize);
+                for nc in 0..batch * pl.channels as usize {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut best: Option<(f64, usize)> = None;
+                            for ky in 0..pl.kernel as usize {
+                                for kx in 0..pl.kernel as usize {
+                                    let iy = (oy * pl.stride as usize + ky) as isize - pl.pad as isize;
+                                    let ix = (ox * pl.stride as usize + kx) as isize - pl.pad as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < ih && (ix as usize) < iw {
+                                        let i = (nc * ih + iy as usize) * iw + ix as usize;
+                                        if best.is_none_or(|(v, _)| x[i] > v) {
+                                            best = Some((x[i], i));
+                                        }
+                                    }
+                                }
+                            }
+                            if let Some((_, i)) = best {
+                                dx[i] += dy[(nc * oh + oy) * ow + ox];
+                            }
+                        }
+                    }
+                }
+            }
+            NodeOp::Softmax => {
+                // A softmax inside the network: dx = y * (dy - sum(dy * y)) per image.
+                let classes = x.len() / batch;
+                for n in 0..batch {
+                    let r = n * classes..(n + 1) * classes;
+                    let dot: f64 = dy[r.clone()].iter().zip(&y[r.clone()]).map(|(a, b)| a * b).sum();
+                    for i in r {
+                        dx[i] = y[i] * (dy[i] - dot);
+                    }
+                }
+            }
+        }
+        // Views share activations, so gradients flowing into one add up.
+        for (acc, d) in grads[node.input as usize].iter_mut().zip(dx) {
+            *acc += d;
+        }
+    }
+    let input = std::mem::take(&mut grads[plan.input_activation as usize]);
+    Gradients { loss, params: dparams, input }
 }
