@@ -3,7 +3,7 @@
 # parity tests against onnxruntime. Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh dataset-fashion-mnist
 cargo test --workspace --locked
 cargo build --locked -p alexnet-cli
 python3 -m pytest -q -s tests/reference

@@ -34,6 +34,8 @@ pub enum Error {
     InputLength { got: usize, expected: usize, batch: usize, shape: String },
     #[error("{}: {message}", path.display())]
     Image { path: PathBuf, message: String },
+    #[error("{}: {message}", path.display())]
+    Dataset { path: PathBuf, message: String },
     #[error("the session holds no weights yet: load or initialise them first")]
     NoWeights,
 }

@@ -4,11 +4,12 @@
 //! It never builds shader text: every kernel arrives in the plan, generated and validated at
 //! build time. Code map: `gpu` (adapter choice, device with the plan's limits), `session`
 //! (buffers, pipelines, forward), `weights` (initialisation, safetensors), `reference` (CPU),
-//! `data` (image decoding and the paper's preprocessing).
+//! `data` (image decoding and the paper's preprocessing), `idx` (MNIST-style datasets).
 
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod idx;
 pub mod reference;
 pub mod session;
 pub mod weights;
