@@ -126,7 +126,6 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str) -> plan:
         nodes.push(plan::Node { layer: node.layer.clone().into(), op, input: in_act.expect("ops have an input"), output: out, device: node.device });
         kernels.extend(kernels_for(&nodes[node_index as usize], node_index, &params, &shape));
     }
-    let limits = alexnet_plan::Limits { ..info.target.limits };
     plan::Plan {
         name: name.to_string().into(),
         doc: doc.to_string().into(),
@@ -145,7 +144,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str) -> plan:
         logits_activation: logits,
         probs_activation: probs,
         layers: layers.into(),
-        limits,
+        limits: info.target.limits,
         ir: graph.to_string().into(),
         dot: graph.to_dot(name).into(),
     }

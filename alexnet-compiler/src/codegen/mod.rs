@@ -16,9 +16,9 @@ use writer::Writer;
 
 const PRELUDE: &str = include_str!("prelude.wgsl");
 
-/// Fills in the WGSL of every kernel of `plan` and validates it.
-pub fn generate(plan: &mut Plan, info: &GraphInfo) -> Result<(), Errors> {
-    let _ = info;
+/// Fills in the WGSL of every kernel of `plan` and validates it. `GraphInfo` can only come
+/// from `valid::validate`, so requiring it keeps codegen from running on an unchecked graph.
+pub fn generate(plan: &mut Plan, _validated: &GraphInfo) -> Result<(), Errors> {
     let mut kernels = plan.kernels.to_vec();
     for kernel in &mut kernels {
         let wgsl = kernel_wgsl(plan, kernel);
