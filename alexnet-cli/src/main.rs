@@ -1,7 +1,8 @@
-//! The `alexnet` command: inspect built-in models, compile DSL files, initialise weights and
-//! run inference on any wgpu adapter.
+//! The `alexnet` command: inspect built-in models, compile DSL files, initialise weights,
+//! train, evaluate and run inference on any wgpu adapter.
 
 mod npy;
+mod train;
 
 use alexnet::runtime::{data, gpu::list_adapters};
 use alexnet::{Gpu, GpuOptions, Plan, Session, Weights};
@@ -58,6 +59,13 @@ enum Command {
         #[arg(long, value_parser = model_name)]
         model: String,
     },
+    /// Train a model on Fashion-MNIST with the paper's SGD recipe, with checkpoints.
+    Train(TrainArgs),
+    /// Top-1 and top-5 accuracy of trained weights on the Fashion-MNIST test set.
+    Eval(EvalArgs),
+    /// Apply one SGD step (dropout off, zero momentum) to given weights on a given batch and
+    /// save the result, for comparison with any other implementation.
+    Step(StepArgs),
     /// Time forward passes on the GPU (median of several runs).
     Bench {
         #[arg(long, value_parser = model_name)]
@@ -66,6 +74,12 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 5)]
         iters: usize,
+        /// Time whole training steps instead of forward passes.
+        #[arg(long)]
+        train: bool,
+        /// Also time every kernel on its own, slowest first.
+        #[arg(long)]
+        kernels: bool,
         #[command(flatten)]
         device: DeviceArgs,
     },
@@ -106,6 +120,105 @@ struct InferArgs {
     /// One label per line (`id<TAB>name` or `name`); default: ImageNet or Fashion-MNIST names.
     #[arg(long)]
     labels: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[arg(long, value_parser = model_name, default_value = "alexnet-mini")]
+    model: String,
+    /// `fashion-mnist` (the Debian package's folder) or a folder holding its IDX files.
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: String,
+    #[arg(long, default_value_t = 10)]
+    epochs: u32,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Initial learning rate ε (the paper's 0.01).
+    #[arg(long, default_value_t = 0.01)]
+    lr: f32,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    #[arg(long, default_value_t = 0.0005)]
+    decay: f32,
+    /// Seed of the initialisation, data order, flips and dropout masks.
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    /// Divide the learning rate by 10 at these epochs (e.g. `--lr-steps 30,60`); default:
+    /// when the validation error has not improved for `--patience` epochs, as the paper did.
+    #[arg(long, value_delimiter = ',')]
+    lr_steps: Vec<u32>,
+    #[arg(long, default_value_t = 2)]
+    patience: u32,
+    /// Training images held out for validation.
+    #[arg(long, default_value_t = 5000)]
+    val: usize,
+    /// Train on only the first N training images (quick runs).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Evaluate on only the first N test images after each epoch.
+    #[arg(long)]
+    eval_limit: Option<usize>,
+    /// Turn off random horizontal flips.
+    #[arg(long)]
+    no_flip: bool,
+    /// Checkpoint every N steps (and at every epoch's end).
+    #[arg(long, default_value_t = 200)]
+    save_every: u32,
+    /// Output folder: checkpoint.safetensors, weights.safetensors, metrics.jsonl.
+    #[arg(long, default_value = "runs/latest")]
+    out: PathBuf,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many steps in all (the checkpoint then resumes the rest).
+    #[arg(long)]
+    max_steps: Option<u32>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long, value_parser = model_name, default_value = "alexnet-mini")]
+    model: String,
+    #[arg(long)]
+    weights: PathBuf,
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: String,
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Print predictions for the first N test images.
+    #[arg(long, default_value_t = 0)]
+    show: usize,
+    /// Evaluate on only the first N test images.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct StepArgs {
+    #[arg(long, value_parser = model_name)]
+    model: String,
+    /// Weights in safetensors.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Input batch, .npy [N, C, H, W].
+    #[arg(long)]
+    input: PathBuf,
+    /// Labels, .npy [N] of integers.
+    #[arg(long)]
+    labels: PathBuf,
+    #[arg(long, default_value_t = 0.01)]
+    lr: f32,
+    #[arg(long, default_value_t = 0.0005)]
+    decay: f32,
+    /// Where to write the updated weights.
+    #[arg(long)]
+    out: PathBuf,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -167,7 +280,10 @@ fn run(cli: Cli) -> Result<()> {
             info(plan_of(&model));
             Ok(())
         }
-        Command::Bench { model, batch, iters, device } => bench(plan_of(&model), batch, iters, &device),
+        Command::Bench { model, batch, iters, train, kernels, device } => bench(plan_of(&model), batch, iters, train, kernels, &device),
+        Command::Train(args) => train::train(&args),
+        Command::Eval(args) => train::eval(&args),
+        Command::Step(args) => train::step(&args),
     }
 }
 
@@ -302,27 +418,48 @@ fn infer(args: &InferArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench(plan: &Plan, batch: usize, iters: usize, device: &DeviceArgs) -> Result<()> {
+fn bench(plan: &Plan, batch: usize, iters: usize, train: bool, kernels: bool, device: &DeviceArgs) -> Result<()> {
     if batch == 0 || batch > plan.max_batch as usize {
         bail!("--batch must be in 1..={}", plan.max_batch);
     }
     let gpu = Gpu::open(&device.options(), plan)?;
-    let mut session = Session::new(&gpu, plan, batch as u32)?;
+    let mut session = if train { Session::for_training(&gpu, plan, batch as u32)? } else { Session::new(&gpu, plan, batch as u32)? };
     session.load_weights(&Weights::init(plan, 0))?;
     let input = vec![0.5f32; batch * plan.input_elems()];
-    session.forward(&input, batch)?;
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % plan.classes()).collect();
+    let config = alexnet::runtime::StepConfig::paper(0, 0);
+    let run = |session: &mut Session| -> Result<()> {
+        if train {
+            session.train_step(&input, &labels, batch, &config)?;
+        } else {
+            session.forward(&input, batch)?;
+        }
+        Ok(())
+    };
+    run(&mut session)?;
+    if kernels {
+        let mut times = session.profile(&input, &labels, batch)?;
+        let total: f64 = times.iter().map(|t| t.1).sum();
+        times.sort_by(|a, b| b.1.total_cmp(&a.1));
+        println!("{:<28} {:>10} {:>7}", "kernel", "ms", "share");
+        for (name, t) in &times {
+            println!("{name:<28} {:>10.3} {:>6.1}%", t * 1e3, 100.0 * t / total);
+        }
+    }
     let bar = indicatif::ProgressBar::new(iters as u64);
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters.max(1) {
         let start = std::time::Instant::now();
-        session.forward(&input, batch)?;
+        run(&mut session)?;
         times.push(start.elapsed().as_secs_f64());
         bar.inc(1);
     }
     bar.finish_and_clear();
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let gflops = 2.0 * plan.macs() as f64 * batch as f64 / median / 1e9;
-    println!("{} batch {batch} on {}: median {:.3} ms per forward ({:.1} images/s, {:.1} GFLOP/s)", plan.name, gpu.describe(), median * 1e3, batch as f64 / median, gflops);
+    // A training step does about three forward passes' work (forward, input and weight gradients).
+    let (what, passes) = if train { ("training step", 3.0) } else { ("forward", 1.0) };
+    let gflops = passes * 2.0 * plan.macs() as f64 * batch as f64 / median / 1e9;
+    println!("{} batch {batch} on {}: median {:.3} ms per {what} ({:.1} images/s, {:.1} GFLOP/s)", plan.name, gpu.describe(), median * 1e3, batch as f64 / median, gflops);
     Ok(())
 }

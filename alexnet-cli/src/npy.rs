@@ -45,3 +45,27 @@ pub fn write_2d(path: &Path, data: &[f32], rows: usize, cols: usize) -> Result<(
     alexnet::runtime::weights::write_atomic(path, &bytes)?;
     Ok(())
 }
+
+/// Reads class labels: a 1-D array of integers (any width, signed or not), each below `classes`.
+pub fn read_labels(path: &Path, classes: u32) -> Result<Vec<u32>> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(file)).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
+    if npy.shape().len() != 1 {
+        bail!("{}: shape {:?}, but labels are one-dimensional [N]", path.display(), npy.shape());
+    }
+    let descr = npy.dtype().descr();
+    let trunc = |e| anyhow::Error::new(e).context(format!("{}: truncated or unreadable data", path.display()));
+    let values: Vec<i64> = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
+        "i8" => npy.into_vec::<i64>().map_err(trunc)?,
+        "i4" => npy.into_vec::<i32>().map_err(trunc)?.into_iter().map(i64::from).collect(),
+        "u1" => npy.into_vec::<u8>().map_err(trunc)?.into_iter().map(i64::from).collect(),
+        "i1" => npy.into_vec::<i8>().map_err(trunc)?.into_iter().map(i64::from).collect(),
+        "u4" => npy.into_vec::<u32>().map_err(trunc)?.into_iter().map(i64::from).collect(),
+        _ => bail!("{}: dtype {descr} is not supported for labels (expected little-endian int64, int32, int8, uint8 or uint32)", path.display()),
+    };
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| u32::try_from(v).ok().filter(|&l| l < classes).with_context(|| format!("{}: label {v} of image {i} is not one of the {classes} classes", path.display())))
+        .collect()
+}

@@ -2,7 +2,8 @@
 //!
 //! Every node carries its op, source layer and span, the device it runs on and (after
 //! `passes::shapes`) the shape of one image's output. Graph inputs and outputs are nodes
-//! (`Op::Input`, `Op::Output`). Backward and fused ops will be further `Op` variants; every
+//! (`Op::Input`, `Op::Output`). `passes::autodiff` adds the backward graph (`Op::Loss`,
+//! `Op::Grad`, `Op::Sgd`); fused ops will be further `Op` variants; every
 //! `match` on `Op` is exhaustive so that adding one breaks the build wherever it must be handled.
 
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
@@ -80,6 +81,31 @@ pub enum Op {
     Softmax,
     /// The network's result.
     Output,
+    /// Softmax cross-entropy of the logits against the labels (a final softmax is folded in);
+    /// its value is the gradient of the logits. Added by `passes::autodiff`, like the rest.
+    Loss,
+    /// A gradient of the forward node `of`, with respect to its input or a parameter.
+    Grad { of: NodeId, wrt: Wrt },
+    /// The optimiser's update of a parameter of `of`, from its gradient.
+    Sgd { of: NodeId, wrt: Wrt },
+}
+
+/// What a gradient is taken with respect to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wrt {
+    Input,
+    Weight,
+    Bias,
+}
+
+impl Wrt {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wrt::Input => "input",
+            Wrt::Weight => "weight",
+            Wrt::Bias => "bias",
+        }
+    }
 }
 
 impl Op {
@@ -96,6 +122,9 @@ impl Op {
             Op::Dropout(_) => "dropout",
             Op::Softmax => "softmax",
             Op::Output => "output",
+            Op::Loss => "loss",
+            Op::Grad { .. } => "grad",
+            Op::Sgd { .. } => "sgd",
         }
     }
 
@@ -120,7 +149,8 @@ impl Op {
             Op::MaxPool(p) => format!("{{k{} s{} p{}{}}}", p.kernel, p.stride, p.pad, if p.floor { " floor" } else { "" }),
             Op::Linear(l) => format!("{{out {}{}}}", l.out_features, if l.bias { "" } else { " nobias" }),
             Op::Dropout(d) => format!("{{p {}}}", d.p),
-            Op::Relu | Op::Flatten | Op::Softmax | Op::Output => String::new(),
+            Op::Grad { of, wrt } | Op::Sgd { of, wrt } => format!("{{{} of {of}}}", wrt.as_str()),
+            Op::Relu | Op::Flatten | Op::Softmax | Op::Output | Op::Loss => String::new(),
         }
     }
 
@@ -128,8 +158,23 @@ impl Op {
     pub fn has_params(&self) -> bool {
         match self {
             Op::Conv(_) | Op::Linear(_) => true,
-            Op::Input { .. } | Op::Relu | Op::Lrn(_) | Op::MaxPool(_) | Op::Flatten | Op::Dropout(_) | Op::Softmax | Op::Output => false,
+            Op::Input { .. }
+            | Op::Relu
+            | Op::Lrn(_)
+            | Op::MaxPool(_)
+            | Op::Flatten
+            | Op::Dropout(_)
+            | Op::Softmax
+            | Op::Output
+            | Op::Loss
+            | Op::Grad { .. }
+            | Op::Sgd { .. } => false,
         }
+    }
+
+    /// Whether the op belongs to training (added by `passes::autodiff`).
+    pub fn is_training(&self) -> bool {
+        matches!(self, Op::Loss | Op::Grad { .. } | Op::Sgd { .. })
     }
 }
 
@@ -250,7 +295,9 @@ impl fmt::Display for Graph {
                 write!(f, " {attrs}")?;
             }
             if let Some(shape) = &n.shape {
-                let mut full = vec!["N".to_string()];
+                // Parameters and their gradients have no batch dimension.
+                let per_batch = !matches!(n.op, Op::Grad { wrt: Wrt::Weight | Wrt::Bias, .. } | Op::Sgd { .. });
+                let mut full = if per_batch { vec!["N".to_string()] } else { Vec::new() };
                 full.extend(shape.iter().map(u32::to_string));
                 write!(f, " -> [{}]", full.join(","))?;
             }

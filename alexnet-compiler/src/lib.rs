@@ -3,7 +3,8 @@
 //! `proc_macro` (it works on `proc_macro2` tokens, so the CLI can compile a text file too).
 //!
 //! Modules in processing order:
-//! `front` (DSL → AST) → `lower` (AST → IR) → `ir` (the graph) → `passes` (shapes, placement)
+//! `front` (DSL → AST) → `lower` (AST → IR) → `ir` (the graph) → `passes` (shapes, placement,
+//! autodiff)
 //! → `valid` (checks, device limits) → `schedule` (plan) → `codegen` (WGSL, naga-validated).
 //! [`compile`] is the table of contents.
 
@@ -45,6 +46,7 @@ pub fn compile(tokens: TokenStream) -> Result<Compiled, Errors> {
         return Err(Errors(errors));
     }
     passes::place::place(&mut graph);
+    passes::autodiff::differentiate(&mut graph);
     let limits = plan::Limits { max_storage_buffer_binding_size: net.binding_limit, ..plan::Limits::WEBGPU_DEFAULT };
     let info = valid::validate(&graph, valid::Target { limits, max_batch: net.max_batch })?;
     let mut plan = schedule::schedule(&graph, &info, &net.name.to_string(), &net.doc);

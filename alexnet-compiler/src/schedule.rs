@@ -5,7 +5,7 @@
 //! than copies, orders the kernels, and counts parameters and multiply-adds per layer.
 //! Each op writes its own activation; reusing memory across ops is a later pass.
 
-use crate::ir::{Graph, Node as IrNode, NodeId, Op};
+use crate::ir::{Graph, Node as IrNode, NodeId, Op, Wrt};
 use crate::valid::{GraphInfo, WORKGROUP};
 use alexnet_plan as plan;
 use std::borrow::Cow;
@@ -31,8 +31,11 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str) -> plan:
     let mut logits = 0;
     let mut probs = None;
     let mut convs_seen = 0u32;
+    let mut dropouts = 0u32;
+    // Plan node of each forward IR node that computes.
+    let mut node_of: BTreeMap<NodeId, u32> = BTreeMap::new();
 
-    for &id in &info.order {
+    for &id in info.order.iter().filter(|&&id| !graph.node(id).op.is_training()) {
         let node = graph.node(id);
         let shape = node.shape.clone().expect("valid graphs are shaped");
         let src = graph.inputs(id).first().copied();
@@ -63,11 +66,29 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str) -> plan:
                 layers.pop();
                 continue;
             }
-            Op::Flatten | Op::Dropout(_) => {
+            Op::Flatten => {
                 act_of.insert(id, in_act.expect("views have an input"));
                 layer.output = shape.clone().into();
                 continue;
             }
+            Op::Dropout(d) => {
+                // In place: it runs only when training, and backward recomputes its mask.
+                let a = in_act.expect("dropout has an input");
+                act_of.insert(id, a);
+                layer.output = shape.clone().into();
+                let elems = shape.iter().product();
+                let op = plan::NodeOp::Dropout(plan::DropoutNode { p: d.p, stream: dropouts, elems });
+                dropouts += 1;
+                node_of.insert(id, nodes.len() as u32);
+                nodes.push(plan::Node { layer: node.layer.clone().into(), op, input: a, output: a, device: node.device });
+                let k = kernel(&nodes, (nodes.len() - 1) as u32, format!("{}_dropout", node.layer), u64::from(elems), plan::Role::Dropout, vec![
+                    plan::Binding::Uniform,
+                    plan::Binding::Activation { index: a, write: true },
+                ]);
+                kernels.push(k);
+                continue;
+            }
+            Op::Loss | Op::Grad { .. } | Op::Sgd { .. } => unreachable!("training ops are filtered out"),
             Op::Conv(c) => {
                 convs_seen += 1;
                 // The paper sets biases to 1 in conv2, conv4 and conv5 (and the FC layers).
@@ -123,9 +144,11 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str) -> plan:
         layer.output = shape.clone().into();
         act_of.insert(id, out);
         let node_index = nodes.len() as u32;
+        node_of.insert(id, node_index);
         nodes.push(plan::Node { layer: node.layer.clone().into(), op, input: in_act.expect("ops have an input"), output: out, device: node.device });
         kernels.extend(kernels_for(&nodes[node_index as usize], node_index, &params, &shape));
     }
+    kernels.extend(training_kernels(graph, info, &nodes, &params, &node_of, &act_of, logits));
     plan::Plan {
         name: name.to_string().into(),
         doc: doc.to_string().into(),
@@ -193,16 +216,9 @@ fn add_params(params: &mut Vec<plan::Param>, node: &IrNode, ranges: &[(u32, u32)
 fn kernels_for(node: &plan::Node, index: u32, params: &[plan::Param], out_shape: &[u32]) -> Vec<plan::Kernel> {
     let out_elems: u64 = out_shape.iter().map(|&d| u64::from(d)).product();
     let act = |a: u32, write: bool| plan::Binding::Activation { index: a, write };
-    let kernel = |name: String, threads: u64, bindings: Vec<plan::Binding>| plan::Kernel {
-        name: name.into(),
-        layer: node.layer.clone(),
-        node: index,
-        wgsl: Cow::Borrowed(""),
-        entry_point: "main".into(),
-        workgroup_size: WORKGROUP,
-        threads_per_image: threads,
-        dispatch: plan::Dispatch::PerInvocation,
-        bindings: bindings.into(),
+    let nodes = std::slice::from_ref(node);
+    let kernel = |name: String, threads: u64, bindings: Vec<plan::Binding>| {
+        plan::Kernel { node: index, ..kernel(nodes, 0, name, threads, plan::Role::Forward, bindings) }
     };
     let (weight, bias, per_row) = match node.op {
         plan::NodeOp::Conv(c) => (c.weight, c.bias, u64::from(c.out_h * c.out_w)),
@@ -216,6 +232,7 @@ fn kernels_for(node: &plan::Node, index: u32, params: &[plan::Param], out_shape:
             let name = format!("{}_softmax_fwd", node.layer);
             return vec![kernel(name, 1, vec![plan::Binding::Uniform, act(node.input, false), act(node.output, true)])];
         }
+        plan::NodeOp::Dropout(_) => unreachable!("dropout is scheduled in place"),
     };
     let parts = &params[weight as usize].parts;
     parts
@@ -253,5 +270,155 @@ pub fn op_name(op: &plan::NodeOp) -> &'static str {
         plan::NodeOp::MaxPool(_) => "maxpool",
         plan::NodeOp::Linear(_) => "linear",
         plan::NodeOp::Softmax => "softmax",
+        plan::NodeOp::Dropout(_) => "dropout",
+    }
+}
+
+/// A kernel of node `index` with one invocation per element (per image, or in all for
+/// parameter kernels), WGSL still to be written.
+fn kernel(nodes: &[plan::Node], index: u32, name: String, threads: u64, role: plan::Role, bindings: Vec<plan::Binding>) -> plan::Kernel {
+    let fixed = matches!(role, plan::Role::Update | plan::Role::Backward(plan::Wrt::Weight | plan::Wrt::Bias));
+    plan::Kernel {
+        name: name.into(),
+        layer: nodes[index as usize].layer.clone(),
+        node: index,
+        wgsl: Cow::Borrowed(""),
+        entry_point: "main".into(),
+        workgroup_size: WORKGROUP,
+        threads_per_image: threads,
+        dispatch: if fixed { plan::Dispatch::Fixed } else { plan::Dispatch::PerInvocation },
+        bindings: bindings.into(),
+        role,
+    }
+}
+
+/// The kernels of the backward graph that `passes::autodiff` added: the loss, then the
+/// gradients in the graph's order, then every update (updates overwrite weights that the
+/// gradients read). Conv and linear kernels run per weight part; an input gradient's later
+/// parts add to the first's.
+fn training_kernels(
+    graph: &Graph,
+    info: &GraphInfo,
+    nodes: &[plan::Node],
+    params: &[plan::Param],
+    node_of: &BTreeMap<NodeId, u32>,
+    act_of: &BTreeMap<NodeId, u32>,
+    logits: u32,
+) -> Vec<plan::Kernel> {
+    use plan::Binding as B;
+    let mut backward = Vec::new();
+    let mut updates = Vec::new();
+    for &id in info.order.iter().filter(|&&id| graph.node(id).op.is_training()) {
+        let (of, wrt, update) = match graph.node(id).op {
+            Op::Loss => {
+                // Named after no layer: the loss belongs to the whole network.
+                let producer = nodes.iter().rposition(|n| n.output == logits && !matches!(n.op, plan::NodeOp::Dropout(_)));
+                let index = producer.or(nodes.len().checked_sub(1)).unwrap_or(0) as u32;
+                let bindings = vec![B::Uniform, B::Activation { index: logits, write: false }, B::Labels, B::Grad { index: logits, write: true }, B::Loss];
+                let mut k = kernel(nodes, index, "loss".into(), 1, plan::Role::Loss, bindings);
+                k.layer = "loss".into();
+                backward.push(k);
+                continue;
+            }
+            Op::Grad { of, wrt } => (of, wrt, false),
+            Op::Sgd { of, wrt } => (of, wrt, true),
+            op => unreachable!("{} is not a training op", op.mnemonic()),
+        };
+        let index = node_of[&of];
+        let node = &nodes[index as usize];
+        let layer = &node.layer;
+        let op = op_name(&node.op);
+        let (input, output) = (node.input, node.output);
+        let in_elems = graph.inputs(of).first().and_then(|&s| graph.node(s).shape.as_ref()).map_or(1, |s| s.iter().map(|&d| u64::from(d)).product());
+        debug_assert_eq!(act_of.get(&graph.inputs(of)[0]), Some(&input));
+        let param = match (node.op, wrt) {
+            (plan::NodeOp::Conv(c), Wrt::Weight) => Some(c.weight),
+            (plan::NodeOp::Linear(l), Wrt::Weight) => Some(l.weight),
+            (plan::NodeOp::Conv(plan::ConvNode { bias, .. }) | plan::NodeOp::Linear(plan::LinearNode { bias, .. }), Wrt::Bias) => bias,
+            _ => None,
+        };
+        let plan_wrt = match wrt {
+            Wrt::Input => plan::Wrt::Input,
+            Wrt::Weight => plan::Wrt::Weight,
+            Wrt::Bias => plan::Wrt::Bias,
+        };
+        let short = match wrt {
+            Wrt::Input => "x",
+            Wrt::Weight => "w",
+            Wrt::Bias => "b",
+        };
+        match (param, wrt) {
+            (None, Wrt::Input) => {
+                let weight = match node.op {
+                    plan::NodeOp::Conv(c) => Some(c.weight),
+                    plan::NodeOp::Linear(l) => Some(l.weight),
+                    _ => None,
+                };
+                let role = plan::Role::Backward(plan::Wrt::Input);
+                match weight {
+                    Some(w) => {
+                        let parts = &params[w as usize].parts;
+                        for part in 0..parts.len() as u32 {
+                            let name = part_name(format!("{layer}_{op}_bwd_x"), part, parts.len());
+                            let bindings =
+                                vec![B::Uniform, B::Grad { index: output, write: false }, B::Param { index: w, part }, B::Grad { index: input, write: true }];
+                            backward.push(kernel(nodes, index, name, in_elems, role, bindings));
+                        }
+                    }
+                    None if matches!(node.op, plan::NodeOp::Dropout(_)) => {
+                        let bindings = vec![B::Uniform, B::Grad { index: output, write: true }];
+                        backward.push(kernel(nodes, index, format!("{layer}_dropout_bwd_x"), in_elems, role, bindings));
+                    }
+                    None => {
+                        let threads = if matches!(node.op, plan::NodeOp::Softmax) { 1 } else { in_elems };
+                        let bindings = vec![
+                            B::Uniform,
+                            B::Activation { index: input, write: false },
+                            B::Grad { index: output, write: false },
+                            B::Grad { index: input, write: true },
+                        ];
+                        backward.push(kernel(nodes, index, format!("{layer}_{op}_bwd_x"), threads, role, bindings));
+                    }
+                }
+            }
+            (Some(p), _) => {
+                let param = &params[p as usize];
+                for (part, range) in param.parts.iter().enumerate() {
+                    let part = part as u32;
+                    let elems = u64::from(range.rows) * param.row_elems();
+                    if update {
+                        let name = part_name(format!("{layer}_sgd_{short}"), part, param.parts.len());
+                        let bindings = vec![
+                            B::Uniform,
+                            B::ParamMut { index: p, part },
+                            B::ParamGrad { index: p, part, write: false },
+                            B::Momentum { index: p, part },
+                        ];
+                        updates.push(kernel(nodes, index, name, elems, plan::Role::Update, bindings));
+                    } else {
+                        let name = part_name(format!("{layer}_{op}_bwd_{short}"), part, param.parts.len());
+                        let mut bindings = vec![B::Uniform];
+                        if wrt == Wrt::Weight {
+                            bindings.push(B::Activation { index: input, write: false });
+                        }
+                        bindings.push(B::Grad { index: output, write: false });
+                        bindings.push(B::ParamGrad { index: p, part, write: true });
+                        backward.push(kernel(nodes, index, name, elems, plan::Role::Backward(plan_wrt), bindings));
+                    }
+                }
+            }
+            (None, _) => unreachable!("a parameter gradient of a node without that parameter"),
+        }
+    }
+    backward.extend(updates);
+    backward
+}
+
+/// `base`, or `base_partI` when a parameter has several parts.
+fn part_name(base: String, part: u32, parts: usize) -> String {
+    if parts == 1 {
+        base
+    } else {
+        format!("{base}_part{part}")
     }
 }

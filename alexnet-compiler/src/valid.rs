@@ -54,9 +54,10 @@ pub fn validate(graph: &Graph, target: Target) -> Result<GraphInfo, Errors> {
         let node = graph.node(id);
         let shape = node.shape.as_ref().expect("internal compiler error: shapes ran before validation");
         let per_image = bytes(shape.iter().map(|&d| u64::from(d)).product());
-        // Views and the output node bind nothing of their own.
+        // Views, in-place dropout and the output node bind nothing of their own; gradients
+        // have the size of what they differentiate, so they fit wherever it fits.
         let owns_binding = match node.op {
-            Op::Flatten | Op::Dropout(_) | Op::Output => false,
+            Op::Flatten | Op::Dropout(_) | Op::Output | Op::Loss | Op::Grad { .. } | Op::Sgd { .. } => false,
             Op::Input { .. } | Op::Conv(_) | Op::Relu | Op::Lrn(_) | Op::MaxPool(_) | Op::Linear(_) | Op::Softmax => true,
         };
         if !owns_binding {
@@ -98,9 +99,17 @@ pub fn validate(graph: &Graph, target: Target) -> Result<GraphInfo, Errors> {
                 let input = graph.inputs(id).first().map(|&s| graph.node(s).shape.clone().unwrap_or_default()).unwrap_or_default();
                 (l.out_features, u64::from(input.first().copied().unwrap_or(1)), "weight")
             }
-            Op::Input { .. } | Op::Relu | Op::Lrn(_) | Op::MaxPool(_) | Op::Flatten | Op::Dropout(_) | Op::Softmax | Op::Output => {
-                continue;
-            }
+            Op::Input { .. }
+            | Op::Relu
+            | Op::Lrn(_)
+            | Op::MaxPool(_)
+            | Op::Flatten
+            | Op::Dropout(_)
+            | Op::Softmax
+            | Op::Output
+            | Op::Loss
+            | Op::Grad { .. }
+            | Op::Sgd { .. } => continue,
         };
         let row_bytes = bytes(row_elems);
         if row_bytes > limit {

@@ -126,9 +126,32 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             plan::Binding::Uniform => quote! { ::alexnet::__private::Binding::Uniform },
             plan::Binding::Activation { index, write } => quote! { ::alexnet::__private::Binding::Activation { index: #index, write: #write } },
             plan::Binding::Param { index, part } => quote! { ::alexnet::__private::Binding::Param { index: #index, part: #part } },
+            plan::Binding::ParamMut { index, part } => quote! { ::alexnet::__private::Binding::ParamMut { index: #index, part: #part } },
+            plan::Binding::Grad { index, write } => quote! { ::alexnet::__private::Binding::Grad { index: #index, write: #write } },
+            plan::Binding::ParamGrad { index, part, write } => {
+                quote! { ::alexnet::__private::Binding::ParamGrad { index: #index, part: #part, write: #write } }
+            }
+            plan::Binding::Momentum { index, part } => quote! { ::alexnet::__private::Binding::Momentum { index: #index, part: #part } },
+            plan::Binding::Labels => quote! { ::alexnet::__private::Binding::Labels },
+            plan::Binding::Loss => quote! { ::alexnet::__private::Binding::Loss },
         }));
+        let role = match k.role {
+            plan::Role::Forward => quote! { Forward },
+            plan::Role::Dropout => quote! { Dropout },
+            plan::Role::Loss => quote! { Loss },
+            plan::Role::Backward(wrt) => {
+                let wrt = match wrt {
+                    plan::Wrt::Input => quote! { Input },
+                    plan::Wrt::Weight => quote! { Weight },
+                    plan::Wrt::Bias => quote! { Bias },
+                };
+                quote! { Backward(::alexnet::__private::Wrt::#wrt) }
+            }
+            plan::Role::Update => quote! { Update },
+        };
         let dispatch = match k.dispatch {
             plan::Dispatch::PerInvocation => quote! { ::alexnet::__private::Dispatch::PerInvocation },
+            plan::Dispatch::Fixed => quote! { ::alexnet::__private::Dispatch::Fixed },
             plan::Dispatch::Tiles { m_tiles, pixels, tile_pixels } => {
                 quote! { ::alexnet::__private::Dispatch::Tiles { m_tiles: #m_tiles, pixels: #pixels, tile_pixels: #tile_pixels } }
             }
@@ -137,6 +160,7 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             ::alexnet::__private::Kernel {
                 name: #name, layer: #layer, node: #node, wgsl: #wgsl, entry_point: #entry,
                 workgroup_size: #wg, threads_per_image: #threads, dispatch: #dispatch, bindings: #bindings,
+                role: ::alexnet::__private::Role::#role,
             }
         }
     }));
@@ -198,6 +222,10 @@ fn node_op(op: &plan::NodeOp) -> TokenStream {
         }
         plan::NodeOp::Relu => quote! { ::alexnet::__private::NodeOp::Relu },
         plan::NodeOp::Softmax => quote! { ::alexnet::__private::NodeOp::Softmax },
+        plan::NodeOp::Dropout(d) => {
+            let plan::DropoutNode { p, stream, elems } = d;
+            quote! { ::alexnet::__private::NodeOp::Dropout(::alexnet::__private::DropoutNode { p: #p, stream: #stream, elems: #elems }) }
+        }
         plan::NodeOp::Lrn(l) => {
             let plan::LrnNode { channels, h, w, size, alpha, beta, k } = l;
             quote! {

@@ -189,6 +189,97 @@ pub enum NodeOp {
     Linear(LinearNode),
     /// Softmax over the features of each image.
     Softmax,
+    /// Inverted dropout, in place (`input == output`): at training each element is kept with
+    /// probability `1 - p` and scaled by `1 / (1 - p)`; at inference it is the identity and
+    /// runs no kernel. The mask is [`dropout_keep`] of the step's seed, so backward recomputes
+    /// it instead of storing it.
+    Dropout(DropoutNode),
+}
+
+/// A resolved dropout.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DropoutNode {
+    /// Probability of dropping an element.
+    pub p: f32,
+    /// Which dropout of the network this is (0, 1, ...), so that each draws its own mask.
+    pub stream: u32,
+    /// Elements per image.
+    pub elems: u32,
+}
+
+/// The counter-based hash behind dropout masks (Wellons' `lowbias32`), the same in WGSL.
+pub const fn mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The integer threshold of a dropout probability: an element is kept when the top 24 bits
+/// of its hash are at least this.
+pub fn dropout_threshold(p: f32) -> u32 {
+    (f64::from(p) * f64::from(1u32 << 24)).ceil() as u32
+}
+
+/// Whether dropout stream `stream` keeps element `index` (image-major over the whole batch)
+/// at training step `step` of a run seeded with `seed`. A pure function of its arguments, so
+/// a run is reproducible and resumable, and backward recomputes the forward mask.
+pub fn dropout_keep(seed: u32, step: u32, stream: u32, index: u32, p: f32) -> bool {
+    let h = mix32(index ^ mix32(stream ^ mix32(step ^ mix32(seed))));
+    (h >> 8) >= dropout_threshold(p)
+}
+
+/// The uniform block every kernel binds. `batch` is the images in this pass; the rest matter
+/// only when training.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Uniforms {
+    pub batch: u32,
+    /// Optimiser step, for dropout masks.
+    pub step: u32,
+    /// Run seed, for dropout masks.
+    pub seed: u32,
+    /// Index of this pass's first image in the whole batch (micro-batches).
+    pub image0: u32,
+    /// 1 when weight gradients add to those of an earlier micro-batch, else 0.
+    pub accumulate: u32,
+    /// Learning rate ε.
+    pub lr: f32,
+    /// Momentum (the paper's 0.9).
+    pub momentum: f32,
+    /// Weight decay (the paper's 0.0005).
+    pub decay: f32,
+    /// `1 / images in the whole batch`: the loss is the batch mean.
+    pub grad_scale: f32,
+}
+
+impl Uniforms {
+    /// Bytes of the uniform buffer.
+    pub const SIZE: usize = 48;
+
+    /// The block as WGSL lays it out (`struct Params` in every kernel).
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let words = [
+            self.batch,
+            self.step,
+            self.seed,
+            self.image0,
+            self.accumulate,
+            self.lr.to_bits(),
+            self.momentum.to_bits(),
+            self.decay.to_bits(),
+            self.grad_scale.to_bits(),
+            0,
+            0,
+            0,
+        ];
+        let mut out = [0u8; Self::SIZE];
+        for (chunk, w) in out.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
 }
 
 /// A resolved convolution.
@@ -261,12 +352,40 @@ pub struct Kernel {
     pub entry_point: Cow<'static, str>,
     /// Invocations per workgroup (1-D).
     pub workgroup_size: u32,
-    /// Invocations per image; a per-invocation dispatch covers `batch * threads_per_image`.
+    /// Invocations per image; a per-invocation dispatch covers `batch * threads_per_image`, a
+    /// fixed one `threads_per_image` in all.
     pub threads_per_image: u64,
     /// How the workgroup count follows from the batch size.
     pub dispatch: Dispatch,
     /// Bindings of group 0, in binding-index order.
     pub bindings: Cow<'static, [Binding]>,
+    /// When the kernel runs.
+    pub role: Role,
+}
+
+/// What a gradient is taken with respect to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wrt {
+    Input,
+    Weight,
+    Bias,
+}
+
+/// When a kernel runs. Inference runs only `Forward` kernels; a training step runs every
+/// kernel in plan order: `Forward` with `Dropout` interleaved, then `Loss`, `Backward` and
+/// last `Update` (an update overwrites weights that backward reads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The forward pass.
+    Forward,
+    /// Dropout masks, only when training.
+    Dropout,
+    /// Softmax cross-entropy: per-image loss and the gradient of the logits.
+    Loss,
+    /// The gradient of the node's input or of one of its parameters.
+    Backward(Wrt),
+    /// The optimiser step of one parameter part.
+    Update,
 }
 
 /// How many workgroups a kernel's dispatch needs for a batch.
@@ -277,6 +396,9 @@ pub enum Dispatch {
     /// Output tiles: `m_tiles` channel tiles times `ceil(batch * pixels / tile_pixels)`
     /// pixel tiles, one workgroup each.
     Tiles { m_tiles: u32, pixels: u64, tile_pixels: u32 },
+    /// `ceil(threads_per_image / workgroup_size)` workgroups whatever the batch (kernels over
+    /// parameters: weight gradients, optimiser updates).
+    Fixed,
 }
 
 impl Kernel {
@@ -285,6 +407,7 @@ impl Kernel {
         match self.dispatch {
             Dispatch::PerInvocation => (self.threads_per_image * batch).div_ceil(u64::from(self.workgroup_size)),
             Dispatch::Tiles { m_tiles, pixels, tile_pixels } => u64::from(m_tiles) * (batch * pixels).div_ceil(u64::from(tile_pixels)),
+            Dispatch::Fixed => self.threads_per_image.div_ceil(u64::from(self.workgroup_size)),
         }
     }
 }
@@ -298,6 +421,18 @@ pub enum Binding {
     Activation { index: u32, write: bool },
     /// One part of a parameter (read-only).
     Param { index: u32, part: u32 },
+    /// One part of a parameter, updated by the optimiser.
+    ParamMut { index: u32, part: u32 },
+    /// The gradient of an activation.
+    Grad { index: u32, write: bool },
+    /// The gradient of one part of a parameter.
+    ParamGrad { index: u32, part: u32, write: bool },
+    /// The momentum of one part of a parameter (read and written).
+    Momentum { index: u32, part: u32 },
+    /// The batch's labels, one `u32` per image.
+    Labels,
+    /// The per-image loss, one `f32` per image.
+    Loss,
 }
 
 /// Statistics of one layer.
@@ -333,6 +468,11 @@ impl Plan {
     /// Elements of one input image.
     pub fn input_elems(&self) -> usize {
         self.input.iter().map(|&d| d as usize).product()
+    }
+
+    /// Kernels of one role, in dispatch order.
+    pub fn kernels_of(&self, role: Role) -> impl Iterator<Item = &Kernel> {
+        self.kernels.iter().filter(move |k| k.role == role)
     }
 
     /// Looks a parameter up by name.

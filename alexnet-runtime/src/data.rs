@@ -5,7 +5,8 @@
 //!   The paper's net subtracts the mean pixel in 0–255 (ImageNet's per-channel mean stands in
 //!   for the per-pixel mean image, which needs the training set); torchvision's
 //!   (`AlexNetTorchvision`, 224 input) scales to 0–1 and normalises with its mean and std.
-//! - 1-channel nets (`AlexNetMini`): luma, resized to the input size, scaled to 0–1.
+//! - 1-channel nets (`AlexNetMini`): luma, resized to the input size, scaled to 0–1, minus
+//!   Fashion-MNIST's mean pixel, exactly as `train` feeds them.
 
 use crate::error::{Error, Result};
 use alexnet_plan::Plan;
@@ -17,6 +18,15 @@ pub const IMAGENET_MEAN_255: [f32; 3] = [123.675, 116.28, 103.53];
 /// torchvision's normalisation.
 pub const TORCHVISION_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const TORCHVISION_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Fashion-MNIST's mean pixel in 0–1 over its 60,000 training images (the paper subtracts
+/// the training set's mean; `tests/datasets.rs` recomputes it).
+pub const FASHION_MNIST_MEAN: f32 = 0.2860;
+
+/// A grey pixel as 1-channel nets take it: scaled to 0–1, mean subtracted.
+pub fn grey_pixel(v: u8) -> f32 {
+    f32::from(v) / 255.0 - FASHION_MNIST_MEAN
+}
 
 /// Decodes an image file with size and memory limits.
 pub fn decode(path: &Path) -> Result<image::DynamicImage> {
@@ -42,7 +52,7 @@ pub fn load_image(path: &Path, plan: &Plan) -> Result<Vec<f32>> {
         1 => {
             let grey = img.to_luma8();
             let small = image::imageops::resize(&grey, w, h, FilterType::Triangle);
-            Ok(small.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect())
+            Ok(small.pixels().map(|p| grey_pixel(p.0[0])).collect())
         }
         3 => {
             let rgb = img.to_rgb8();

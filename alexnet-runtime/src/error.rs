@@ -38,6 +38,14 @@ pub enum Error {
     Dataset { path: PathBuf, message: String },
     #[error("the session holds no weights yet: load or initialise them first")]
     NoWeights,
+    #[error("the session was opened for inference; open it with `Session::for_training` to train")]
+    NotTraining,
+    #[error("label {label} of image {image} is outside the model's {classes} classes")]
+    Label { image: usize, label: u32, classes: u32 },
+    #[error("{labels} labels for a batch of {batch} images")]
+    LabelCount { labels: usize, batch: usize },
+    #[error("training diverged at step {step}: {what}")]
+    NonFinite { step: u32, what: String },
 }
 
 /// Result alias of the runtime.

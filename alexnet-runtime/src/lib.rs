@@ -3,7 +3,8 @@
 //!
 //! It never builds shader text: every kernel arrives in the plan, generated and validated at
 //! build time. Code map: `gpu` (adapter choice, device with the plan's limits), `session`
-//! (buffers, pipelines, forward), `weights` (initialisation, safetensors), `reference` (CPU),
+//! (buffers, pipelines, forward, training steps), `train` (the training loop's data order,
+//! schedules, checkpoints), `weights` (initialisation, safetensors), `reference` (CPU),
 //! `data` (image decoding and the paper's preprocessing), `idx` (MNIST-style datasets).
 
 pub mod data;
@@ -12,12 +13,13 @@ pub mod gpu;
 pub mod idx;
 pub mod reference;
 pub mod session;
+pub mod train;
 pub mod weights;
 
 pub use alexnet_plan::Plan;
 pub use error::{Error, Result};
 pub use gpu::{AdapterSummary, Gpu, GpuOptions};
-pub use session::Session;
+pub use session::{Session, StepConfig, StepOutput};
 pub use weights::Weights;
 
 /// Logits and probabilities of a batch, image-major.

@@ -14,6 +14,28 @@ pub fn activations(plan: &Plan, weights: &Weights, input: &[f32], batch: usize) 
 
 /// [`activations`] with f64 parameters and input, for gradient checks by finite differences.
 pub fn activations_f64(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize) -> Vec<Vec<f64>> {
+    activations_train(plan, params, input, batch, None)
+}
+
+/// Dropout masks of one training step: the run's seed and the step (see
+/// [`alexnet_plan::dropout_keep`]). `None` is inference: dropout is the identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropoutMasks {
+    pub seed: u32,
+    pub step: u32,
+}
+
+/// Dropout's factor for element `index` of stream `d`: 0 or `1 / (1 - p)`.
+fn dropout_factor(d: &alexnet_plan::DropoutNode, masks: DropoutMasks, index: usize) -> f64 {
+    if alexnet_plan::dropout_keep(masks.seed, masks.step, d.stream, index as u32, d.p) {
+        1.0 / (1.0 - f64::from(d.p))
+    } else {
+        0.0
+    }
+}
+
+/// [`activations_f64`] of a training step, dropout applied with `masks` when given.
+pub fn activations_train(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize, masks: Option<DropoutMasks>) -> Vec<Vec<f64>> {
     let mut acts: Vec<Vec<f64>> = plan.activations.iter().map(|a| vec![0.0; a.elems_per_image() as usize * batch]).collect();
     acts[plan.input_activation as usize] = input;
     let w = |i: u32| -> Vec<f64> { params[i as usize].clone() };
@@ -106,6 +128,10 @@ pub fn activations_f64(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch:
                 }
                 y
             }
+            NodeOp::Dropout(d) => match masks {
+                Some(m) => x.iter().enumerate().map(|(i, &v)| v * dropout_factor(&d, m, i)).collect(),
+                None => x.clone(),
+            },
             NodeOp::Softmax => {
                 let classes = x.len() / batch;
                 let mut y = Vec::with_capacity(x.len());
@@ -169,7 +195,12 @@ pub struct Gradients {
 /// Max-pool sends each gradient to the first maximum of its window in row-major order, so
 /// ties are broken deterministically. LRN differentiates the paper's formula with its raw alpha.
 pub fn backward(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize], batch: usize) -> Gradients {
-    let acts = activations_f64(plan, params, input, batch);
+    backward_train(plan, params, input, labels, batch, None)
+}
+
+/// [`backward`] of a training step whose dropout uses `masks`.
+pub fn backward_train(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize], batch: usize, masks: Option<DropoutMasks>) -> Gradients {
+    let acts = activations_train(plan, params, input, batch, masks);
     let classes = plan.classes() as usize;
     let (loss, dlogits) = cross_entropy(&acts[plan.logits_activation as usize], labels, classes);
     let mut grads: Vec<Vec<f64>> = acts.iter().map(|a| vec![0.0; a.len()]).collect();
@@ -300,6 +331,11 @@ pub fn backward(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usi
                     }
                 }
             }
+            NodeOp::Dropout(d) => {
+                for i in 0..dx.len() {
+                    dx[i] = dy[i] * masks.map_or(1.0, |m| dropout_factor(&d, m, i));
+                }
+            }
             NodeOp::Softmax => {
                 // A softmax inside the network: dx = y * (dy - sum(dy * y)) per image.
                 let classes = x.len() / batch;
@@ -312,9 +348,14 @@ pub fn backward(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usi
                 }
             }
         }
-        // Views share activations, so gradients flowing into one add up.
-        for (acc, d) in grads[node.input as usize].iter_mut().zip(dx) {
-            *acc += d;
+        // Views share activations, so gradients flowing into one add up; an in-place node
+        // (dropout) replaces the gradient it read.
+        if node.input == node.output {
+            grads[node.input as usize] = dx;
+        } else {
+            for (acc, d) in grads[node.input as usize].iter_mut().zip(dx) {
+                *acc += d;
+            }
         }
     }
     let input = std::mem::take(&mut grads[plan.input_activation as usize]);

@@ -17,6 +17,9 @@ fn reads_the_real_fashion_mnist() {
     }
     // Images are real pictures, not blank: every one has ink.
     assert!((0..100).all(|i| data.test.images.image(i).iter().any(|&p| p > 128)));
+    // The mean pixel that preprocessing subtracts is the training set's.
+    let mean = data.train.images.pixels.iter().map(|&p| f64::from(p)).sum::<f64>() / data.train.images.pixels.len() as f64 / 255.0;
+    assert!((mean - f64::from(alexnet::runtime::data::FASHION_MNIST_MEAN)).abs() < 5e-5, "mean pixel {mean}");
 }
 
 fn idx(dims: &[u32], payload: &[u8]) -> Vec<u8> {

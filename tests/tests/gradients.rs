@@ -1,9 +1,10 @@
 //! The CPU reference's backward pass agrees with f64 central finite differences for every op
 //! kind: strided, padded and grouped convolutions, ReLU, LRN (the paper's alpha), overlapping
-//! max-pool, linear layers, and softmax folded into cross-entropy.
+//! max-pool, linear layers, dropout (with its training masks) and softmax folded into
+//! cross-entropy.
 
 use alexnet::models::AlexNetMini;
-use alexnet::runtime::reference::{activations_f64, backward, cross_entropy};
+use alexnet::runtime::reference::{activations_train, backward, backward_train, cross_entropy, DropoutMasks};
 use alexnet::{alexnet, Plan};
 use rand::{Rng, SeedableRng};
 
@@ -33,15 +34,18 @@ fn random(plan: &Plan, batch: usize, seed: u64) -> (Vec<Vec<f64>>, Vec<f64>, Vec
     (params, input, labels)
 }
 
+/// Dropout on, with fixed masks: the loss is then a smooth function of the parameters.
+const MASKS: Option<DropoutMasks> = Some(DropoutMasks { seed: 3, step: 1 });
+
 fn loss(plan: &Plan, params: &[Vec<f64>], input: &[f64], labels: &[usize]) -> f64 {
-    let acts = activations_f64(plan, params, input.to_vec(), labels.len());
+    let acts = activations_train(plan, params, input.to_vec(), labels.len(), MASKS);
     cross_entropy(&acts[plan.logits_activation as usize], labels, plan.classes() as usize).0
 }
 
 /// Checks `per_tensor` random coordinates of every parameter and of the input.
 fn check(plan: &Plan, batch: usize, per_tensor: usize) {
     let (params, input, labels) = random(plan, batch, 5);
-    let grads = backward(plan, &params, input.clone(), &labels, batch);
+    let grads = backward_train(plan, &params, input.clone(), &labels, batch, MASKS);
     assert!((grads.loss - loss(plan, &params, &input, &labels)).abs() < 1e-12);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let h = 1e-6;

@@ -16,9 +16,9 @@ fn window(len: u32, kernel: u32, stride: u32, pad: u32, floor: bool, axis: &str)
         return Err(format!("kernel {kernel} is larger than the padded {axis} {padded}"));
     }
     let span = padded - kernel;
-    if span % stride != 0 && !floor {
+    if !span.is_multiple_of(stride) && !floor {
         let mut fix = Vec::new();
-        let bigger = (len + 1..len + stride + 1).find(|l| (l + 2 * pad - kernel) % stride == 0);
+        let bigger = (len + 1..len + stride + 1).find(|l| (l + 2 * pad - kernel).is_multiple_of(stride));
         if let Some(l) = bigger {
             fix.push(format!("use {l}"));
         }
@@ -105,6 +105,8 @@ pub fn infer(graph: &mut Graph) -> Result<(), Errors> {
                 None
             }
             (Op::Relu | Op::Dropout(_) | Op::Softmax | Op::Output, Some(s)) => Some(s.to_vec()),
+            // The backward graph is added after this pass, shaped by `passes::autodiff`.
+            (Op::Loss | Op::Grad { .. } | Op::Sgd { .. }, Some(_)) => node.shape.clone(),
         };
         if approx {
             fallback.insert(id);

@@ -1,0 +1,252 @@
+//! `alexnet train`, `eval` and `step`.
+
+use crate::{npy, plan_of, EvalArgs, StepArgs, TrainArgs, FASHION_MNIST};
+use alexnet::runtime::idx::{FashionMnist, FASHION_MNIST_DIR};
+use alexnet::runtime::train::{self, Checkpoint, Dataset, Schedule, TrainOptions, TrainState};
+use alexnet::runtime::StepConfig;
+use alexnet::{Gpu, Plan, Session, Weights};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The Fashion-MNIST folder named by `--dataset`.
+fn dataset_dir(name: &str) -> PathBuf {
+    if name == "fashion-mnist" {
+        std::env::var_os("ALEXNET_FASHION_MNIST").map_or_else(|| PathBuf::from(FASHION_MNIST_DIR), PathBuf::from)
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+fn load(plan: &Plan, name: &str) -> Result<(Dataset, Dataset)> {
+    let dir = dataset_dir(name);
+    let data = FashionMnist::load(&dir)?;
+    Ok((Dataset::from_idx(&data.train, plan, &dir)?, Dataset::from_idx(&data.test, plan, &dir)?))
+}
+
+fn bar(len: u64, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "));
+    bar
+}
+
+/// Appends one line to OUT/metrics.jsonl.
+fn log_metrics(path: &Path, line: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn train(args: &TrainArgs) -> Result<()> {
+    let plan = plan_of(&args.model);
+    if args.batch == 0 || args.batch > plan.max_batch as usize {
+        bail!("--batch must be in 1..={} for {}", plan.max_batch, plan.name);
+    }
+    if !(args.lr > 0.0 && args.lr.is_finite()) {
+        bail!("--lr must be a positive number");
+    }
+    let (mut train_set, mut test_set) = load(plan, &args.dataset)?;
+    if let Some(n) = args.eval_limit {
+        test_set = test_set.take(n);
+    }
+    if let Some(n) = args.limit {
+        train_set = train_set.take(n + args.val);
+    }
+    let val_set = train_set.split_off(args.val);
+    if train_set.len() < args.batch {
+        bail!("{} training images (after holding out {} for validation) is fewer than one batch of {}", train_set.len(), args.val, args.batch);
+    }
+    let options = TrainOptions {
+        epochs: args.epochs,
+        batch: args.batch,
+        lr: args.lr,
+        momentum: args.momentum,
+        decay: args.decay,
+        seed: args.seed,
+        schedule: if args.lr_steps.is_empty() { Schedule::Plateau { patience: args.patience } } else { Schedule::Steps(args.lr_steps.clone()) },
+        flip: !args.no_flip,
+        save_every: args.save_every.max(1),
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let ckpt_path = args.out.join("checkpoint.safetensors");
+    let metrics = args.out.join("metrics.jsonl");
+    let (weights, momentum, mut state) = if args.resume {
+        let c = Checkpoint::load(plan, &ckpt_path).with_context(|| "--resume needs the checkpoint of an earlier run in --out")?;
+        if c.state.seed != args.seed {
+            bail!("{}: the run used seed {}, but --seed is {}", ckpt_path.display(), c.state.seed, args.seed);
+        }
+        eprintln!("resuming at epoch {}, step {} (lr {})", c.state.epoch + 1, c.state.step, c.state.lr);
+        (c.weights, Some(c.momentum), c.state)
+    } else {
+        let _ = std::fs::remove_file(&metrics);
+        (Weights::init(plan, u64::from(args.seed)), None, TrainState::new(&options))
+    };
+    let gpu = Gpu::open(&args.device.options(), plan)?;
+    eprintln!(
+        "training {} on {} — {} training, {} validation, {} test images; batch {}, lr {}",
+        plan.name,
+        gpu.describe(),
+        train_set.len(),
+        val_set.len(),
+        test_set.len(),
+        args.batch,
+        state.lr
+    );
+    let mut session = Session::for_training(&gpu, plan, args.batch as u32)?;
+    session.load_weights(&weights)?;
+    if let Some(m) = &momentum {
+        session.write_momentum(m)?;
+    }
+    let save = |session: &Session, state: &TrainState| -> Result<()> {
+        let c = Checkpoint { weights: session.read_weights()?, momentum: session.read_momentum()?, state: state.clone() };
+        c.save(plan, &ckpt_path)?;
+        Ok(())
+    };
+    let per_epoch = (train_set.len() / args.batch) as u32;
+    let run_start = Instant::now();
+    while state.epoch < options.epochs {
+        let epoch = state.epoch;
+        let progress = bar(
+            u64::from(per_epoch),
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
+        );
+        progress.set_prefix(format!("epoch {}/{}", epoch + 1, options.epochs));
+        progress.set_position(u64::from(state.batch_in_epoch));
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let epoch_start = Instant::now();
+        let mut stopped = false;
+        std::thread::scope(|scope| -> Result<()> {
+            let batches = train::epoch_batches(scope, &train_set, &options, epoch, state.batch_in_epoch);
+            for batch in batches.iter() {
+                if args.max_steps.is_some_and(|m| state.step >= m) {
+                    stopped = true;
+                    break;
+                }
+                let out = session.train_step(&batch.input, &batch.labels, args.batch, &state.step_config(&options))?;
+                train::check_finite(&session, plan, out.loss, state.step)?;
+                state.step += 1;
+                state.batch_in_epoch += 1;
+                loss_sum += out.loss * args.batch as f64;
+                seen += args.batch;
+                let classes = plan.classes() as usize;
+                correct += batch
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, &l)| {
+                        let row = &out.logits[i * classes..(i + 1) * classes];
+                        let best = row.iter().enumerate().fold(0, |b, (c, v)| if *v > row[b] { c } else { b });
+                        best == l as usize
+                    })
+                    .count();
+                let rate = seen as f64 / epoch_start.elapsed().as_secs_f64();
+                progress.set_message(format!("loss {:.4} acc {:.1}% {:.0} img/s", loss_sum / seen as f64, 100.0 * correct as f64 / seen as f64, rate));
+                progress.inc(1);
+                if state.step % options.save_every == 0 {
+                    save(&session, &state)?;
+                }
+            }
+            Ok(())
+        })?;
+        if stopped {
+            progress.abandon();
+            save(&session, &state)?;
+            eprintln!("stopped at step {} (--max-steps); {} continues with --resume", state.step, ckpt_path.display());
+            return Ok(());
+        }
+        progress.finish();
+        let secs = epoch_start.elapsed().as_secs_f64();
+        let (val_top1, _) = train::evaluate(&mut session, &val_set, args.batch, |_| {})?;
+        let (test_top1, test_top5) = train::evaluate(&mut session, &test_set, args.batch, |_| {})?;
+        let lr = state.lr;
+        let divided = state.end_epoch(&options.schedule, 1.0 - val_top1);
+        let line = format!(
+            "{{\"epoch\": {}, \"step\": {}, \"lr\": {lr}, \"train_loss\": {:.6}, \"train_acc\": {:.6}, \"val_acc\": {val_top1:.6}, \"test_top1\": {test_top1:.6}, \"test_top5\": {test_top5:.6}, \"images_per_s\": {:.1}, \"epoch_seconds\": {secs:.1}}}",
+            epoch + 1,
+            state.step,
+            if seen > 0 { loss_sum / seen as f64 } else { f64::NAN },
+            if seen > 0 { correct as f64 / seen as f64 } else { f64::NAN },
+            seen as f64 / secs,
+        );
+        log_metrics(&metrics, &line)?;
+        eprintln!(
+            "epoch {}: validation {:.2}%, test top-1 {:.2}% top-5 {:.2}%{}",
+            epoch + 1,
+            100.0 * val_top1,
+            100.0 * test_top1,
+            100.0 * test_top5,
+            if divided { format!("; learning rate now {}", state.lr) } else { String::new() }
+        );
+        save(&session, &state)?;
+        session.read_weights()?.save(plan, &args.out.join("weights.safetensors"))?;
+    }
+    eprintln!(
+        "done in {:.0} s: weights in {}, metrics in {}",
+        run_start.elapsed().as_secs_f64(),
+        args.out.join("weights.safetensors").display(),
+        metrics.display()
+    );
+    Ok(())
+}
+
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let plan = plan_of(&args.model);
+    if args.batch == 0 || args.batch > plan.max_batch as usize {
+        bail!("--batch must be in 1..={} for {}", plan.max_batch, plan.name);
+    }
+    let weights = Weights::load(plan, &args.weights)?;
+    let (_, mut test) = load(plan, &args.dataset)?;
+    if let Some(n) = args.limit {
+        test = test.take(n);
+    }
+    let gpu = Gpu::open(&args.device.options(), plan)?;
+    let mut session = Session::new(&gpu, plan, args.batch as u32)?;
+    session.load_weights(&weights)?;
+    let progress = bar(test.len() as u64, "evaluating [{bar:30}] {pos}/{len} ETA {eta}");
+    let start = Instant::now();
+    let (top1, top5) = train::evaluate(&mut session, &test, args.batch, |n| progress.inc(n as u64))?;
+    progress.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{} on {} test images: top-1 {:.2}%, top-5 {:.2}% ({:.0} images/s on {})",
+        plan.name,
+        test.len(),
+        100.0 * top1,
+        100.0 * top5,
+        test.len() as f64 / secs,
+        gpu.describe()
+    );
+    if args.show > 0 {
+        let n = args.show.min(test.len()).min(plan.max_batch as usize);
+        let out = session.forward(&test.images[..n * test.image_elems], n)?;
+        for i in 0..n {
+            let (class, p) = out.top_k(i, 1)[0];
+            let truth = test.labels[i] as usize;
+            let mark = if class == truth { "✓" } else { "✗" };
+            println!("  test image {i:>4}: {mark} {:<12} {:>5.1}%  (true: {})", FASHION_MNIST[class], 100.0 * p, FASHION_MNIST[truth]);
+        }
+    }
+    Ok(())
+}
+
+pub fn step(args: &StepArgs) -> Result<()> {
+    let plan = plan_of(&args.model);
+    let weights = Weights::load(plan, &args.weights)?;
+    let (input, batch) = npy::read_input(&args.input, plan)?;
+    let labels = npy::read_labels(&args.labels, plan.classes())?;
+    if labels.len() != batch {
+        bail!("{}: {} labels for the {batch} images of {}", args.labels.display(), labels.len(), args.input.display());
+    }
+    if batch > plan.max_batch as usize {
+        bail!("{}: {batch} images, but {} takes at most {} per step", args.input.display(), plan.name, plan.max_batch);
+    }
+    let gpu = Gpu::open(&args.device.options(), plan)?;
+    let mut session = Session::for_training(&gpu, plan, batch as u32)?;
+    session.load_weights(&weights)?;
+    let config = StepConfig { lr: args.lr, momentum: 0.9, decay: args.decay, seed: 0, step: 0, dropout: false };
+    let out = session.train_step(&input, &labels, batch, &config)?;
+    session.read_weights()?.save(plan, &args.out)?;
+    println!("loss {:.6} before the step; wrote the updated weights to {}", out.loss, args.out.display());
+    Ok(())
+}

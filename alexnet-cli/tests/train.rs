@@ -1,0 +1,90 @@
+//! `alexnet train`, `eval` and `step` end to end on real Fashion-MNIST (the Debian package
+//! `dataset-fashion-mnist`, which `.ci/run` installs).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn alexnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_alexnet")).args(args).output().expect("the binary runs")
+}
+
+fn ok(o: &Output) -> String {
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "failed:\n{out}\n{err}");
+    format!("{out}{err}")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// 8 steps of 32 on 256 training images, evaluated on 64 held-out and 64 test images.
+const SMALL: [&str; 12] = ["--limit", "256", "--val", "64", "--eval-limit", "64", "--batch", "32", "--epochs", "1", "--seed", "5"];
+
+#[test]
+fn interrupted_and_resumed_equals_uninterrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    ok(&alexnet(&[&["train", "--out", p(&a)][..], &SMALL].concat()));
+    let stopped = ok(&alexnet(&[&["train", "--out", p(&b), "--max-steps", "3"][..], &SMALL].concat()));
+    assert!(stopped.contains("stopped at step 3"), "{stopped}");
+    assert!(b.join("checkpoint.safetensors").exists() && !b.join("weights.safetensors").exists());
+    let resumed = ok(&alexnet(&[&["train", "--out", p(&b), "--resume"][..], &SMALL].concat()));
+    assert!(resumed.contains("resuming at epoch 1, step 3"), "{resumed}");
+    let (wa, wb) = (std::fs::read(a.join("weights.safetensors")).unwrap(), std::fs::read(b.join("weights.safetensors")).unwrap());
+    assert!(wa == wb, "resumed weights differ from the uninterrupted run's");
+    let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    assert!(metrics.starts_with("{\"epoch\": 1, \"step\": 8,") && metrics.contains("\"test_top1\""), "{metrics}");
+
+    // The trained weights load for evaluation, which shows predictions.
+    let eval = ok(&alexnet(&["eval", "--weights", p(&a.join("weights.safetensors")), "--show", "3", "--limit", "100"]));
+    assert!(eval.contains("on 100 test images: top-1") && eval.contains("test image    2:"), "{eval}");
+}
+
+#[test]
+fn training_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = alexnet(&["train", "--dataset", p(dir.path()), "--out", p(&dir.path().join("r"))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no train-images-idx3-ubyte[.gz] here"), "{err}");
+    let out = alexnet(&["train", "--model", "alexnet", "--out", p(&dir.path().join("r"))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("images are 1×28×28, but AlexNet takes [3, 227, 227]"), "{err}");
+    let out = alexnet(&["train", "--resume", "--out", p(&dir.path().join("none"))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--resume needs the checkpoint"), "{err}");
+}
+
+#[test]
+fn one_sgd_step_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("w.safetensors");
+    ok(&alexnet(&["init", "--model", "alexnet-mini", "--seed", "3", "--out", p(&w)]));
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy(&x, "<f4", &[2, 1, 28, 28], &(0..2 * 784).flat_map(|i| ((i % 17) as f32 / 17.0).to_le_bytes()).collect::<Vec<u8>>());
+    write_npy(&y, "<i8", &[2], &[3i64, 7].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+    let out = dir.path().join("w2.safetensors");
+    let text = ok(&alexnet(&["step", "--model", "alexnet-mini", "--weights", p(&w), "--input", p(&x), "--labels", p(&y), "--lr", "0.1", "--out", p(&out)]));
+    assert!(text.contains("loss 2.30"), "ten classes at the paper's init start near ln 10: {text}");
+    assert_ne!(std::fs::read(&w).unwrap(), std::fs::read(&out).unwrap(), "the step changed nothing");
+    write_npy(&y, "<i8", &[2], &[3i64, 12].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+    let bad = alexnet(&["step", "--model", "alexnet-mini", "--weights", p(&w), "--input", p(&x), "--labels", p(&y), "--out", p(&out)]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("label 12 of image 1 is not one of the 10 classes"), "{err}");
+}
+
+/// A version 1.0 .npy file.
+fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}

@@ -1,0 +1,266 @@
+//! WGSL of the training kernels: dropout masks, the loss, every gradient and the update.
+//!
+//! Each runs one invocation per element it writes, gathering what it needs, so no two
+//! invocations write the same address and no atomics are needed: results are deterministic,
+//! which makes a training run reproducible bit for bit. Gradients of a parameter sum over the
+//! batch inside one invocation; a later micro-batch adds to them (`params.accumulate`).
+
+use super::writer::Writer;
+use alexnet_plan::{Dispatch, Kernel, NodeOp, Plan, Role, Wrt};
+
+/// Writes `main` of a training kernel; the op's constants are already declared.
+pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
+    let node = &plan.nodes[kernel.node as usize];
+    if matches!(node.op, NodeOp::Dropout(_)) {
+        mix32(w);
+    }
+    if let (NodeOp::Lrn(_), Role::Backward(Wrt::Input)) = (node.op, kernel.role) {
+        lrn_denominator(w);
+    }
+    w.line("");
+    w.line(format!("@compute @workgroup_size({})", kernel.workgroup_size));
+    w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
+    w.line("let i = flat_index(wid, nwg, lid, WG);");
+    let total = if kernel.dispatch == Dispatch::Fixed { "THREADS" } else { "params.batch * THREADS" };
+    w.open(format!("if (i >= {total})")).line("return;").close();
+    match (kernel.role, node.op) {
+        (Role::Dropout, _) => {
+            w.line("y[i] = select(0.0, y[i] * SCALE, keep(i));");
+        }
+        (Role::Backward(_), NodeOp::Dropout(_)) => {
+            w.line("// The forward mask, recomputed from the same counter.");
+            w.line("dx[i] = select(0.0, dx[i] * SCALE, keep(i));");
+        }
+        (Role::Loss, _) => loss(w),
+        (Role::Update, _) => {
+            w.line("// v <- momentum * v - decay * lr * w - lr * dL/dw;  w <- w + v")
+                .line("let v = params.momentum * m[i] - params.decay * params.lr * p[i] - params.lr * g[i];")
+                .line("m[i] = v;")
+                .line("p[i] = p[i] + v;");
+        }
+        (Role::Backward(Wrt::Input), NodeOp::Conv(_)) => conv_input(w),
+        (Role::Backward(Wrt::Weight), NodeOp::Conv(_)) => conv_weight(w),
+        (Role::Backward(Wrt::Bias), NodeOp::Conv(_)) => conv_bias(w),
+        (Role::Backward(Wrt::Input), NodeOp::Linear(_)) => linear_input(w),
+        (Role::Backward(Wrt::Weight), NodeOp::Linear(_)) => linear_weight(w),
+        (Role::Backward(Wrt::Bias), NodeOp::Linear(_)) => linear_bias(w),
+        (Role::Backward(Wrt::Input), NodeOp::Relu) => {
+            w.line("dx[i] = select(0.0, dy[i], x[i] > 0.0);");
+        }
+        (Role::Backward(Wrt::Input), NodeOp::Lrn(_)) => lrn_input(w),
+        (Role::Backward(Wrt::Input), NodeOp::MaxPool(_)) => pool_input(w),
+        (Role::Backward(Wrt::Input), NodeOp::Softmax) => softmax_input(w),
+        (role, op) => unreachable!("no training kernel {role:?} for {op:?}"),
+    }
+    w.close();
+}
+
+/// The dropout hash (`alexnet_plan::mix32`) and the keep decision of element `i`.
+fn mix32(w: &mut Writer) {
+    w.line("")
+        .open("fn mix32(v: u32) -> u32")
+        .line("var x = v;")
+        .line("x ^= x >> 16u;")
+        .line("x *= 0x7feb352du;")
+        .line("x ^= x >> 15u;")
+        .line("x *= 0x846ca68bu;")
+        .line("x ^= x >> 16u;")
+        .line("return x;")
+        .close()
+        .line("")
+        .line("// Element i of this pass is element (image0 * ELEMS + i) of the whole batch.")
+        .open("fn keep(i: u32) -> bool")
+        .line("let h = mix32((params.image0 * ELEMS + i) ^ mix32(STREAM ^ mix32(params.step ^ mix32(params.seed))));")
+        .line("return (h >> 8u) >= THRESHOLD;")
+        .close();
+}
+
+fn loss(w: &mut Writer) {
+    w.line("let base = i * CLASSES;")
+        .line("let label = labels[i];")
+        .line("var mx = x[base];");
+    w.open("for (var c = 1u; c < CLASSES; c++)").line("mx = max(mx, x[base + c]);").close();
+    w.line("var sum = 0.0;");
+    w.open("for (var c = 0u; c < CLASSES; c++)").line("sum += exp(x[base + c] - mx);").close();
+    w.line("loss[i] = log(sum) + mx - x[base + label];");
+    w.line("// d(mean loss)/d logit = (softmax - one-hot) / images in the whole batch.");
+    w.open("for (var c = 0u; c < CLASSES; c++)")
+        .line("let p = exp(x[base + c] - mx) / sum;")
+        .line("dx[base + c] = (p - select(0.0, 1.0, c == label)) * params.grad_scale;")
+        .close();
+}
+
+fn store_input_grad(w: &mut Writer) {
+    w.open("if (ACCUM)").line("dx[i] = dx[i] + acc;").close().open("else").line("dx[i] = acc;").close();
+}
+
+fn store_param_grad(w: &mut Writer, name: &str) {
+    w.line(format!("{name}[i] = select(acc, {name}[i] + acc, params.accumulate == 1u);"));
+}
+
+/// dx[n, c, iy, ix] = sum over the outputs whose window covers (iy, ix) of dy * w.
+fn conv_input(w: &mut Writer) {
+    w.line("let n = i / THREADS;")
+        .line("let r = i % THREADS;")
+        .line("let c = r / (IH * IW);")
+        .line("let iy = (r / IW) % IH;")
+        .line("let ix = r % IW;")
+        .line("let g = c / ICG;")
+        .line("let icl = c % ICG;")
+        .line("// Output channels of c's group within this weight part.")
+        .line("let o_lo = max(g * OCG, ROW0);")
+        .line("let o_hi = min((g + 1u) * OCG, ROW0 + ROWS);")
+        .line("var acc = 0.0;");
+    w.open("for (var ky = 0u; ky < K; ky++)")
+        .line("let ty = i32(iy + PAD) - i32(ky);")
+        .open("if (ty < 0 || ty % i32(S) != 0 || u32(ty) / S >= OH)")
+        .line("continue;")
+        .close()
+        .line("let oy = u32(ty) / S;");
+    w.open("for (var kx = 0u; kx < K; kx++)")
+        .line("let tx = i32(ix + PAD) - i32(kx);")
+        .open("if (tx < 0 || tx % i32(S) != 0 || u32(tx) / S >= OW)")
+        .line("continue;")
+        .close()
+        .line("let ox = u32(tx) / S;");
+    w.open("for (var o = o_lo; o < o_hi; o++)")
+        .line("acc += dy[((n * OC + o) * OH + oy) * OW + ox] * w[(((o - ROW0) * ICG + icl) * K + ky) * K + kx];")
+        .close();
+    w.close().close();
+    store_input_grad(w);
+}
+
+/// dw[o, icl, ky, kx] = sum over images and output pixels of dy * x.
+fn conv_weight(w: &mut Writer) {
+    w.line("let o = ROW0 + i / (ICG * K * K);")
+        .line("let icl = (i / (K * K)) % ICG;")
+        .line("let ky = (i / K) % K;")
+        .line("let kx = i % K;")
+        .line("let c = (o / OCG) * ICG + icl;")
+        .line("var acc = 0.0;");
+    w.open("for (var n = 0u; n < params.batch; n++)").line("var part = 0.0;");
+    w.open("for (var oy = 0u; oy < OH; oy++)")
+        .line("let iy = i32(oy * S + ky) - i32(PAD);")
+        .open("if (iy < 0 || iy >= i32(IH))")
+        .line("continue;")
+        .close();
+    w.open("for (var ox = 0u; ox < OW; ox++)")
+        .line("let ix = i32(ox * S + kx) - i32(PAD);")
+        .open("if (ix < 0 || ix >= i32(IW))")
+        .line("continue;")
+        .close()
+        .line("part += dy[((n * OC + o) * OH + oy) * OW + ox] * x[((n * IC + c) * IH + u32(iy)) * IW + u32(ix)];");
+    w.close().close();
+    w.line("acc += part;");
+    w.close();
+    store_param_grad(w, "dw");
+}
+
+fn conv_bias(w: &mut Writer) {
+    w.line("let o = ROW0 + i;").line("var acc = 0.0;");
+    w.open("for (var n = 0u; n < params.batch; n++)").line("var part = 0.0;");
+    w.open("for (var q = 0u; q < OH * OW; q++)").line("part += dy[(n * OC + o) * OH * OW + q];").close();
+    w.line("acc += part;");
+    w.close();
+    store_param_grad(w, "db");
+}
+
+fn linear_input(w: &mut Writer) {
+    w.line("let n = i / IN;").line("let k = i % IN;").line("var acc = 0.0;");
+    w.open("for (var o = 0u; o < ROWS; o++)").line("acc += dy[n * OUT + ROW0 + o] * w[o * IN + k];").close();
+    store_input_grad(w);
+}
+
+fn linear_weight(w: &mut Writer) {
+    w.line("let o = ROW0 + i / IN;").line("let k = i % IN;").line("var acc = 0.0;");
+    w.open("for (var n = 0u; n < params.batch; n++)").line("acc += dy[n * OUT + o] * x[n * IN + k];").close();
+    store_param_grad(w, "dw");
+}
+
+fn linear_bias(w: &mut Writer) {
+    w.line("let o = ROW0 + i;").line("var acc = 0.0;");
+    w.open("for (var n = 0u; n < params.batch; n++)").line("acc += dy[n * OUT + o];").close();
+    store_param_grad(w, "db");
+}
+
+/// `k + alpha * sum of squares` over channel j's window, at image n and pixel pix.
+fn lrn_denominator(w: &mut Writer) {
+    w.line("")
+        .open("fn denominator(n: u32, j: u32, pix: u32) -> f32")
+        .line("let lo = select(0u, j - LO, j >= LO);")
+        .line("let hi = min(C - 1u, j + HI);")
+        .line("var sum = 0.0;")
+        .open("for (var m = lo; m <= hi; m++)")
+        .line("let a = x[(n * C + m) * HW + pix];")
+        .line("sum += a * a;")
+        .close()
+        .line("return KBIAS + ALPHA * sum;")
+        .close();
+}
+
+/// y_j = x_j * D_j^-beta with D_j over j's window, so
+/// dx_c = dy_c * D_c^-beta - 2 alpha beta x_c * sum over j whose window holds c of dy_j x_j D_j^(-beta-1).
+fn lrn_input(w: &mut Writer) {
+    w.line("let n = i / (C * HW);")
+        .line("let c = (i / HW) % C;")
+        .line("let pix = i % HW;")
+        .line("var acc = dy[i] * pow(denominator(n, c, pix), -BETA);")
+        .line("// Channels j with c in [j - LO, j + HI].")
+        .line("let lo = select(0u, c - HI, c >= HI);")
+        .line("let hi = min(C - 1u, c + LO);")
+        .line("var cross = 0.0;");
+    w.open("for (var j = lo; j <= hi; j++)")
+        .line("let at = (n * C + j) * HW + pix;")
+        .line("cross += dy[at] * x[at] * pow(denominator(n, j, pix), -BETA - 1.0);")
+        .close();
+    w.line("dx[i] = acc - 2.0 * ALPHA * BETA * x[i] * cross;");
+}
+
+/// Each output's gradient goes to the first maximum of its window in row-major order (the
+/// reference's tie rule); an input gathers from every window that covers it.
+fn pool_input(w: &mut Writer) {
+    w.line("let nc = i / (IH * IW);")
+        .line("let iy = (i / IW) % IH;")
+        .line("let ix = i % IW;")
+        .line("let xbase = nc * IH * IW;")
+        .line("// Outputs whose window [o * S - PAD, o * S - PAD + K) covers the input.")
+        .line("let oy_lo = select(0u, (iy + PAD + S - K) / S, iy + PAD + 1u >= K);")
+        .line("let oy_hi = min((iy + PAD) / S, OH - 1u);")
+        .line("let ox_lo = select(0u, (ix + PAD + S - K) / S, ix + PAD + 1u >= K);")
+        .line("let ox_hi = min((ix + PAD) / S, OW - 1u);")
+        .line("var acc = 0.0;");
+    w.open("for (var oy = oy_lo; oy <= oy_hi; oy++)");
+    w.open("for (var ox = ox_lo; ox <= ox_hi; ox++)")
+        .line("var best = 0.0;")
+        .line("var arg = 0xffffffffu;");
+    w.open("for (var ky = 0u; ky < K; ky++)")
+        .line("let wy = i32(oy * S + ky) - i32(PAD);")
+        .open("if (wy < 0 || wy >= i32(IH))")
+        .line("continue;")
+        .close();
+    w.open("for (var kx = 0u; kx < K; kx++)")
+        .line("let wx = i32(ox * S + kx) - i32(PAD);")
+        .open("if (wx < 0 || wx >= i32(IW))")
+        .line("continue;")
+        .close()
+        .line("let at = u32(wy) * IW + u32(wx);")
+        .line("let v = x[xbase + at];")
+        .open("if (arg == 0xffffffffu || v > best)")
+        .line("best = v;")
+        .line("arg = at;")
+        .close();
+    w.close().close();
+    w.open("if (arg == iy * IW + ix)").line("acc += dy[(nc * OH + oy) * OW + ox];").close();
+    w.close().close();
+    w.line("dx[i] = acc;");
+}
+
+/// A softmax inside the network: dx = y * (dy - sum(dy * y)), y recomputed from x.
+fn softmax_input(w: &mut Writer) {
+    w.line("let base = i * CLASSES;").line("var mx = x[base];");
+    w.open("for (var c = 1u; c < CLASSES; c++)").line("mx = max(mx, x[base + c]);").close();
+    w.line("var sum = 0.0;").line("var dot = 0.0;");
+    w.open("for (var c = 0u; c < CLASSES; c++)").line("let e = exp(x[base + c] - mx);").line("sum += e;").line("dot += dy[base + c] * e;").close();
+    w.line("dot = dot / sum;");
+    w.open("for (var c = 0u; c < CLASSES; c++)").line("dx[base + c] = exp(x[base + c] - mx) / sum * (dy[base + c] - dot);").close();
+}

@@ -1,0 +1,342 @@
+//! The training loop: the paper's SGD recipe over a labelled image set, with checkpoints
+//! that resume bit for bit.
+//!
+//! Everything random is a pure function of the run's seed: the data order of epoch `e` is a
+//! ChaCha8 shuffle seeded by `(seed, e)`, a horizontal flip of image `i` in epoch `e` is a
+//! hash of `(seed, e, i)`, and dropout masks are hashes of `(seed, step)` on the GPU. So a
+//! checkpoint needs only the weights, the momentum and a few counters to continue exactly
+//! where a run stopped. Batches are prepared on a worker thread ahead of the GPU.
+
+use crate::error::{Error, Result};
+use crate::session::{Session, StepConfig};
+use crate::weights::{write_atomic, Weights};
+use alexnet_plan::{mix32, Plan};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A labelled image set held in memory, preprocessed to the network's input.
+pub struct Dataset {
+    /// Elements of one image (`C*H*W`).
+    pub image_elems: usize,
+    /// Image width, for flips.
+    pub width: usize,
+    pub images: Vec<f32>,
+    pub labels: Vec<u32>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Image `i`, optionally mirrored left to right, appended to `out`.
+    fn push_image(&self, i: usize, flip: bool, out: &mut Vec<f32>) {
+        let img = &self.images[i * self.image_elems..(i + 1) * self.image_elems];
+        if !flip {
+            out.extend_from_slice(img);
+            return;
+        }
+        for row in img.chunks(self.width) {
+            out.extend(row.iter().rev());
+        }
+    }
+
+    /// The first `n` images (or all).
+    pub fn take(mut self, n: usize) -> Dataset {
+        let n = n.min(self.len());
+        self.images.truncate(n * self.image_elems);
+        self.labels.truncate(n);
+        self
+    }
+
+    /// Splits off the last `n` images (a validation set).
+    pub fn split_off(&mut self, n: usize) -> Dataset {
+        let keep = self.len() - n.min(self.len());
+        Dataset {
+            image_elems: self.image_elems,
+            width: self.width,
+            images: self.images.split_off(keep * self.image_elems),
+            labels: self.labels.split_off(keep),
+        }
+    }
+
+    /// Fashion-MNIST's `split` for a 1×28×28 network, preprocessed as [`crate::data`] does.
+    pub fn from_idx(split: &crate::idx::Split, plan: &Plan, path: &Path) -> Result<Dataset> {
+        let imgs = &split.images;
+        if plan.input != [1, imgs.rows as u32, imgs.cols as u32] {
+            return Err(Error::Dataset {
+                path: path.to_path_buf(),
+                message: format!("images are 1×{}×{}, but {} takes {:?}", imgs.rows, imgs.cols, plan.name, plan.input),
+            });
+        }
+        if plan.classes() < 10 {
+            return Err(Error::Dataset { path: path.to_path_buf(), message: format!("10 classes, but {} has {}", plan.name, plan.classes()) });
+        }
+        Ok(Dataset {
+            image_elems: imgs.rows * imgs.cols,
+            width: imgs.cols,
+            images: imgs.pixels.iter().map(|&p| crate::data::grey_pixel(p)).collect(),
+            labels: split.labels.iter().map(|&l| u32::from(l)).collect(),
+        })
+    }
+}
+
+/// How the learning rate changes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Schedule {
+    /// Divide by 10 at the start of each listed epoch (1-based).
+    Steps(Vec<u32>),
+    /// The paper's: divide by 10 when the validation error has not improved for `patience`
+    /// epochs.
+    Plateau { patience: u32 },
+}
+
+/// Hyper-parameters of a run.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub epochs: u32,
+    pub batch: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub decay: f32,
+    pub seed: u32,
+    pub schedule: Schedule,
+    /// Random horizontal flips (the paper's augmentation).
+    pub flip: bool,
+    /// Save a checkpoint every this many steps (and at the end of every epoch).
+    pub save_every: u32,
+}
+
+/// Where a run is: everything besides weights and momentum that resuming needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    /// Epoch being run (0-based).
+    pub epoch: u32,
+    /// Batches of that epoch already done.
+    pub batch_in_epoch: u32,
+    /// Optimiser steps done in all.
+    pub step: u32,
+    pub lr: f32,
+    pub seed: u32,
+    /// Best validation error so far, and epochs since it improved.
+    pub best_val_error: f64,
+    pub bad_epochs: u32,
+}
+
+impl TrainState {
+    pub fn new(options: &TrainOptions) -> TrainState {
+        TrainState { epoch: 0, batch_in_epoch: 0, step: 0, lr: options.lr, seed: options.seed, best_val_error: f64::INFINITY, bad_epochs: 0 }
+    }
+
+    fn to_metadata(&self, plan: &Plan) -> HashMap<String, String> {
+        HashMap::from([
+            ("model".to_string(), plan.name.to_string()),
+            ("epoch".to_string(), self.epoch.to_string()),
+            ("batch_in_epoch".to_string(), self.batch_in_epoch.to_string()),
+            ("step".to_string(), self.step.to_string()),
+            // Bit patterns, so the learning rate and error survive exactly.
+            ("lr_bits".to_string(), self.lr.to_bits().to_string()),
+            ("lr".to_string(), self.lr.to_string()),
+            ("seed".to_string(), self.seed.to_string()),
+            ("best_val_error_bits".to_string(), self.best_val_error.to_bits().to_string()),
+            ("bad_epochs".to_string(), self.bad_epochs.to_string()),
+        ])
+    }
+
+    fn from_metadata(meta: &HashMap<String, String>, path: &Path) -> Result<TrainState> {
+        let get = |key: &str| -> Result<u64> {
+            let v = meta.get(key).ok_or_else(|| Error::WeightsFile { path: path.to_path_buf(), message: format!("not a checkpoint: no `{key}` in its metadata") })?;
+            v.parse().map_err(|_| Error::WeightsFile { path: path.to_path_buf(), message: format!("checkpoint metadata `{key}` = `{v}` is not a number") })
+        };
+        Ok(TrainState {
+            epoch: get("epoch")? as u32,
+            batch_in_epoch: get("batch_in_epoch")? as u32,
+            step: get("step")? as u32,
+            lr: f32::from_bits(get("lr_bits")? as u32),
+            seed: get("seed")? as u32,
+            best_val_error: f64::from_bits(get("best_val_error_bits")?),
+            bad_epochs: get("bad_epochs")? as u32,
+        })
+    }
+}
+
+/// Weights, momentum and state: what `--resume` continues from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub weights: Weights,
+    pub momentum: Vec<Vec<f32>>,
+    pub state: TrainState,
+}
+
+/// Prefix of momentum tensors in a checkpoint.
+const MOMENTUM: &str = "momentum.";
+
+impl Checkpoint {
+    /// Writes a safetensors file: the parameters under their names, the momentum under
+    /// `momentum.<name>`, the state in the metadata; atomically (temporary file, fsync, rename).
+    pub fn save(&self, plan: &Plan, path: &Path) -> Result<()> {
+        let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (p, (w, m)) in plan.params.iter().zip(self.weights.tensors.iter().zip(&self.momentum)) {
+            let shape: Vec<usize> = p.shape.iter().map(|&d| d as usize).collect();
+            bytes.push((p.name.to_string(), shape.clone(), bytemuck::cast_slice(w).to_vec()));
+            bytes.push((format!("{MOMENTUM}{}", p.name), shape, bytemuck::cast_slice(m).to_vec()));
+        }
+        let views = bytes.iter().map(|(name, shape, b)| {
+            (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b).expect("sizes come from the plan"))
+        });
+        let data = safetensors::serialize(views, Some(self.state.to_metadata(plan)))
+            .map_err(|e| Error::WeightsFile { path: path.to_path_buf(), message: format!("cannot serialise: {e}") })?;
+        write_atomic(path, &data)
+    }
+
+    /// Reads a checkpoint written by [`Checkpoint::save`], checking every tensor.
+    pub fn load(plan: &Plan, path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::WeightsFile { path: path.to_path_buf(), message: format!("not a valid safetensors file: {e}") })?;
+        let state = TrainState::from_metadata(meta.metadata().as_ref().unwrap_or(&HashMap::new()), path)?;
+        let file = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::WeightsFile { path: path.to_path_buf(), message: format!("not a valid safetensors file: {e}") })?;
+        let mut problems = Vec::new();
+        let mut read = |name: &str, want: &[u32]| -> Vec<f32> {
+            match file.tensor(name) {
+                Ok(v) if v.dtype() == safetensors::Dtype::F32 && v.shape().iter().map(|&d| d as u32).eq(want.iter().copied()) => {
+                    v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+                }
+                Ok(v) => {
+                    problems.push(format!("`{name}` is {:?} {:?}, expected F32 {want:?}", v.dtype(), v.shape()));
+                    Vec::new()
+                }
+                Err(_) => {
+                    problems.push(format!("missing tensor `{name}` {want:?}"));
+                    Vec::new()
+                }
+            }
+        };
+        let mut weights = Vec::new();
+        let mut momentum = Vec::new();
+        for p in plan.params.iter() {
+            weights.push(read(&p.name, &p.shape));
+            momentum.push(read(&format!("{MOMENTUM}{}", p.name), &p.shape));
+        }
+        if !problems.is_empty() {
+            return Err(Error::WeightsMismatch { path: path.to_path_buf(), model: plan.name.to_string(), problems });
+        }
+        Ok(Checkpoint { weights: Weights { tensors: weights }, momentum, state })
+    }
+}
+
+/// Whether image `i` is mirrored in epoch `epoch` of a run seeded `seed`.
+pub fn flips(seed: u32, epoch: u32, i: usize) -> bool {
+    mix32(i as u32 ^ mix32(epoch ^ mix32(seed ^ 0x5eed_f11b))) & 1 == 1
+}
+
+/// The order of the training images in epoch `epoch`.
+pub fn epoch_order(seed: u32, epoch: u32, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64((u64::from(seed) << 32) | u64::from(epoch));
+    order.shuffle(&mut rng);
+    order
+}
+
+/// One prepared batch.
+pub struct Batch {
+    pub input: Vec<f32>,
+    pub labels: Vec<u32>,
+}
+
+/// The batches of one epoch from batch `start` on, built on a worker thread that stays up to
+/// four batches ahead. The last partial batch is dropped so every step has the same size.
+pub fn epoch_batches<'d>(scope: &'d std::thread::Scope<'d, '_>, data: &'d Dataset, options: &TrainOptions, epoch: u32, start: u32) -> std::sync::mpsc::Receiver<Batch> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let (seed, batch, flip) = (options.seed, options.batch, options.flip);
+    scope.spawn(move || {
+        let order = epoch_order(seed, epoch, data.len());
+        for chunk in order.chunks_exact(batch).skip(start as usize) {
+            let mut input = Vec::with_capacity(batch * data.image_elems);
+            for &i in chunk {
+                data.push_image(i, flip && flips(seed, epoch, i), &mut input);
+            }
+            let labels = chunk.iter().map(|&i| data.labels[i]).collect();
+            if tx.send(Batch { input, labels }).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Top-1 and top-5 accuracy of `session` on `data`, in batches of `batch`.
+pub fn evaluate(session: &mut Session, data: &Dataset, batch: usize, mut progress: impl FnMut(usize)) -> Result<(f64, f64)> {
+    let (mut top1, mut top5) = (0usize, 0usize);
+    for start in (0..data.len()).step_by(batch) {
+        let n = batch.min(data.len() - start);
+        let out = session.forward(&data.images[start * data.image_elems..(start + n) * data.image_elems], n)?;
+        for i in 0..n {
+            let label = data.labels[start + i] as usize;
+            let best = out.top_k(i, 5);
+            top1 += usize::from(best[0].0 == label);
+            top5 += usize::from(best.iter().any(|(c, _)| *c == label));
+        }
+        progress(n);
+    }
+    let n = data.len().max(1) as f64;
+    Ok((top1 as f64 / n, top5 as f64 / n))
+}
+
+/// Checks a step's loss; on NaN or infinity, names the first parameter whose gradient is not
+/// finite (or says the loss itself overflowed).
+pub fn check_finite(session: &Session, plan: &Plan, loss: f64, step: u32) -> Result<()> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    let grads = session.read_param_grads()?;
+    let culprit = plan.params.iter().zip(&grads).find(|(_, g)| g.iter().any(|v| !v.is_finite()));
+    let what = match culprit {
+        Some((p, _)) => format!("loss is {loss}; the gradient of `{}` (layer {}) holds NaN or infinity", p.name, p.layer),
+        None => format!("loss is {loss} (the logits overflowed); every gradient is finite"),
+    };
+    Err(Error::NonFinite { step, what })
+}
+
+impl TrainState {
+    /// Applies the schedule at the end of an epoch with validation error `val_error`; returns
+    /// whether the learning rate was divided.
+    pub fn end_epoch(&mut self, schedule: &Schedule, val_error: f64) -> bool {
+        self.epoch += 1;
+        self.batch_in_epoch = 0;
+        let divide = match schedule {
+            Schedule::Steps(at) => at.contains(&(self.epoch + 1)),
+            Schedule::Plateau { patience } => {
+                if val_error < self.best_val_error {
+                    self.best_val_error = val_error;
+                    self.bad_epochs = 0;
+                    false
+                } else {
+                    self.bad_epochs += 1;
+                    if self.bad_epochs >= *patience {
+                        self.bad_epochs = 0;
+                        true
+                    } else {
+                        false
+                    }
+                }
+            }
+        };
+        if divide {
+            self.lr /= 10.0;
+        }
+        divide
+    }
+
+    /// The step's configuration.
+    pub fn step_config(&self, options: &TrainOptions) -> StepConfig {
+        StepConfig { lr: self.lr, momentum: options.momentum, decay: options.decay, seed: self.seed, step: self.step, dropout: true }
+    }
+}
