@@ -57,16 +57,43 @@ fn training_errors_are_clear() {
 
 #[test]
 fn one_sgd_step_from_the_command_line() {
+    use alexnet::runtime::reference;
+    let plan = alexnet::models::by_name("alexnet-mini").unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // Fan-in-scaled weights from a fixed LCG, so max-pool windows hold no near-ties.
+    let mut state = 12345u64;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    let tensors = plan.params.iter().map(|p| {
+        let scale = if p.shape.len() > 1 { (6.0 / p.row_elems() as f32).sqrt() } else { 0.1 };
+        (0..p.elems()).map(|_| next() * scale).collect()
+    });
+    let weights = alexnet::Weights { tensors: tensors.collect() };
     let w = dir.path().join("w.safetensors");
-    ok(&alexnet(&["init", "--model", "alexnet-mini", "--seed", "3", "--out", p(&w)]));
+    weights.save(plan, &w).unwrap();
+    let input: Vec<f32> = (0..2 * 784).map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.286).collect();
     let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
-    write_npy(&x, "<f4", &[2, 1, 28, 28], &(0..2 * 784).flat_map(|i| ((i % 17) as f32 / 17.0).to_le_bytes()).collect::<Vec<u8>>());
+    write_npy(&x, "<f4", &[2, 1, 28, 28], &input.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
     write_npy(&y, "<i8", &[2], &[3i64, 7].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
     let out = dir.path().join("w2.safetensors");
     let text = ok(&alexnet(&["step", "--model", "alexnet-mini", "--weights", p(&w), "--input", p(&x), "--labels", p(&y), "--lr", "0.1", "--out", p(&out)]));
-    assert!(text.contains("loss 2.30"), "ten classes at the paper's init start near ln 10: {text}");
-    assert_ne!(std::fs::read(&w).unwrap(), std::fs::read(&out).unwrap(), "the step changed nothing");
+
+    // The reference's step: w - lr * (decay * w + dL/dw), from zero momentum, dropout off.
+    let params: Vec<Vec<f64>> = weights.tensors.iter().map(|t| t.iter().map(|&v| f64::from(v)).collect()).collect();
+    let grads = reference::backward(plan, &params, input.iter().map(|&v| f64::from(v)).collect(), &[3, 7], 2);
+    assert!(text.contains(&format!("loss {:.4}", grads.loss)), "{text} vs reference loss {}", grads.loss);
+    let updated = alexnet::Weights::load(plan, &out).unwrap();
+    for (i, p) in plan.params.iter().enumerate() {
+        // Compare the change itself, which is small next to the weights.
+        let want: Vec<f64> = params[i].iter().zip(&grads.params[i]).map(|(w, g)| -0.1 * (0.0005 * w + g)).collect();
+        let got: Vec<f64> = updated.tensors[i].iter().zip(&weights.tensors[i]).map(|(&a, &b)| f64::from(a) - f64::from(b)).collect();
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale;
+        assert!(err < 1e-3, "the step of `{}` differs from the reference's by {err:e}", p.name);
+    }
+
     write_npy(&y, "<i8", &[2], &[3i64, 12].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
     let bad = alexnet(&["step", "--model", "alexnet-mini", "--weights", p(&w), "--input", p(&x), "--labels", p(&y), "--out", p(&out)]);
     let err = String::from_utf8_lossy(&bad.stderr);
