@@ -1,8 +1,9 @@
 //! `alexnet train`, `eval` and `step`.
 
-use crate::{npy, plan_of, EvalArgs, StepArgs, TrainArgs, FASHION_MNIST};
+use crate::{npy, plan_of, EvalArgs, InitKind, StepArgs, TrainArgs};
+use alexnet::runtime::folder::{ImageFolder, Pca};
 use alexnet::runtime::idx::{FashionMnist, FASHION_MNIST_DIR};
-use alexnet::runtime::train::{self, Checkpoint, Dataset, Schedule, TrainOptions, TrainState};
+use alexnet::runtime::train::{self, Checkpoint, Dataset, FolderSet, Schedule, Source, TrainOptions, TrainState};
 use alexnet::runtime::StepConfig;
 use alexnet::{Gpu, Plan, Session, Weights};
 use anyhow::{bail, Context, Result};
@@ -26,6 +27,25 @@ fn load(plan: &Plan, name: &str) -> Result<(Dataset, Dataset)> {
     Ok((Dataset::from_idx(&data.train, plan, &dir)?, Dataset::from_idx(&data.test, plan, &dir)?))
 }
 
+/// Whether `--dataset` names Fashion-MNIST (the package, or a folder of IDX files).
+fn is_idx(name: &str) -> bool {
+    let dir = dataset_dir(name);
+    name == "fashion-mnist" || ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"].iter().any(|f| dir.join(f).exists())
+}
+
+/// Scans an image folder, reporting (or with `strict`, refusing) unreadable images.
+fn scan_folder(dir: &Path, strict: bool) -> Result<ImageFolder> {
+    let mut folder = ImageFolder::scan(dir)?;
+    eprintln!("checking {} images in {} classes under {}", folder.files.len(), folder.classes.len(), dir.display());
+    for (path, why) in folder.check(strict)? {
+        eprintln!("warning: skipping {}: {why}", path.display());
+    }
+    if folder.files.is_empty() {
+        bail!("{}: no readable images", dir.display());
+    }
+    Ok(folder)
+}
+
 fn bar(len: u64, template: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "));
@@ -38,6 +58,9 @@ fn log_metrics(path: &Path, line: &str) -> Result<()> {
     writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
 }
 
+/// Training, validation and (optional) test images.
+type Splits = (Box<dyn Source>, Box<dyn Source>, Option<Box<dyn Source>>);
+
 pub fn train(args: &TrainArgs) -> Result<()> {
     let plan = plan_of(&args.model);
     if args.batch == 0 || args.batch > plan.max_batch as usize {
@@ -46,16 +69,43 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         bail!("--lr must be a positive number");
     }
-    let (mut train_set, mut test_set) = load(plan, &args.dataset)?;
-    if let Some(n) = args.eval_limit {
-        test_set = test_set.take(n);
-    }
-    if let Some(n) = args.limit {
-        train_set = train_set.take(n + args.val);
-    }
-    let val_set = train_set.split_off(args.val);
+    let (train_set, val_set, test_set): Splits = if is_idx(&args.dataset) {
+        let (mut train_set, mut test_set) = load(plan, &args.dataset)?;
+        if let Some(n) = args.eval_limit {
+            test_set = test_set.take(n);
+        }
+        if let Some(n) = args.limit {
+            train_set = train_set.take(n + args.val);
+        }
+        let val_set = train_set.split_off(args.val);
+        (Box::new(train_set), Box::new(val_set), Some(Box::new(test_set)))
+    } else {
+        let mut folder = scan_folder(&dataset_dir(&args.dataset), args.strict)?;
+        if let Some(n) = args.limit {
+            folder.files.truncate(n + args.val);
+        }
+        let base = alexnet::runtime::folder::base_side(plan.input[1]);
+        let pca = Pca::of(&folder, base, 256)?;
+        std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+        let pca_path = args.out.join("pca.txt");
+        let text = format!("# RGB covariance of the training images (0-255): eigenvalues, then eigenvectors as columns\n{:?}\n{:?}\n", pca.eigenvalues, pca.eigenvectors);
+        alexnet::runtime::weights::write_atomic(&pca_path, text.as_bytes())?;
+        let mut train_set = FolderSet::new(folder, plan, Some(pca))?;
+        let val_set = train_set.split_every(args.val);
+        let test_set = match &args.test_dir {
+            Some(dir) => {
+                let mut test = scan_folder(dir, args.strict)?;
+                if let Some(n) = args.eval_limit {
+                    test.files.truncate(n);
+                }
+                Some(Box::new(FolderSet::new(test, plan, None)?) as Box<dyn Source>)
+            }
+            None => None,
+        };
+        (Box::new(train_set), Box::new(val_set), test_set)
+    };
     if train_set.len() < args.batch {
-        bail!("{} training images (after holding out {} for validation) is fewer than one batch of {}", train_set.len(), args.val, args.batch);
+        bail!("{} training images (after holding out {} for validation) is fewer than one batch of {}", train_set.len(), val_set.len(), args.batch);
     }
     let options = TrainOptions {
         epochs: args.epochs,
@@ -80,7 +130,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         (c.weights, Some(c.momentum), c.state)
     } else {
         let _ = std::fs::remove_file(&metrics);
-        (Weights::init(plan, u64::from(args.seed)), None, TrainState::new(&options))
+        let weights = match args.init {
+            InitKind::Paper => Weights::init(plan, u64::from(args.seed)),
+            InitKind::He => Weights::init_he(plan, u64::from(args.seed)),
+        };
+        (weights, None, TrainState::new(&options))
     };
     let gpu = Gpu::open(&args.device.options(), plan)?;
     eprintln!(
@@ -89,7 +143,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         gpu.describe(),
         train_set.len(),
         val_set.len(),
-        test_set.len(),
+        test_set.as_ref().map_or(0, |t| t.len()),
         args.batch,
         state.lr
     );
@@ -104,6 +158,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         Ok(())
     };
     let per_epoch = (train_set.len() / args.batch) as u32;
+    let json = |v: f64| if v.is_finite() { format!("{v:.6}") } else { "null".into() };
     let run_start = Instant::now();
     while state.epoch < options.epochs {
         let epoch = state.epoch;
@@ -117,8 +172,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         let epoch_start = Instant::now();
         let mut stopped = false;
         std::thread::scope(|scope| -> Result<()> {
-            let batches = train::epoch_batches(scope, &train_set, &options, epoch, state.batch_in_epoch);
+            let batches = train::epoch_batches(scope, train_set.as_ref(), &options, epoch, state.batch_in_epoch);
             for batch in batches.iter() {
+                let batch = batch?;
                 if args.max_steps.is_some_and(|m| state.step >= m) {
                     stopped = true;
                     break;
@@ -157,25 +213,30 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         }
         progress.finish();
         let secs = epoch_start.elapsed().as_secs_f64();
-        let (val_top1, _) = train::evaluate(&mut session, &val_set, args.batch, |_| {})?;
-        let (test_top1, test_top5) = train::evaluate(&mut session, &test_set, args.batch, |_| {})?;
+        let (val_top1, _) = train::evaluate(&mut session, val_set.as_ref(), args.batch, false, |_| {})?;
+        let (test_top1, test_top5) = match &test_set {
+            Some(t) => train::evaluate(&mut session, t.as_ref(), args.batch, false, |_| {})?,
+            None => (f64::NAN, f64::NAN),
+        };
         let lr = state.lr;
         let divided = state.end_epoch(&options.schedule, 1.0 - val_top1);
         let line = format!(
-            "{{\"epoch\": {}, \"step\": {}, \"lr\": {lr}, \"train_loss\": {:.6}, \"train_acc\": {:.6}, \"val_acc\": {val_top1:.6}, \"test_top1\": {test_top1:.6}, \"test_top5\": {test_top5:.6}, \"images_per_s\": {:.1}, \"epoch_seconds\": {secs:.1}}}",
+            "{{\"epoch\": {}, \"step\": {}, \"lr\": {lr}, \"train_loss\": {}, \"train_acc\": {}, \"val_acc\": {}, \"test_top1\": {}, \"test_top5\": {}, \"images_per_s\": {:.1}, \"epoch_seconds\": {secs:.1}}}",
             epoch + 1,
             state.step,
-            if seen > 0 { loss_sum / seen as f64 } else { f64::NAN },
-            if seen > 0 { correct as f64 / seen as f64 } else { f64::NAN },
+            json(loss_sum / seen as f64),
+            json(correct as f64 / seen as f64),
+            json(val_top1),
+            json(test_top1),
+            json(test_top5),
             seen as f64 / secs,
         );
         log_metrics(&metrics, &line)?;
+        let test = if test_set.is_some() { format!(", test top-1 {:.2}% top-5 {:.2}%", 100.0 * test_top1, 100.0 * test_top5) } else { String::new() };
         eprintln!(
-            "epoch {}: validation {:.2}%, test top-1 {:.2}% top-5 {:.2}%{}",
+            "epoch {}: validation {:.2}%{test}{}",
             epoch + 1,
             100.0 * val_top1,
-            100.0 * test_top1,
-            100.0 * test_top5,
             if divided { format!("; learning rate now {}", state.lr) } else { String::new() }
         );
         save(&session, &state)?;
@@ -196,22 +257,32 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         bail!("--batch must be in 1..={} for {}", plan.max_batch, plan.name);
     }
     let weights = Weights::load(plan, &args.weights)?;
-    let (_, mut test) = load(plan, &args.dataset)?;
-    if let Some(n) = args.limit {
-        test = test.take(n);
-    }
+    let test: Box<dyn Source> = if is_idx(&args.dataset) {
+        let (_, mut test) = load(plan, &args.dataset)?;
+        if let Some(n) = args.limit {
+            test = test.take(n);
+        }
+        Box::new(test)
+    } else {
+        let mut folder = scan_folder(&dataset_dir(&args.dataset), args.strict)?;
+        if let Some(n) = args.limit {
+            folder.files.truncate(n);
+        }
+        Box::new(FolderSet::new(folder, plan, None)?)
+    };
     let gpu = Gpu::open(&args.device.options(), plan)?;
     let mut session = Session::new(&gpu, plan, args.batch as u32)?;
     session.load_weights(&weights)?;
     let progress = bar(test.len() as u64, "evaluating [{bar:30}] {pos}/{len} ETA {eta}");
     let start = Instant::now();
-    let (top1, top5) = train::evaluate(&mut session, &test, args.batch, |n| progress.inc(n as u64))?;
+    let (top1, top5) = train::evaluate(&mut session, test.as_ref(), args.batch, args.ten_crop, |n| progress.inc(n as u64))?;
     progress.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{} on {} test images: top-1 {:.2}%, top-5 {:.2}% ({:.0} images/s on {})",
+        "{} on {} test images{}: top-1 {:.2}%, top-5 {:.2}% ({:.0} images/s on {})",
         plan.name,
         test.len(),
+        if args.ten_crop { format!(" ({} views each, softmax averaged)", test.views()) } else { String::new() },
         100.0 * top1,
         100.0 * top5,
         test.len() as f64 / secs,
@@ -219,12 +290,17 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     );
     if args.show > 0 {
         let n = args.show.min(test.len()).min(plan.max_batch as usize);
-        let out = session.forward(&test.images[..n * test.image_elems], n)?;
+        let mut input = Vec::new();
+        for i in 0..n {
+            test.eval_input(i, 0, &mut input)?;
+        }
+        let out = session.forward(&input, n)?;
+        let names = crate::labels(plan, None)?;
         for i in 0..n {
             let (class, p) = out.top_k(i, 1)[0];
-            let truth = test.labels[i] as usize;
+            let truth = test.label(i) as usize;
             let mark = if class == truth { "✓" } else { "✗" };
-            println!("  test image {i:>4}: {mark} {:<12} {:>5.1}%  (true: {})", FASHION_MNIST[class], 100.0 * p, FASHION_MNIST[truth]);
+            println!("  test image {i:>4}: {mark} {:<12} {:>5.1}%  (true: {})", names[class], 100.0 * p, names[truth]);
         }
     }
     Ok(())

@@ -115,3 +115,28 @@ fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
     bytes.extend(data);
     std::fs::write(path, bytes).unwrap();
 }
+
+#[test]
+fn strict_refuses_unreadable_images_before_the_first_step() {
+    let dir = tempfile::tempdir().unwrap();
+    for class in ["cat", "dog"] {
+        std::fs::create_dir_all(dir.path().join(class)).unwrap();
+        image::RgbImage::from_pixel(300, 260, image::Rgb([9, 99, 199])).save(dir.path().join(class).join("ok.png")).unwrap();
+    }
+    std::fs::write(dir.path().join("dog/truncated.jpg"), [0xff, 0xd8, 0xff]).unwrap();
+    let out = alexnet(&["train", "--model", "alexnet-torchvision", "--dataset", p(dir.path()), "--strict", "--out", p(&dir.path().join("run"))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("truncated.jpg: unreadable image (1 of 3 unreadable"), "{err}");
+    assert!(!dir.path().join("run/checkpoint.safetensors").exists());
+}
+
+#[test]
+fn divergence_stops_training_and_names_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = alexnet(&["train", "--init", "he", "--lr", "1e9", "--limit", "96", "--val", "32", "--eval-limit", "32", "--batch", "32", "--out", p(&run)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("training diverged at step"), "{err}");
+    assert!(err.contains("the gradient of `") || err.contains("the logits overflowed"), "{err}");
+    assert!(!run.join("weights.safetensors").exists());
+}

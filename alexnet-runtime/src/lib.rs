@@ -8,6 +8,7 @@
 //! `data` (image decoding and the paper's preprocessing), `idx` (MNIST-style datasets).
 
 pub mod data;
+pub mod folder;
 pub mod error;
 pub mod gpu;
 pub mod idx;

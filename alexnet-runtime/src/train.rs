@@ -8,6 +8,7 @@
 //! where a run stopped. Batches are prepared on a worker thread ahead of the GPU.
 
 use crate::error::{Error, Result};
+use crate::folder::{base_side, centre_view, load_square, ten_views, tensor, train_view, ImageFolder, Pca};
 use crate::session::{Session, StepConfig};
 use crate::weights::{write_atomic, Weights};
 use alexnet_plan::{mix32, Plan};
@@ -15,6 +16,24 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::path::Path;
+
+/// Labelled images as the training loop reads them.
+pub trait Source: Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn label(&self, i: usize) -> u32;
+    /// Appends the training view of image `i` in `epoch` of a run seeded `seed` (augmented
+    /// when `augment`).
+    fn train_input(&self, i: usize, seed: u32, epoch: u32, augment: bool, out: &mut Vec<f32>) -> Result<()>;
+    /// Appends evaluation view `view` (below [`Source::views`]; 0 is the plain one) of image `i`.
+    fn eval_input(&self, i: usize, view: usize, out: &mut Vec<f32>) -> Result<()>;
+    /// How many evaluation views multi-crop evaluation averages.
+    fn views(&self) -> usize {
+        1
+    }
+}
 
 /// A labelled image set held in memory, preprocessed to the network's input.
 pub struct Dataset {
@@ -87,6 +106,107 @@ impl Dataset {
     }
 }
 
+impl Source for Dataset {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn label(&self, i: usize) -> u32 {
+        self.labels[i]
+    }
+
+    fn train_input(&self, i: usize, seed: u32, epoch: u32, augment: bool, out: &mut Vec<f32>) -> Result<()> {
+        self.push_image(i, augment && flips(seed, epoch, i), out);
+        Ok(())
+    }
+
+    /// View 1 is the mirror image.
+    fn eval_input(&self, i: usize, view: usize, out: &mut Vec<f32>) -> Result<()> {
+        self.push_image(i, view == 1, out);
+        Ok(())
+    }
+
+    fn views(&self) -> usize {
+        2
+    }
+}
+
+/// Images of an [`ImageFolder`], decoded and augmented as they are read.
+pub struct FolderSet<'p> {
+    pub folder: ImageFolder,
+    pub plan: &'p Plan,
+    /// Side of the square images are first brought to.
+    pub base: u32,
+    /// Colour noise, from the training set.
+    pub pca: Option<Pca>,
+}
+
+impl<'p> FolderSet<'p> {
+    /// A 3-channel square-input network over `folder`.
+    pub fn new(folder: ImageFolder, plan: &'p Plan, pca: Option<Pca>) -> Result<FolderSet<'p>> {
+        let [c, h, w] = plan.input;
+        if c != 3 || h != w {
+            return Err(Error::Dataset {
+                path: folder.root.clone(),
+                message: format!("image folders feed 3-channel square inputs, but {} takes {:?}", plan.name, plan.input),
+            });
+        }
+        if folder.classes.len() > plan.classes() as usize {
+            return Err(Error::Dataset {
+                path: folder.root.clone(),
+                message: format!("{} classes, but {} has {}", folder.classes.len(), plan.name, plan.classes()),
+            });
+        }
+        Ok(FolderSet { folder, plan, base: base_side(h), pca })
+    }
+
+    /// Moves every `every`-th image (spread over the classes) into a second set.
+    pub fn split_every(&mut self, count: usize) -> FolderSet<'p> {
+        let every = (self.folder.files.len() / count.max(1)).max(1);
+        let mut index = 0;
+        let mut held = Vec::new();
+        self.folder.files.retain(|f| {
+            index += 1;
+            let take = index % every == 0 && held.len() < count;
+            if take {
+                held.push(f.clone());
+            }
+            !take
+        });
+        FolderSet { folder: ImageFolder { files: held, ..self.folder.clone() }, plan: self.plan, base: self.base, pca: self.pca }
+    }
+}
+
+impl Source for FolderSet<'_> {
+    fn len(&self) -> usize {
+        self.folder.files.len()
+    }
+
+    fn label(&self, i: usize) -> u32 {
+        self.folder.files[i].1
+    }
+
+    fn train_input(&self, i: usize, seed: u32, epoch: u32, augment: bool, out: &mut Vec<f32>) -> Result<()> {
+        let square = load_square(&self.folder.files[i].0, self.base)?;
+        let side = self.plan.input[1];
+        let view = if augment { train_view(seed, epoch, i, self.base, side, self.pca.as_ref()) } else { centre_view(self.base, side) };
+        tensor(&square, view, self.plan, out);
+        Ok(())
+    }
+
+    /// The paper's ten crops; view 0 is the centre.
+    fn eval_input(&self, i: usize, view: usize, out: &mut Vec<f32>) -> Result<()> {
+        let square = load_square(&self.folder.files[i].0, self.base)?;
+        let views = ten_views(self.base, self.plan.input[1]);
+        tensor(&square, views[(view + 4) % 10], self.plan, out);
+        Ok(())
+    }
+
+    fn views(&self) -> usize {
+        10
+    }
+}
+
 /// How the learning rate changes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Schedule {
@@ -107,7 +227,8 @@ pub struct TrainOptions {
     pub decay: f32,
     pub seed: u32,
     pub schedule: Schedule,
-    /// Random horizontal flips (the paper's augmentation).
+    /// The paper's augmentation: random horizontal flips, and for image folders random
+    /// crops and PCA colour noise.
     pub flip: bool,
     /// Save a checkpoint every this many steps (and at the end of every epoch).
     pub save_every: u32,
@@ -251,20 +372,45 @@ pub struct Batch {
     pub labels: Vec<u32>,
 }
 
-/// The batches of one epoch from batch `start` on, built on a worker thread that stays up to
-/// four batches ahead. The last partial batch is dropped so every step has the same size.
-pub fn epoch_batches<'d>(scope: &'d std::thread::Scope<'d, '_>, data: &'d Dataset, options: &TrainOptions, epoch: u32, start: u32) -> std::sync::mpsc::Receiver<Batch> {
+/// Builds the inputs of `indices` on all cores.
+fn build(data: &dyn Source, indices: &[usize], each: impl Fn(&dyn Source, usize, &mut Vec<f32>) -> Result<()> + Sync) -> Result<Vec<f32>> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(indices.len().max(1));
+    let chunk = indices.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<f32>>> = std::thread::scope(|s| {
+        let each = &each;
+        let handles: Vec<_> = indices
+            .chunks(chunk)
+            .map(|ids| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for &i in ids {
+                        each(data, i, &mut out)?;
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("preprocessing does not panic")).collect()
+    });
+    let mut input = Vec::new();
+    for p in parts {
+        input.extend(p?);
+    }
+    Ok(input)
+}
+
+/// The batches of one epoch from batch `start` on, decoded and augmented on worker threads
+/// that stay up to four batches ahead of the GPU. The last partial batch is dropped so every
+/// step has the same size.
+pub fn epoch_batches<'d>(scope: &'d std::thread::Scope<'d, '_>, data: &'d dyn Source, options: &TrainOptions, epoch: u32, start: u32) -> std::sync::mpsc::Receiver<Result<Batch>> {
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
-    let (seed, batch, flip) = (options.seed, options.batch, options.flip);
+    let (seed, batch, augment) = (options.seed, options.batch, options.flip);
     scope.spawn(move || {
         let order = epoch_order(seed, epoch, data.len());
         for chunk in order.chunks_exact(batch).skip(start as usize) {
-            let mut input = Vec::with_capacity(batch * data.image_elems);
-            for &i in chunk {
-                data.push_image(i, flip && flips(seed, epoch, i), &mut input);
-            }
-            let labels = chunk.iter().map(|&i| data.labels[i]).collect();
-            if tx.send(Batch { input, labels }).is_err() {
+            let input = build(data, chunk, |d, i, out| d.train_input(i, seed, epoch, augment, out));
+            let labels = chunk.iter().map(|&i| data.label(i)).collect();
+            if tx.send(input.map(|input| Batch { input, labels })).is_err() {
                 return;
             }
         }
@@ -272,19 +418,30 @@ pub fn epoch_batches<'d>(scope: &'d std::thread::Scope<'d, '_>, data: &'d Datase
     rx
 }
 
-/// Top-1 and top-5 accuracy of `session` on `data`, in batches of `batch`.
-pub fn evaluate(session: &mut Session, data: &Dataset, batch: usize, mut progress: impl FnMut(usize)) -> Result<(f64, f64)> {
+/// Top-1 and top-5 accuracy of `session` on `data`, in batches of `batch`; with
+/// `multi_view`, the softmax is averaged over the source's views (the paper's ten crops).
+pub fn evaluate(session: &mut Session, data: &dyn Source, batch: usize, multi_view: bool, mut progress: impl FnMut(usize)) -> Result<(f64, f64)> {
     let (mut top1, mut top5) = (0usize, 0usize);
-    for start in (0..data.len()).step_by(batch) {
-        let n = batch.min(data.len() - start);
-        let out = session.forward(&data.images[start * data.image_elems..(start + n) * data.image_elems], n)?;
-        for i in 0..n {
-            let label = data.labels[start + i] as usize;
-            let best = out.top_k(i, 5);
-            top1 += usize::from(best[0].0 == label);
-            top5 += usize::from(best.iter().any(|(c, _)| *c == label));
+    let views = if multi_view { data.views() } else { 1 };
+    let ids: Vec<usize> = (0..data.len()).collect();
+    for chunk in ids.chunks(batch) {
+        let mut probs: Vec<f64> = Vec::new();
+        let mut classes = 0;
+        for view in 0..views {
+            let input = build(data, chunk, |d, i, out| d.eval_input(i, view, out))?;
+            let out = session.forward(&input, chunk.len())?;
+            classes = out.classes;
+            probs.resize(out.probs.len(), 0.0);
+            probs.iter_mut().zip(&out.probs).for_each(|(a, &p)| *a += f64::from(p));
         }
-        progress(n);
+        for (k, &i) in chunk.iter().enumerate() {
+            let label = data.label(i) as usize;
+            let mut ranked: Vec<(usize, f64)> = probs[k * classes..(k + 1) * classes].iter().copied().enumerate().collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            top1 += usize::from(ranked[0].0 == label);
+            top5 += usize::from(ranked.iter().take(5).any(|(c, _)| *c == label));
+        }
+        progress(chunk.len());
     }
     let n = data.len().max(1) as f64;
     Ok((top1 as f64 / n, top5 as f64 / n))

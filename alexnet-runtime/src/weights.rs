@@ -38,6 +38,28 @@ impl Weights {
         Weights { tensors }
     }
 
+    /// He (Kaiming) initialisation for ReLU nets: weights from N(0, 2 / fan-in), biases 0.
+    /// The paper's N(0, 0.01²) suits AlexNet's layer sizes; on small nets such as
+    /// `AlexNetMini` it leaves the signal so weak that learning takes many epochs to start.
+    pub fn init_he(plan: &Plan, seed: u64) -> Weights {
+        let tensors = plan
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if p.shape.len() == 1 {
+                    return vec![0.0; p.elems() as usize];
+                }
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                rng.set_stream(i as u64);
+                let std = (2.0 / p.row_elems() as f32).sqrt();
+                let normal = rand_distr::Normal::new(0.0f32, std).expect("a positive standard deviation");
+                (0..p.elems()).map(|_| normal.sample(&mut rng)).collect()
+            })
+            .collect();
+        Weights { tensors }
+    }
+
     /// Reads a safetensors file and checks it against `plan`.
     pub fn load(plan: &Plan, path: &Path) -> Result<Weights> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;

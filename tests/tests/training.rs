@@ -166,3 +166,25 @@ fn bad_labels_and_inference_sessions_are_errors() {
     infer.load_weights(&he_weights(plan, 1)).unwrap();
     assert!(infer.train_step(&input, &[1, 2], 2, &StepConfig::paper(1, 0)).is_err());
 }
+
+#[test]
+fn loss_decreases_on_real_fashion_mnist() {
+    use alexnet::runtime::idx::{FashionMnist, FASHION_MNIST_DIR};
+    use alexnet::runtime::train::Dataset;
+    let plan = &AlexNetMini::PLAN;
+    let dir = std::path::Path::new(FASHION_MNIST_DIR);
+    let data = FashionMnist::load(dir).expect("scripts/setup.sh installs dataset-fashion-mnist");
+    let train = Dataset::from_idx(&data.train, plan, dir).unwrap().take(64);
+    let gpu = gpu(plan);
+    let mut session = Session::for_training(&gpu, plan, 32).unwrap();
+    session.load_weights(&Weights::init_he(plan, 0)).unwrap();
+    let mut losses = Vec::new();
+    for step in 0..12u32 {
+        let half = (step % 2) as usize * 32;
+        let input = &train.images[half * 784..(half + 32) * 784];
+        let out = session.train_step(input, &train.labels[half..half + 32], 32, &StepConfig::paper(0, step)).unwrap();
+        losses.push(out.loss);
+    }
+    let (first, last) = ((losses[0] + losses[1]) / 2.0, (losses[10] + losses[11]) / 2.0);
+    assert!(last < 0.75 * first, "the loss did not fall: {losses:?}");
+}
