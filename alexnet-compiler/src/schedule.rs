@@ -362,7 +362,21 @@ fn training_kernels(
                             let name = part_name(format!("{layer}_{op}_bwd_x"), part, parts.len());
                             let bindings =
                                 vec![B::Uniform, B::Grad { index: output, write: false }, B::Param { index: w, part }, B::Grad { index: input, write: true }];
-                            backward.push(kernel(nodes, index, name, in_elems, role, bindings));
+                            let mut k = kernel(nodes, index, name, in_elems, role, bindings);
+                            // Stride 1 with an unsplit weight: a convolution of dy, tiled like the forward
+                            // pass, when a group's input channels fill at least half a 64-row tile.
+                            if let (plan::NodeOp::Conv(c), 1) = (node.op, parts.len()) {
+                                let icg = c.in_channels / c.groups;
+                                if c.stride == 1 && c.pad < c.kernel && icg >= CONV_TILE / 2 {
+                                    k.workgroup_size = CONV_TILE_THREADS;
+                                    k.dispatch = plan::Dispatch::Tiles {
+                                        m_tiles: c.groups * icg.div_ceil(CONV_TILE),
+                                        pixels: u64::from(c.in_h * c.in_w),
+                                        tile_pixels: CONV_TILE,
+                                    };
+                                }
+                            }
+                            backward.push(k);
                         }
                     }
                     None if matches!(node.op, plan::NodeOp::Dropout(_)) => {

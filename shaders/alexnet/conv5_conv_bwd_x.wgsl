@@ -22,68 +22,220 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * wg + lid;
 }
 
-const WG: u32 = 64u;
+const WG: u32 = 256u;
 const THREADS: u32 = 64896u;
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
-const IC: u32 = 384u;
+// The convolution computing dx: dy's channels in, x's channels out, stride 1, padding K - 1 - pad.
+const IC: u32 = 256u;
 const IH: u32 = 13u;
 const IW: u32 = 13u;
-const OC: u32 = 256u;
+const OC: u32 = 384u;
 const OH: u32 = 13u;
 const OW: u32 = 13u;
 const K: u32 = 3u;
 const S: u32 = 1u;
 const PAD: u32 = 1u;
-const ICG: u32 = 192u;
-const OCG: u32 = 128u;
+const ICG: u32 = 128u;
+const OCG: u32 = 192u;
 const GROUPS: u32 = 2u;
 // First output channel this kernel computes (weights are split by rows).
 const ROW0: u32 = 0u;
 // Rows of the weight part this kernel covers; later parts add to the first's input gradient.
 const ROWS: u32 = 256u;
 const ACCUM: bool = false;
+// Implicit GEMM: a workgroup computes TM output channels x TN output pixels (pixels of
+// the whole batch, flattened), stepping through the ICG*K*K reduction TK at a time.
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+// Channel tiles per group.
+const MT: u32 = (OCG + TM - 1u) / TM;
+// Weight tile [TK][TM] and input-patch tile [TK][TN].
+var<workgroup> a_tile: array<f32, 1024>;
+var<workgroup> b_tile: array<f32, 1024>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
-    if (i >= params.batch * THREADS) {
+    // Weight of (dy channel k / (K*K) of group g, x channel oc_l), flipped in space.
+    // The workgroup's tile; uniform across it, so the early return precedes every barrier.
+    let tile = wid.y * nwg.x + wid.x;
+    let tm = tile % (GROUPS * MT);
+    let n0 = (tile / (GROUPS * MT)) * TN;
+    let pixels = params.batch * OH * OW;
+    if (n0 >= pixels) {
         return;
     }
-    let n = i / THREADS;
-    let r = i % THREADS;
-    let c = r / (IH * IW);
-    let iy = (r / IW) % IH;
-    let ix = r % IW;
-    let g = c / ICG;
-    let icl = c % ICG;
-    // Output channels of c's group within this weight part.
-    let o_lo = max(g * OCG, ROW0);
-    let o_hi = min((g + 1u) * OCG, ROW0 + ROWS);
-    var acc = 0.0;
-    for (var ky = 0u; ky < K; ky++) {
-        let ty = i32(iy + PAD) - i32(ky);
-        if (ty < 0 || ty % i32(S) != 0 || u32(ty) / S >= OH) {
-            continue;
-        }
-        let oy = u32(ty) / S;
-        for (var kx = 0u; kx < K; kx++) {
-            let tx = i32(ix + PAD) - i32(kx);
-            if (tx < 0 || tx % i32(S) != 0 || u32(tx) / S >= OW) {
-                continue;
+    let g = tm / MT;
+    let m0 = (tm % MT) * TM;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    let ktotal = ICG * K * K;
+    var acc00 = 0.0;
+    var acc01 = 0.0;
+    var acc02 = 0.0;
+    var acc03 = 0.0;
+    var acc10 = 0.0;
+    var acc11 = 0.0;
+    var acc12 = 0.0;
+    var acc13 = 0.0;
+    var acc20 = 0.0;
+    var acc21 = 0.0;
+    var acc22 = 0.0;
+    var acc23 = 0.0;
+    var acc30 = 0.0;
+    var acc31 = 0.0;
+    var acc32 = 0.0;
+    var acc33 = 0.0;
+    for (var k0 = 0u; k0 < ktotal; k0 += TK) {
+        // Weights: consecutive invocations read consecutive k of one output channel.
+        for (var r = 0u; r < 4u; r++) {
+            let e = lid + r * 256u;
+            let mm = e / TK;
+            let kk = e % TK;
+            let oc_l = m0 + mm;
+            let k = k0 + kk;
+            var v = 0.0;
+            if (oc_l < OCG && k < ktotal) {
+                v = w[((g * ICG + k / (K * K)) * OCG + oc_l) * K * K + (K - 1u - (k / K) % K) * K + (K - 1u - k % K)];
             }
-            let ox = u32(tx) / S;
-            for (var o = o_lo; o < o_hi; o++) {
-                acc += dy[((n * OC + o) * OH + oy) * OW + ox] * w[(((o - ROW0) * ICG + icl) * K + ky) * K + kx];
-            }
+            a_tile[kk * TM + mm] = v;
         }
+        // Input patches: consecutive invocations read consecutive output pixels.
+        for (var r = 0u; r < 4u; r++) {
+            let e = lid + r * 256u;
+            let kk = e / TN;
+            let nn = e % TN;
+            let p = n0 + nn;
+            let k = k0 + kk;
+            var v = 0.0;
+            if (p < pixels && k < ktotal) {
+                let n = p / (OH * OW);
+                let pix = p % (OH * OW);
+                let ic = k / (K * K);
+                let ky = (k / K) % K;
+                let kx = k % K;
+                let iy = i32((pix / OW) * S + ky) - i32(PAD);
+                let ix = i32((pix % OW) * S + kx) - i32(PAD);
+                if (iy >= 0 && iy < i32(IH) && ix >= 0 && ix < i32(IW)) {
+                    v = dy[((n * IC + g * ICG + ic) * IH + u32(iy)) * IW + u32(ix)];
+                }
+            }
+            b_tile[kk * TN + nn] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let a0 = a_tile[kk * TM + ty * 4u + 0u];
+            let a1 = a_tile[kk * TM + ty * 4u + 1u];
+            let a2 = a_tile[kk * TM + ty * 4u + 2u];
+            let a3 = a_tile[kk * TM + ty * 4u + 3u];
+            let b0 = b_tile[kk * TN + tx * 4u + 0u];
+            let b1 = b_tile[kk * TN + tx * 4u + 1u];
+            let b2 = b_tile[kk * TN + tx * 4u + 2u];
+            let b3 = b_tile[kk * TN + tx * 4u + 3u];
+            acc00 += a0 * b0;
+            acc01 += a0 * b1;
+            acc02 += a0 * b2;
+            acc03 += a0 * b3;
+            acc10 += a1 * b0;
+            acc11 += a1 * b1;
+            acc12 += a1 * b2;
+            acc13 += a1 * b3;
+            acc20 += a2 * b0;
+            acc21 += a2 * b1;
+            acc22 += a2 * b2;
+            acc23 += a2 * b3;
+            acc30 += a3 * b0;
+            acc31 += a3 * b1;
+            acc32 += a3 * b2;
+            acc33 += a3 * b3;
+        }
+        workgroupBarrier();
     }
-    if (ACCUM) {
-        dx[i] = dx[i] + acc;
+    let oc_l0 = m0 + ty * 4u + 0u;
+    let p00 = n0 + tx * 4u + 0u;
+    if (oc_l0 < OCG && p00 < pixels) {
+        let oc = g * OCG + oc_l0;
+        dx[((p00 / (OH * OW)) * OC + oc) * OH * OW + p00 % (OH * OW)] = acc00;
     }
-    else {
-        dx[i] = acc;
+    let p01 = n0 + tx * 4u + 1u;
+    if (oc_l0 < OCG && p01 < pixels) {
+        let oc = g * OCG + oc_l0;
+        dx[((p01 / (OH * OW)) * OC + oc) * OH * OW + p01 % (OH * OW)] = acc01;
+    }
+    let p02 = n0 + tx * 4u + 2u;
+    if (oc_l0 < OCG && p02 < pixels) {
+        let oc = g * OCG + oc_l0;
+        dx[((p02 / (OH * OW)) * OC + oc) * OH * OW + p02 % (OH * OW)] = acc02;
+    }
+    let p03 = n0 + tx * 4u + 3u;
+    if (oc_l0 < OCG && p03 < pixels) {
+        let oc = g * OCG + oc_l0;
+        dx[((p03 / (OH * OW)) * OC + oc) * OH * OW + p03 % (OH * OW)] = acc03;
+    }
+    let oc_l1 = m0 + ty * 4u + 1u;
+    let p10 = n0 + tx * 4u + 0u;
+    if (oc_l1 < OCG && p10 < pixels) {
+        let oc = g * OCG + oc_l1;
+        dx[((p10 / (OH * OW)) * OC + oc) * OH * OW + p10 % (OH * OW)] = acc10;
+    }
+    let p11 = n0 + tx * 4u + 1u;
+    if (oc_l1 < OCG && p11 < pixels) {
+        let oc = g * OCG + oc_l1;
+        dx[((p11 / (OH * OW)) * OC + oc) * OH * OW + p11 % (OH * OW)] = acc11;
+    }
+    let p12 = n0 + tx * 4u + 2u;
+    if (oc_l1 < OCG && p12 < pixels) {
+        let oc = g * OCG + oc_l1;
+        dx[((p12 / (OH * OW)) * OC + oc) * OH * OW + p12 % (OH * OW)] = acc12;
+    }
+    let p13 = n0 + tx * 4u + 3u;
+    if (oc_l1 < OCG && p13 < pixels) {
+        let oc = g * OCG + oc_l1;
+        dx[((p13 / (OH * OW)) * OC + oc) * OH * OW + p13 % (OH * OW)] = acc13;
+    }
+    let oc_l2 = m0 + ty * 4u + 2u;
+    let p20 = n0 + tx * 4u + 0u;
+    if (oc_l2 < OCG && p20 < pixels) {
+        let oc = g * OCG + oc_l2;
+        dx[((p20 / (OH * OW)) * OC + oc) * OH * OW + p20 % (OH * OW)] = acc20;
+    }
+    let p21 = n0 + tx * 4u + 1u;
+    if (oc_l2 < OCG && p21 < pixels) {
+        let oc = g * OCG + oc_l2;
+        dx[((p21 / (OH * OW)) * OC + oc) * OH * OW + p21 % (OH * OW)] = acc21;
+    }
+    let p22 = n0 + tx * 4u + 2u;
+    if (oc_l2 < OCG && p22 < pixels) {
+        let oc = g * OCG + oc_l2;
+        dx[((p22 / (OH * OW)) * OC + oc) * OH * OW + p22 % (OH * OW)] = acc22;
+    }
+    let p23 = n0 + tx * 4u + 3u;
+    if (oc_l2 < OCG && p23 < pixels) {
+        let oc = g * OCG + oc_l2;
+        dx[((p23 / (OH * OW)) * OC + oc) * OH * OW + p23 % (OH * OW)] = acc23;
+    }
+    let oc_l3 = m0 + ty * 4u + 3u;
+    let p30 = n0 + tx * 4u + 0u;
+    if (oc_l3 < OCG && p30 < pixels) {
+        let oc = g * OCG + oc_l3;
+        dx[((p30 / (OH * OW)) * OC + oc) * OH * OW + p30 % (OH * OW)] = acc30;
+    }
+    let p31 = n0 + tx * 4u + 1u;
+    if (oc_l3 < OCG && p31 < pixels) {
+        let oc = g * OCG + oc_l3;
+        dx[((p31 / (OH * OW)) * OC + oc) * OH * OW + p31 % (OH * OW)] = acc31;
+    }
+    let p32 = n0 + tx * 4u + 2u;
+    if (oc_l3 < OCG && p32 < pixels) {
+        let oc = g * OCG + oc_l3;
+        dx[((p32 / (OH * OW)) * OC + oc) * OH * OW + p32 % (OH * OW)] = acc32;
+    }
+    let p33 = n0 + tx * 4u + 3u;
+    if (oc_l3 < OCG && p33 < pixels) {
+        let oc = g * OCG + oc_l3;
+        dx[((p33 / (OH * OW)) * OC + oc) * OH * OW + p33 % (OH * OW)] = acc33;
     }
 }

@@ -107,6 +107,22 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
     let row0 = part.map(|(p, _)| p.start);
     let has_bias = names.contains(&"b");
     match &node.op {
+        // A tiled input gradient is a convolution of dy with the flipped, transposed weights:
+        // its constants describe that convolution (see `training::conv_input_tiled`).
+        NodeOp::Conv(c) if kernel.role == Role::Backward(Wrt::Input) && matches!(kernel.dispatch, Dispatch::Tiles { .. }) => {
+            w.line("// The convolution computing dx: dy's channels in, x's channels out, stride 1, padding K - 1 - pad.");
+            let t = ConvNode {
+                in_channels: c.out_channels,
+                in_h: c.out_h,
+                in_w: c.out_w,
+                out_channels: c.in_channels,
+                out_h: c.in_h,
+                out_w: c.in_w,
+                pad: c.kernel - 1 - c.pad,
+                ..*c
+            };
+            conv_consts(&mut w, &t, 0)
+        }
         NodeOp::Conv(c) => conv_consts(&mut w, c, row0.unwrap_or(0)),
         NodeOp::Linear(l) => linear_consts(&mut w, l, row0.unwrap_or(0)),
         NodeOp::Lrn(l) => lrn_consts(&mut w, l),
@@ -208,7 +224,7 @@ fn conv_body(w: &mut Writer, has_bias: bool) {
 }
 
 /// Tile sizes and shared memory of the tiled convolution.
-fn tiled_conv_decls(w: &mut Writer) {
+pub(crate) fn tiled_conv_decls(w: &mut Writer) {
     w.line("// Implicit GEMM: a workgroup computes TM output channels x TN output pixels (pixels of")
         .line("// the whole batch, flattened), stepping through the ICG*K*K reduction TK at a time.")
         .const_u32("TM", 64)
@@ -224,6 +240,14 @@ fn tiled_conv_decls(w: &mut Writer) {
 /// The tiled convolution: 256 invocations as 16×16, each accumulating 4×4 outputs in
 /// registers (unrolled here), with coalesced loads of weights and input patches.
 fn tiled_conv_body(w: &mut Writer, has_bias: bool) {
+    let store = if has_bias { "y[OUT] = VALUE + b[oc];" } else { "y[OUT] = VALUE;" };
+    tiled_conv(w, "w[(g * OCG + oc_l) * ktotal + k]", "x", store);
+}
+
+/// The tiled implicit GEMM over a convolution described by the kernel's constants: `weight`
+/// loads element (output channel `oc_l` of group `g`, reduction index `k`), `input` names the
+/// tensor the patches come from, and `store` writes VALUE to index OUT of the output.
+pub(crate) fn tiled_conv(w: &mut Writer, weight: &str, input: &str, store: &str) {
     w.line("// The workgroup's tile; uniform across it, so the early return precedes every barrier.")
         .line("let tile = wid.y * nwg.x + wid.x;")
         .line("let tm = tile % (GROUPS * MT);")
@@ -252,7 +276,7 @@ fn tiled_conv_body(w: &mut Writer, has_bias: bool) {
         .line("let k = k0 + kk;")
         .line("var v = 0.0;")
         .open("if (oc_l < OCG && k < ktotal)")
-        .line("v = w[(g * OCG + oc_l) * ktotal + k];")
+        .line(format!("v = {weight};"))
         .close()
         .line("a_tile[kk * TM + mm] = v;")
         .close();
@@ -273,7 +297,7 @@ fn tiled_conv_body(w: &mut Writer, has_bias: bool) {
         .line("let iy = i32((pix / OW) * S + ky) - i32(PAD);")
         .line("let ix = i32((pix % OW) * S + kx) - i32(PAD);")
         .open("if (iy >= 0 && iy < i32(IH) && ix >= 0 && ix < i32(IW))")
-        .line("v = x[((n * IC + g * ICG + ic) * IH + u32(iy)) * IW + u32(ix)];")
+        .line(format!("v = {input}[((n * IC + g * ICG + ic) * IH + u32(iy)) * IW + u32(ix)];"))
         .close()
         .close()
         .line("b_tile[kk * TN + nn] = v;")
@@ -300,10 +324,7 @@ fn tiled_conv_body(w: &mut Writer, has_bias: bool) {
             w.line(format!("let p{i}{j} = n0 + tx * 4u + {j}u;"));
             w.open(format!("if (oc_l{i} < OCG && p{i}{j} < pixels)"))
                 .line(format!("let oc = g * OCG + oc_l{i};"))
-                .line(format!(
-                    "y[((p{i}{j} / (OH * OW)) * OC + oc) * OH * OW + p{i}{j} % (OH * OW)] = acc{i}{j}{};",
-                    if has_bias { " + b[oc]" } else { "" }
-                ))
+                .line(store.replace("OUT", &format!("((p{i}{j} / (OH * OW)) * OC + oc) * OH * OW + p{i}{j} % (OH * OW)")).replace("VALUE", &format!("acc{i}{j}")))
                 .close();
         }
     }

@@ -17,9 +17,18 @@ pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     if let (NodeOp::Lrn(_), Role::Backward(Wrt::Input)) = (node.op, kernel.role) {
         lrn_denominator(w);
     }
+    let tiled = matches!(kernel.dispatch, Dispatch::Tiles { .. });
+    if tiled {
+        super::tiled_conv_decls(w);
+    }
     w.line("");
     w.line(format!("@compute @workgroup_size({})", kernel.workgroup_size));
     w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
+    if tiled {
+        conv_input_tiled(w);
+        w.close();
+        return;
+    }
     w.line("let i = flat_index(wid, nwg, lid, WG);");
     let total = if kernel.dispatch == Dispatch::Fixed { "THREADS" } else { "params.batch * THREADS" };
     w.open(format!("if (i >= {total})")).line("return;").close();
@@ -96,6 +105,20 @@ fn store_input_grad(w: &mut Writer) {
 
 fn store_param_grad(w: &mut Writer, name: &str) {
     w.line(format!("{name}[i] = select(acc, {name}[i] + acc, params.accumulate == 1u);"));
+}
+
+/// For stride 1, dx is the convolution of dy (padded by K - 1 - pad) with the weights
+/// transposed (in and out channels swapped) and flipped, so it runs as the forward pass's
+/// tiled implicit GEMM; the constants already describe that convolution, so here ICG counts
+/// the original output channels of a group and OCG its input channels.
+fn conv_input_tiled(w: &mut Writer) {
+    w.line("// Weight of (dy channel k / (K*K) of group g, x channel oc_l), flipped in space.");
+    super::tiled_conv(
+        w,
+        "w[((g * ICG + k / (K * K)) * OCG + oc_l) * K * K + (K - 1u - (k / K) % K) * K + (K - 1u - k % K)]",
+        "dy",
+        "dx[OUT] = VALUE;",
+    );
 }
 
 /// dx[n, c, iy, ix] = sum over the outputs whose window covers (iy, ix) of dy * w.
