@@ -196,11 +196,8 @@ impl<'g> Session<'g> {
         Ok(())
     }
 
-    /// Runs the network on `batch` images (NCHW `f32`), returning logits and probabilities.
-    pub fn forward(&mut self, input: &[f32], batch: usize) -> Result<Output> {
-        if !self.has_weights {
-            return Err(Error::NoWeights);
-        }
+    /// Checks a batch's size and input length against the plan.
+    fn check_input(&self, input: &[f32], batch: usize) -> Result<()> {
         let max = self.plan.max_batch as usize;
         if batch == 0 || batch > max {
             return Err(Error::Batch { batch, max });
@@ -210,6 +207,16 @@ impl<'g> Session<'g> {
             let [c, h, w] = self.plan.input;
             return Err(Error::InputLength { got: input.len(), expected: batch * per_image, batch, shape: format!("[{c}, {h}, {w}]") });
         }
+        Ok(())
+    }
+
+    /// Runs the network on `batch` images (NCHW `f32`), returning logits and probabilities.
+    pub fn forward(&mut self, input: &[f32], batch: usize) -> Result<Output> {
+        if !self.has_weights {
+            return Err(Error::NoWeights);
+        }
+        self.check_input(input, batch)?;
+        let per_image = self.plan.input_elems();
         let classes = self.plan.classes() as usize;
         let mut logits = Vec::with_capacity(batch * classes);
         let mut probs = Vec::with_capacity(batch * classes);
@@ -275,15 +282,8 @@ impl<'g> Session<'g> {
         if !self.has_weights {
             return Err(Error::NoWeights);
         }
-        let max = self.plan.max_batch as usize;
-        if batch == 0 || batch > max {
-            return Err(Error::Batch { batch, max });
-        }
+        self.check_input(input, batch)?;
         let per_image = self.plan.input_elems();
-        if input.len() != batch * per_image {
-            let [c, h, w] = self.plan.input;
-            return Err(Error::InputLength { got: input.len(), expected: batch * per_image, batch, shape: format!("[{c}, {h}, {w}]") });
-        }
         if labels.len() != batch {
             return Err(Error::LabelCount { labels: labels.len(), batch });
         }
