@@ -2,6 +2,7 @@
 //! train, evaluate and run inference on any wgpu adapter.
 
 mod npy;
+mod plot;
 mod train;
 
 use alexnet::runtime::{data, gpu::list_adapters};
@@ -177,7 +178,7 @@ struct TrainArgs {
     /// Checkpoint every N steps (and at every epoch's end).
     #[arg(long, default_value_t = 200)]
     save_every: u32,
-    /// Output folder: checkpoint.safetensors, weights.safetensors, metrics.jsonl.
+    /// Output folder: checkpoint.safetensors, weights.safetensors, metrics.jsonl, curves.png.
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
     /// Continue from OUT/checkpoint.safetensors.

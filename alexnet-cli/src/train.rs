@@ -158,7 +158,6 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         Ok(())
     };
     let per_epoch = (train_set.len() / args.batch) as u32;
-    let json = |v: f64| if v.is_finite() { format!("{v:.6}") } else { "null".into() };
     let run_start = Instant::now();
     while state.epoch < options.epochs {
         let epoch = state.epoch;
@@ -220,17 +219,19 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         };
         let lr = state.lr;
         let divided = state.end_epoch(&options.schedule, 1.0 - val_top1);
-        let line = format!(
-            "{{\"epoch\": {}, \"step\": {}, \"lr\": {lr}, \"train_loss\": {}, \"train_acc\": {}, \"val_acc\": {}, \"test_top1\": {}, \"test_top5\": {}, \"images_per_s\": {:.1}, \"epoch_seconds\": {secs:.1}}}",
-            epoch + 1,
-            state.step,
-            json(loss_sum / seen as f64),
-            json(correct as f64 / seen as f64),
-            json(val_top1),
-            json(test_top1),
-            json(test_top5),
-            seen as f64 / secs,
-        );
+        let line = serde_json::json!({
+            "epoch": epoch + 1,
+            "step": state.step,
+            "lr": format!("{lr}").parse::<f64>().unwrap_or(f64::NAN),
+            "train_loss": loss_sum / seen as f64,
+            "train_acc": correct as f64 / seen as f64,
+            "val_acc": val_top1,
+            "test_top1": test_top1,
+            "test_top5": test_top5,
+            "images_per_s": seen as f64 / secs,
+            "epoch_seconds": secs,
+        })
+        .to_string();
         log_metrics(&metrics, &line)?;
         let test = if test_set.is_some() { format!(", test top-1 {:.2}% top-5 {:.2}%", 100.0 * test_top1, 100.0 * test_top5) } else { String::new() };
         eprintln!(
@@ -241,9 +242,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         );
         save(&session, &state)?;
         session.read_weights()?.save(plan, &args.out.join("weights.safetensors"))?;
+        crate::plot::plot(&metrics, &args.out.join("curves.png"))?;
     }
     eprintln!(
-        "done in {:.0} s: weights in {}, metrics in {}",
+        "done in {:.0} s: weights in {}, metrics in {} (curves in curves.png)",
         run_start.elapsed().as_secs_f64(),
         args.out.join("weights.safetensors").display(),
         metrics.display()

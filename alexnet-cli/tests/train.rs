@@ -34,7 +34,10 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     let (wa, wb) = (std::fs::read(a.join("weights.safetensors")).unwrap(), std::fs::read(b.join("weights.safetensors")).unwrap());
     assert!(wa == wb, "resumed weights differ from the uninterrupted run's");
     let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
-    assert!(metrics.starts_with("{\"epoch\": 1, \"step\": 8,") && metrics.contains("\"test_top1\""), "{metrics}");
+    assert_eq!(metrics.lines().count(), 1, "{metrics}");
+    assert!(metrics.contains("\"epoch\":1,") && metrics.contains("\"step\":8,") && metrics.contains("\"test_top1\":0."), "{metrics}");
+    let curves = image::open(a.join("curves.png")).expect("a PNG of the curves");
+    assert_eq!((curves.width(), curves.height()), (1000, 420));
 
     // The trained weights load for evaluation, which shows predictions.
     let eval = ok(&alexnet(&["eval", "--weights", p(&a.join("weights.safetensors")), "--show", "3", "--limit", "100"]));
@@ -46,7 +49,13 @@ fn training_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let out = alexnet(&["train", "--dataset", p(dir.path()), "--out", p(&dir.path().join("r"))]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("no train-images-idx3-ubyte[.gz] here"), "{err}");
+    assert!(!out.status.success() && err.contains("no images: expected <class>/<image>.jpg|png sub-folders"), "{err}");
+    let idx = dir.path().join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    std::fs::write(idx.join("train-images-idx3-ubyte"), [0u8, 0, 8, 3]).unwrap();
+    let out = alexnet(&["train", "--dataset", p(&idx), "--out", p(&dir.path().join("r"))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no train-labels-idx1-ubyte[.gz] here"), "{err}");
     let out = alexnet(&["train", "--model", "alexnet", "--out", p(&dir.path().join("r"))]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("images are 1×28×28, but AlexNet takes [3, 227, 227]"), "{err}");
