@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what alexnet needs on a fresh Debian/Ubuntu machine, skipping what is present:
 # Mesa's software Vulkan (lavapipe) for CPU-only machines, DejaVu fonts for the training plots,
-# and the Python packages of the independent references (onnx, onnxruntime) used by the tests.
+# and the Python packages of the independent references (onnx, onnxruntime, jax) used by the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +16,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-if ! python3 -c "import numpy, onnx, onnxruntime, safetensors, pytest" >/dev/null 2>&1; then
+if ! python3 -c "import numpy, onnx, onnxruntime, safetensors, pytest, jax" >/dev/null 2>&1; then
   echo "==> installing Python references (tests/reference/requirements.txt)"
   python3 -m pip install -q --disable-pip-version-check -r tests/reference/requirements.txt
 fi
