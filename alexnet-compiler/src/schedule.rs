@@ -417,7 +417,15 @@ fn training_kernels(
                         }
                         bindings.push(B::Grad { index: output, write: false });
                         bindings.push(B::ParamGrad { index: p, part, write: true });
-                        backward.push(kernel(nodes, index, name, elems, plan::Role::Backward(plan_wrt), bindings));
+                        let mut k = kernel(nodes, index, name, elems, plan::Role::Backward(plan_wrt), bindings);
+                        // An unsplit conv weight's gradient is a GEMM of dy with the input patches,
+                        // reduced over the batch's pixels: a 256-invocation workgroup per 64×64 tile.
+                        if let (plan::NodeOp::Conv(c), Wrt::Weight, 1) = (node.op, wrt, param.parts.len()) {
+                            let tiles = c.groups * (c.out_channels / c.groups).div_ceil(CONV_TILE) * param.row_elems().div_ceil(u64::from(CONV_TILE)) as u32;
+                            k.workgroup_size = CONV_TILE_THREADS;
+                            k.threads_per_image = u64::from(tiles) * u64::from(CONV_TILE_THREADS);
+                        }
+                        backward.push(k);
                     }
                 }
             }

@@ -22,8 +22,8 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * wg + lid;
 }
 
-const WG: u32 = 64u;
-const THREADS: u32 = 442368u;
+const WG: u32 = 256u;
+const THREADS: u32 = 27648u;
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
@@ -45,35 +45,173 @@ const ROW0: u32 = 0u;
 // Rows of the weight part this kernel covers; later parts add to the first's input gradient.
 const ROWS: u32 = 256u;
 const ACCUM: bool = false;
+// Implicit GEMM: a workgroup computes TM output channels x TN output pixels (pixels of
+// the whole batch, flattened), stepping through the ICG*K*K reduction TK at a time.
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+// Channel tiles per group.
+const MT: u32 = (OCG + TM - 1u) / TM;
+// Weight tile [TK][TM] and input-patch tile [TK][TN].
+var<workgroup> a_tile: array<f32, 1024>;
+var<workgroup> b_tile: array<f32, 1024>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
-    if (i >= THREADS) {
+    let tile = wid.y * nwg.x + wid.x;
+    let ktotal = ICG * K * K;
+    let nt = (ktotal + TN - 1u) / TN;
+    // Uniform across the workgroup, so the early return precedes every barrier.
+    if (tile >= GROUPS * MT * nt) {
         return;
     }
-    let o = ROW0 + i / (ICG * K * K);
-    let icl = (i / (K * K)) % ICG;
-    let ky = (i / K) % K;
-    let kx = i % K;
-    let c = (o / OCG) * ICG + icl;
-    var acc = 0.0;
-    for (var n = 0u; n < params.batch; n++) {
-        var part = 0.0;
-        for (var oy = 0u; oy < OH; oy++) {
-            let iy = i32(oy * S + ky) - i32(PAD);
-            if (iy < 0 || iy >= i32(IH)) {
-                continue;
-            }
-            for (var ox = 0u; ox < OW; ox++) {
-                let ix = i32(ox * S + kx) - i32(PAD);
-                if (ix < 0 || ix >= i32(IW)) {
-                    continue;
+    let g = tile / (MT * nt);
+    let m0 = ((tile % (MT * nt)) / nt) * TM;
+    let n0 = (tile % nt) * TN;
+    let rtotal = params.batch * OH * OW;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    var acc00 = 0.0;
+    var acc01 = 0.0;
+    var acc02 = 0.0;
+    var acc03 = 0.0;
+    var acc10 = 0.0;
+    var acc11 = 0.0;
+    var acc12 = 0.0;
+    var acc13 = 0.0;
+    var acc20 = 0.0;
+    var acc21 = 0.0;
+    var acc22 = 0.0;
+    var acc23 = 0.0;
+    var acc30 = 0.0;
+    var acc31 = 0.0;
+    var acc32 = 0.0;
+    var acc33 = 0.0;
+    for (var r1 = 0u; r1 < rtotal; r1 += TK * 4096u) {
+        for (var r0 = r1; r0 < min(rtotal, r1 + TK * 4096u); r0 += TK) {
+            // dy of (output channel m0 + mm, batch pixel r0 + kk).
+            for (var q = 0u; q < 4u; q++) {
+                let e = lid + q * 256u;
+                let mm = e % TM;
+                let kk = e / TM;
+                let r = r0 + kk;
+                var v = 0.0;
+                if (m0 + mm < OCG && r < rtotal) {
+                    v = dy[((r / (OH * OW)) * OC + g * OCG + m0 + mm) * OH * OW + r % (OH * OW)];
                 }
-                part += dy[((n * OC + o) * OH + oy) * OW + ox] * x[((n * IC + c) * IH + u32(iy)) * IW + u32(ix)];
+                a_tile[kk * TM + mm] = v;
             }
+            // The input under weight column n0 + nn at batch pixel r0 + kk.
+            for (var q = 0u; q < 4u; q++) {
+                let e = lid + q * 256u;
+                let nn = e % TN;
+                let kk = e / TN;
+                let r = r0 + kk;
+                let k = n0 + nn;
+                var v = 0.0;
+                if (k < ktotal && r < rtotal) {
+                    let n = r / (OH * OW);
+                    let pix = r % (OH * OW);
+                    let iy = i32((pix / OW) * S + (k / K) % K) - i32(PAD);
+                    let ix = i32((pix % OW) * S + k % K) - i32(PAD);
+                    if (iy >= 0 && iy < i32(IH) && ix >= 0 && ix < i32(IW)) {
+                        v = x[((n * IC + g * ICG + k / (K * K)) * IH + u32(iy)) * IW + u32(ix)];
+                    }
+                }
+                b_tile[kk * TN + nn] = v;
+            }
+            workgroupBarrier();
+            for (var kk = 0u; kk < TK; kk++) {
+                let a0 = a_tile[kk * TM + ty * 4u + 0u];
+                let a1 = a_tile[kk * TM + ty * 4u + 1u];
+                let a2 = a_tile[kk * TM + ty * 4u + 2u];
+                let a3 = a_tile[kk * TM + ty * 4u + 3u];
+                let b0 = b_tile[kk * TN + tx * 4u + 0u];
+                let b1 = b_tile[kk * TN + tx * 4u + 1u];
+                let b2 = b_tile[kk * TN + tx * 4u + 2u];
+                let b3 = b_tile[kk * TN + tx * 4u + 3u];
+                acc00 += a0 * b0;
+                acc01 += a0 * b1;
+                acc02 += a0 * b2;
+                acc03 += a0 * b3;
+                acc10 += a1 * b0;
+                acc11 += a1 * b1;
+                acc12 += a1 * b2;
+                acc13 += a1 * b3;
+                acc20 += a2 * b0;
+                acc21 += a2 * b1;
+                acc22 += a2 * b2;
+                acc23 += a2 * b3;
+                acc30 += a3 * b0;
+                acc31 += a3 * b1;
+                acc32 += a3 * b2;
+                acc33 += a3 * b3;
+            }
+            workgroupBarrier();
         }
-        acc += part;
     }
-    dw[i] = select(acc, dw[i] + acc, params.accumulate == 1u);
+    if (m0 + ty * 4u + 0u < OCG && n0 + tx * 4u + 0u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 0u) * ktotal + n0 + tx * 4u + 0u;
+        dw[at] = select(acc00, dw[at] + acc00, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 0u < OCG && n0 + tx * 4u + 1u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 0u) * ktotal + n0 + tx * 4u + 1u;
+        dw[at] = select(acc01, dw[at] + acc01, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 0u < OCG && n0 + tx * 4u + 2u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 0u) * ktotal + n0 + tx * 4u + 2u;
+        dw[at] = select(acc02, dw[at] + acc02, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 0u < OCG && n0 + tx * 4u + 3u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 0u) * ktotal + n0 + tx * 4u + 3u;
+        dw[at] = select(acc03, dw[at] + acc03, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 1u < OCG && n0 + tx * 4u + 0u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 1u) * ktotal + n0 + tx * 4u + 0u;
+        dw[at] = select(acc10, dw[at] + acc10, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 1u < OCG && n0 + tx * 4u + 1u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 1u) * ktotal + n0 + tx * 4u + 1u;
+        dw[at] = select(acc11, dw[at] + acc11, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 1u < OCG && n0 + tx * 4u + 2u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 1u) * ktotal + n0 + tx * 4u + 2u;
+        dw[at] = select(acc12, dw[at] + acc12, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 1u < OCG && n0 + tx * 4u + 3u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 1u) * ktotal + n0 + tx * 4u + 3u;
+        dw[at] = select(acc13, dw[at] + acc13, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 2u < OCG && n0 + tx * 4u + 0u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 2u) * ktotal + n0 + tx * 4u + 0u;
+        dw[at] = select(acc20, dw[at] + acc20, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 2u < OCG && n0 + tx * 4u + 1u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 2u) * ktotal + n0 + tx * 4u + 1u;
+        dw[at] = select(acc21, dw[at] + acc21, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 2u < OCG && n0 + tx * 4u + 2u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 2u) * ktotal + n0 + tx * 4u + 2u;
+        dw[at] = select(acc22, dw[at] + acc22, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 2u < OCG && n0 + tx * 4u + 3u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 2u) * ktotal + n0 + tx * 4u + 3u;
+        dw[at] = select(acc23, dw[at] + acc23, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 3u < OCG && n0 + tx * 4u + 0u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 3u) * ktotal + n0 + tx * 4u + 0u;
+        dw[at] = select(acc30, dw[at] + acc30, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 3u < OCG && n0 + tx * 4u + 1u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 3u) * ktotal + n0 + tx * 4u + 1u;
+        dw[at] = select(acc31, dw[at] + acc31, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 3u < OCG && n0 + tx * 4u + 2u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 3u) * ktotal + n0 + tx * 4u + 2u;
+        dw[at] = select(acc32, dw[at] + acc32, params.accumulate == 1u);
+    }
+    if (m0 + ty * 4u + 3u < OCG && n0 + tx * 4u + 3u < ktotal) {
+        let at = (g * OCG + m0 + ty * 4u + 3u) * ktotal + n0 + tx * 4u + 3u;
+        dw[at] = select(acc33, dw[at] + acc33, params.accumulate == 1u);
+    }
 }

@@ -6,6 +6,7 @@
 //! batch inside one invocation; a later micro-batch adds to them (`params.accumulate`).
 
 use super::writer::Writer;
+use crate::valid::WORKGROUP;
 use alexnet_plan::{Dispatch, Kernel, NodeOp, Plan, Role, Wrt};
 
 /// Writes `main` of a training kernel; the op's constants are already declared.
@@ -18,14 +19,20 @@ pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
         lrn_denominator(w);
     }
     let tiled = matches!(kernel.dispatch, Dispatch::Tiles { .. });
-    if tiled {
+    // A conv weight gradient scheduled with the tiled workgroup size is the tiled GEMM.
+    let tiled_weight = matches!((kernel.role, node.op), (Role::Backward(Wrt::Weight), NodeOp::Conv(_))) && kernel.workgroup_size > WORKGROUP;
+    if tiled || tiled_weight {
         super::tiled_conv_decls(w);
     }
     w.line("");
     w.line(format!("@compute @workgroup_size({})", kernel.workgroup_size));
     w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
-    if tiled {
-        conv_input_tiled(w);
+    if tiled || tiled_weight {
+        if tiled {
+            conv_input_tiled(w);
+        } else {
+            conv_weight_tiled(w);
+        }
         w.close();
         return;
     }
@@ -151,6 +158,89 @@ fn conv_input(w: &mut Writer) {
         .close();
     w.close().close();
     store_input_grad(w);
+}
+
+/// dw = dy · patchesᵀ per group: a workgroup computes 64 output channels × 64 weight columns
+/// (`icl, ky, kx`), reducing over the pixels of the whole batch TK at a time through shared
+/// memory, 4×4 accumulators per invocation (the forward pass's tiling, transposed).
+fn conv_weight_tiled(w: &mut Writer) {
+    w.line("let tile = wid.y * nwg.x + wid.x;")
+        .line("let ktotal = ICG * K * K;")
+        .line("let nt = (ktotal + TN - 1u) / TN;")
+        .line("// Uniform across the workgroup, so the early return precedes every barrier.")
+        .open("if (tile >= GROUPS * MT * nt)")
+        .line("return;")
+        .close()
+        .line("let g = tile / (MT * nt);")
+        .line("let m0 = ((tile % (MT * nt)) / nt) * TM;")
+        .line("let n0 = (tile % nt) * TN;")
+        .line("let rtotal = params.batch * OH * OW;")
+        .line("let tx = lid % 16u;")
+        .line("let ty = lid / 16u;");
+    for i in 0..4 {
+        for j in 0..4 {
+            w.line(format!("var acc{i}{j} = 0.0;"));
+        }
+    }
+    // Two loops, so that neither runs more than 4,096 times: Mesa's software rasterisers stop
+    // a loop after about 65,535 iterations, and a batch can hold millions of pixels.
+    w.open("for (var r1 = 0u; r1 < rtotal; r1 += TK * 4096u)");
+    w.open("for (var r0 = r1; r0 < min(rtotal, r1 + TK * 4096u); r0 += TK)");
+    w.line("// dy of (output channel m0 + mm, batch pixel r0 + kk).");
+    w.open("for (var q = 0u; q < 4u; q++)")
+        .line("let e = lid + q * 256u;")
+        .line("let mm = e % TM;")
+        .line("let kk = e / TM;")
+        .line("let r = r0 + kk;")
+        .line("var v = 0.0;")
+        .open("if (m0 + mm < OCG && r < rtotal)")
+        .line("v = dy[((r / (OH * OW)) * OC + g * OCG + m0 + mm) * OH * OW + r % (OH * OW)];")
+        .close()
+        .line("a_tile[kk * TM + mm] = v;")
+        .close();
+    w.line("// The input under weight column n0 + nn at batch pixel r0 + kk.");
+    w.open("for (var q = 0u; q < 4u; q++)")
+        .line("let e = lid + q * 256u;")
+        .line("let nn = e % TN;")
+        .line("let kk = e / TN;")
+        .line("let r = r0 + kk;")
+        .line("let k = n0 + nn;")
+        .line("var v = 0.0;")
+        .open("if (k < ktotal && r < rtotal)")
+        .line("let n = r / (OH * OW);")
+        .line("let pix = r % (OH * OW);")
+        .line("let iy = i32((pix / OW) * S + (k / K) % K) - i32(PAD);")
+        .line("let ix = i32((pix % OW) * S + k % K) - i32(PAD);")
+        .open("if (iy >= 0 && iy < i32(IH) && ix >= 0 && ix < i32(IW))")
+        .line("v = x[((n * IC + g * ICG + k / (K * K)) * IH + u32(iy)) * IW + u32(ix)];")
+        .close()
+        .close()
+        .line("b_tile[kk * TN + nn] = v;")
+        .close();
+    w.line("workgroupBarrier();");
+    w.open("for (var kk = 0u; kk < TK; kk++)");
+    for i in 0..4 {
+        w.line(format!("let a{i} = a_tile[kk * TM + ty * 4u + {i}u];"));
+    }
+    for j in 0..4 {
+        w.line(format!("let b{j} = b_tile[kk * TN + tx * 4u + {j}u];"));
+    }
+    for i in 0..4 {
+        for j in 0..4 {
+            w.line(format!("acc{i}{j} += a{i} * b{j};"));
+        }
+    }
+    w.close();
+    w.line("workgroupBarrier();");
+    w.close().close();
+    for i in 0..4 {
+        for j in 0..4 {
+            w.open(format!("if (m0 + ty * 4u + {i}u < OCG && n0 + tx * 4u + {j}u < ktotal)"))
+                .line(format!("let at = (g * OCG + m0 + ty * 4u + {i}u) * ktotal + n0 + tx * 4u + {j}u;"))
+                .line(format!("dw[at] = select(acc{i}{j}, dw[at] + acc{i}{j}, params.accumulate == 1u);"))
+                .close();
+        }
+    }
 }
 
 /// dw[o, icl, ky, kx] = sum over images and output pixels of dy * x.
