@@ -12,6 +12,7 @@
 //!     devices: 1 | 2,              // default 1
 //!     max_batch: N,                // default 128
 //!     binding_limit: BYTES,        // target's max storage binding, default 134217728 (WebGPU)
+//!     fusion: on | off,            // fuse conv blocks at inference, default on
 //!     #[weights = "features.0"]    // optional: parameter name prefix (default: the layer name)
 //!     layer: op -> op -> ...,
 //! }
@@ -31,6 +32,7 @@ mod kw {
     syn::custom_keyword!(devices);
     syn::custom_keyword!(max_batch);
     syn::custom_keyword!(binding_limit);
+    syn::custom_keyword!(fusion);
 }
 
 /// A parsed network declaration.
@@ -52,6 +54,8 @@ pub struct NetDef {
     pub max_batch: u32,
     /// Target's largest storage buffer binding, in bytes.
     pub binding_limit: u64,
+    /// Whether inference fuses each layer's chain of ops into one kernel.
+    pub fusion: bool,
     /// Layers in order.
     pub layers: Vec<LayerDef>,
 }
@@ -110,6 +114,7 @@ struct RawNet {
     devices: Option<LitInt>,
     max_batch: Option<LitInt>,
     binding_limit: Option<LitInt>,
+    fusion: Option<Ident>,
     layers: Vec<RawLayer>,
     errors: Vec<Error>,
 }
@@ -185,6 +190,7 @@ impl Parse for RawNet {
             devices: None,
             max_batch: None,
             binding_limit: None,
+            fusion: None,
             layers: Vec::new(),
             errors: Vec::new(),
         };
@@ -221,6 +227,14 @@ impl Parse for RawNet {
                 body.parse::<Token![:]>()?;
                 let v = body.parse()?;
                 net.set_field(kw.span, "binding_limit", v, |n| &mut n.binding_limit);
+            } else if lookahead.peek(kw::fusion) {
+                let kw: kw::fusion = body.parse()?;
+                body.parse::<Token![:]>()?;
+                let v: Ident = body.parse()?;
+                if net.fusion.is_some() {
+                    net.errors.push(Error::new(kw.span, "`fusion` is declared twice"));
+                }
+                net.fusion = Some(v);
             } else if lookahead.peek(Ident) {
                 let layer = RawLayer::parse_with(&body, &attrs, &mut net.errors)?;
                 net.layers.push(layer);
@@ -332,6 +346,15 @@ impl RawNet {
                 }
             },
         };
+        let fusion = match &self.fusion {
+            None => true,
+            Some(v) if v == "on" => true,
+            Some(v) if v == "off" => false,
+            Some(v) => {
+                errors.push(Error::new(v.span(), format!("`fusion` must be `on` or `off`, not `{v}`")));
+                true
+            }
+        };
         if self.layers.is_empty() {
             errors.push(Error::new(self.name.span(), "a network needs at least one layer"));
         }
@@ -362,6 +385,7 @@ impl RawNet {
             devices,
             max_batch,
             binding_limit,
+            fusion,
             layers,
         };
         Parsed { net, errors, shapes_reliable }

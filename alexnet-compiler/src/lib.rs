@@ -4,8 +4,8 @@
 //!
 //! Modules in processing order:
 //! `front` (DSL → AST) → `lower` (AST → IR) → `ir` (the graph) → `passes` (shapes, placement,
-//! autodiff)
-//! → `valid` (checks, device limits) → `schedule` (plan) → `codegen` (WGSL, naga-validated).
+//! autodiff) → `valid` (checks, device limits) → `schedule` (kernels, fusion, algorithms,
+//! programs and their memory plans, verified) → `codegen` (WGSL, naga-validated).
 //! [`compile`] is the table of contents.
 
 pub mod codegen;
@@ -49,7 +49,8 @@ pub fn compile(tokens: TokenStream) -> Result<Compiled, Errors> {
     passes::autodiff::differentiate(&mut graph);
     let limits = plan::Limits { max_storage_buffer_binding_size: net.binding_limit, ..plan::Limits::WEBGPU_DEFAULT };
     let info = valid::validate(&graph, valid::Target { limits, max_batch: net.max_batch })?;
-    let mut plan = schedule::schedule(&graph, &info, &net.name.to_string(), &net.doc);
+    let mut plan = schedule::schedule(&graph, &info, &net.name.to_string(), &net.doc, net.fusion);
+    schedule::verify::verify(&plan).map_err(|e| Errors(vec![Error::new(proc_macro2::Span::call_site(), format!("internal compiler error: {e}"))]))?;
     codegen::generate(&mut plan, &info)?;
     Ok(Compiled { net, graph, plan })
 }

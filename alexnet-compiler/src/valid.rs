@@ -8,6 +8,7 @@
 
 use crate::error::{Errors, Sink};
 use crate::ir::{Graph, NodeId, Op};
+use crate::schedule::algo::WORKGROUP;
 use alexnet_plan::Limits;
 use std::collections::BTreeMap;
 
@@ -17,9 +18,6 @@ pub struct Target {
     pub limits: Limits,
     pub max_batch: u32,
 }
-
-/// Workgroup size of every generated kernel.
-pub const WORKGROUP: u32 = 64;
 
 /// Facts codegen needs, available only for a valid graph.
 #[derive(Clone, Debug)]

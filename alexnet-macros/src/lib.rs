@@ -155,10 +155,16 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             plan::Dispatch::Tiles { m_tiles, pixels, tile_pixels } => {
                 quote! { ::alexnet::__private::Dispatch::Tiles { m_tiles: #m_tiles, pixels: #pixels, tile_pixels: #tile_pixels } }
             }
+            plan::Dispatch::PerImage { workgroups } => quote! { ::alexnet::__private::Dispatch::PerImage { workgroups: #workgroups } },
         };
+        let covers = u32s(&k.covers);
+        let algo = algo_tokens(&k.algo);
+        let (flops, read, written) = (extent(k.cost.flops), extent(k.cost.read), extent(k.cost.written));
         quote! {
             ::alexnet::__private::Kernel {
-                name: #name, layer: #layer, node: #node, wgsl: #wgsl, entry_point: #entry,
+                name: #name, layer: #layer, node: #node, covers: #covers, algo: #algo,
+                cost: ::alexnet::__private::Cost { flops: #flops, read: #read, written: #written },
+                wgsl: #wgsl, entry_point: #entry,
                 workgroup_size: #wg, threads_per_image: #threads, dispatch: #dispatch, bindings: #bindings,
                 role: ::alexnet::__private::Role::#role,
             }
@@ -179,6 +185,8 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
     } = p.limits;
     let (input_act, logits) = (p.input_activation, p.logits_activation);
     let probs = opt_u32(p.probs_activation);
+    let fused = p.fused;
+    let (inference, training, inspect) = (program(&p.inference), program(&p.training), program(&p.inspect));
     quote! {
         ::alexnet::__private::Plan {
             name: #name,
@@ -191,6 +199,10 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             params: #params,
             nodes: #nodes,
             kernels: #kernels,
+            fused: #fused,
+            inference: #inference,
+            training: #training,
+            inspect: #inspect,
             input_activation: #input_act,
             logits_activation: #logits,
             probs_activation: #probs,
@@ -205,6 +217,67 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             dot: #dot,
         }
     }
+}
+
+fn extent(e: plan::Extent) -> TokenStream {
+    let (per_image, fixed) = (e.per_image, e.fixed);
+    quote! { ::alexnet::__private::Extent { per_image: #per_image, fixed: #fixed } }
+}
+
+fn gemm_tile(t: plan::GemmTile) -> TokenStream {
+    let (m, n, k) = (t.m, t.n, t.k);
+    quote! { ::alexnet::__private::GemmTile { m: #m, n: #n, k: #k } }
+}
+
+fn algo_tokens(a: &plan::Algo) -> TokenStream {
+    match *a {
+        plan::Algo::PerElement { threads } => quote! { ::alexnet::__private::Algo::PerElement { threads: #threads } },
+        plan::Algo::RowReduce { threads } => quote! { ::alexnet::__private::Algo::RowReduce { threads: #threads } },
+        plan::Algo::PerImage { threads } => quote! { ::alexnet::__private::Algo::PerImage { threads: #threads } },
+        plan::Algo::TiledGemm(t) => {
+            let t = gemm_tile(t);
+            quote! { ::alexnet::__private::Algo::TiledGemm(#t) }
+        }
+        plan::Algo::ConvBlock { tile, rows, cols, out_rows, out_cols, channels } => {
+            let tile = gemm_tile(tile);
+            quote! {
+                ::alexnet::__private::Algo::ConvBlock {
+                    tile: #tile, rows: #rows, cols: #cols, out_rows: #out_rows, out_cols: #out_cols, channels: #channels,
+                }
+            }
+        }
+    }
+}
+
+fn tensor(t: plan::Tensor) -> TokenStream {
+    match t {
+        plan::Tensor::Activation(i) => quote! { ::alexnet::__private::Tensor::Activation(#i) },
+        plan::Tensor::Grad(i) => quote! { ::alexnet::__private::Tensor::Grad(#i) },
+        plan::Tensor::Param { index, part } => quote! { ::alexnet::__private::Tensor::Param { index: #index, part: #part } },
+        plan::Tensor::ParamGrad { index, part } => quote! { ::alexnet::__private::Tensor::ParamGrad { index: #index, part: #part } },
+        plan::Tensor::Momentum { index, part } => quote! { ::alexnet::__private::Tensor::Momentum { index: #index, part: #part } },
+        plan::Tensor::Labels => quote! { ::alexnet::__private::Tensor::Labels },
+        plan::Tensor::Loss => quote! { ::alexnet::__private::Tensor::Loss },
+    }
+}
+
+fn program(p: &plan::Program) -> TokenStream {
+    let steps = cow_slice(p.steps.iter().map(|s| match *s {
+        plan::Step::Dispatch(k) => quote! { ::alexnet::__private::Step::Dispatch(#k) },
+        plan::Step::Copy { from, to, bytes } => {
+            let (from, to, bytes) = (tensor(from), tensor(to), extent(bytes));
+            quote! { ::alexnet::__private::Step::Copy { from: #from, to: #to, bytes: #bytes } }
+        }
+    }));
+    let buffers = cow_slice(p.buffers.iter().map(|b| {
+        let (name, device, size) = (cow_str(&b.name), b.device, extent(b.size));
+        quote! { ::alexnet::__private::Buffer { name: #name, device: #device, size: #size } }
+    }));
+    let placements = cow_slice(p.placements.iter().map(|pl| {
+        let (t, buffer, offset, size) = (tensor(pl.tensor), pl.buffer, extent(pl.offset), extent(pl.size));
+        quote! { ::alexnet::__private::Placement { tensor: #t, buffer: #buffer, offset: #offset, size: #size } }
+    }));
+    quote! { ::alexnet::__private::Program { steps: #steps, buffers: #buffers, placements: #placements } }
 }
 
 fn node_op(op: &plan::NodeOp) -> TokenStream {

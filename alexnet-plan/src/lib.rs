@@ -32,8 +32,18 @@ pub struct Plan {
     pub params: Cow<'static, [Param]>,
     /// The forward graph in execution order, one entry per computing op.
     pub nodes: Cow<'static, [Node]>,
-    /// GPU kernels in dispatch order.
+    /// Every GPU kernel of the plan; the programs say which run, in which order.
     pub kernels: Cow<'static, [Kernel]>,
+    /// Whether inference runs each layer's fused chain as one kernel (`fusion: off` in the
+    /// declaration turns it off).
+    pub fused: bool,
+    /// The forward pass with fused kernels and a memory plan that reuses buffers.
+    pub inference: Program,
+    /// A training step (forward, loss, backward, update) with its own memory plan.
+    pub training: Program,
+    /// The forward pass with one kernel per op and every activation in its own buffer, so each
+    /// can be read back after a run (tests, debugging, `alexnet selftest`-style checks).
+    pub inspect: Program,
     /// Activation that receives the input batch.
     pub input_activation: u32,
     /// Activation holding the logits (the input of a final softmax, or the last output).
@@ -344,8 +354,14 @@ pub struct Kernel {
     pub name: Cow<'static, str>,
     /// Source layer.
     pub layer: Cow<'static, str>,
-    /// Index of the node it computes in [`Plan::nodes`].
+    /// Index of the node it computes in [`Plan::nodes`] (for a fused kernel, the first).
     pub node: u32,
+    /// Every node of [`Plan::nodes`] it computes, in order: one, or a fused chain.
+    pub covers: Cow<'static, [u32]>,
+    /// How it computes them; every tile and workgroup constant of its WGSL derives from this.
+    pub algo: Algo,
+    /// Arithmetic and memory traffic of one dispatch.
+    pub cost: Cost,
     /// WGSL source, validated by naga at build time.
     pub wgsl: Cow<'static, str>,
     /// Entry point in `wgsl`.
@@ -361,6 +377,206 @@ pub struct Kernel {
     pub bindings: Cow<'static, [Binding]>,
     /// When the kernel runs.
     pub role: Role,
+}
+
+/// The tile of a GEMM kernel: a workgroup computes `m` rows × `n` columns of the output,
+/// stepping through the reduction `k` at a time; each invocation holds a 4×4 block of the
+/// tile in registers, so a workgroup has `m * n / 16` invocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmTile {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+}
+
+impl GemmTile {
+    /// Rows and columns of the register block of one invocation.
+    pub const BLOCK: u32 = 4;
+
+    /// Invocations of one workgroup.
+    pub const fn threads(&self) -> u32 {
+        self.m * self.n / (Self::BLOCK * Self::BLOCK)
+    }
+}
+
+/// How a kernel computes its nodes. Chosen in one place (the compiler's `schedule::algo`);
+/// codegen derives every tile size and workgroup size from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algo {
+    /// One invocation per element written, each gathering what it reads.
+    PerElement { threads: u32 },
+    /// One workgroup per output row (an output feature of an image), its invocations
+    /// striding over the reduction and summing as a tree.
+    RowReduce { threads: u32 },
+    /// One workgroup per image (softmax, and a linear layer fused with its softmax).
+    PerImage { threads: u32 },
+    /// Implicit GEMM: output channels × the batch's output pixels, in workgroup-memory tiles.
+    TiledGemm(GemmTile),
+    /// A fused conv block: each workgroup computes a GEMM tile over `rows × cols` conv outputs
+    /// of one image and `tile.m` channels, halos included, keeps it in workgroup memory, and
+    /// applies ReLU, LRN and max-pool there before writing `out_rows × out_cols` outputs of
+    /// `channels` channels (the rest of the tile is the LRN's channel halo).
+    ConvBlock { tile: GemmTile, rows: u32, cols: u32, out_rows: u32, out_cols: u32, channels: u32 },
+}
+
+impl Algo {
+    /// Invocations per workgroup.
+    pub const fn threads(&self) -> u32 {
+        match *self {
+            Algo::PerElement { threads } | Algo::RowReduce { threads } | Algo::PerImage { threads } => threads,
+            Algo::TiledGemm(tile) | Algo::ConvBlock { tile, .. } => tile.threads(),
+        }
+    }
+
+    /// A short description for reports: `tiled-gemm 64x64x16`.
+    pub fn describe(&self) -> String {
+        match *self {
+            Algo::PerElement { threads } => format!("per-element wg{threads}"),
+            Algo::RowReduce { threads } => format!("row-reduce wg{threads}"),
+            Algo::PerImage { threads } => format!("per-image wg{threads}"),
+            Algo::TiledGemm(t) => format!("tiled-gemm {}x{}x{}", t.m, t.n, t.k),
+            Algo::ConvBlock { tile: t, rows, cols, out_rows, out_cols, channels } => {
+                format!("conv-block {}x{}x{} patch {rows}x{cols} -> {channels}ch {out_rows}x{out_cols}", t.m, t.n, t.k)
+            }
+        }
+    }
+}
+
+/// Bytes (or operations) that grow with the batch: `per_image * batch + fixed`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extent {
+    pub per_image: u64,
+    pub fixed: u64,
+}
+
+impl Extent {
+    /// An extent of `bytes` per image.
+    pub const fn per_image(bytes: u64) -> Extent {
+        Extent { per_image: bytes, fixed: 0 }
+    }
+
+    /// An extent of `bytes` whatever the batch.
+    pub const fn fixed(bytes: u64) -> Extent {
+        Extent { per_image: 0, fixed: bytes }
+    }
+
+    /// The value at `batch` images.
+    pub const fn at(&self, batch: u64) -> u64 {
+        self.per_image * batch + self.fixed
+    }
+
+    /// Component-wise sum.
+    pub const fn plus(self, other: Extent) -> Extent {
+        Extent { per_image: self.per_image + other.per_image, fixed: self.fixed + other.fixed }
+    }
+
+    /// Component-wise maximum: large enough for either at every batch.
+    pub fn max(self, other: Extent) -> Extent {
+        Extent { per_image: self.per_image.max(other.per_image), fixed: self.fixed.max(other.fixed) }
+    }
+}
+
+/// Arithmetic and memory traffic of one kernel dispatch, as functions of the batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Floating-point operations (a multiply-add counts two), halo recomputation included.
+    pub flops: Extent,
+    /// Bytes of the tensors it binds for reading (each counted once).
+    pub read: Extent,
+    /// Bytes of the tensors it writes.
+    pub written: Extent,
+}
+
+/// A tensor that lives on the GPU, named by what it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tensor {
+    /// Activation `index` of [`Plan::activations`].
+    Activation(u32),
+    /// The gradient of activation `index`.
+    Grad(u32),
+    /// One part of a parameter.
+    Param { index: u32, part: u32 },
+    /// The gradient of one part of a parameter.
+    ParamGrad { index: u32, part: u32 },
+    /// The momentum of one part of a parameter.
+    Momentum { index: u32, part: u32 },
+    /// The batch's labels, one `u32` per image.
+    Labels,
+    /// The per-image loss, one `f32` per image.
+    Loss,
+}
+
+impl Tensor {
+    /// Whether the tensor persists across steps (parameters, their gradients, momentum): such
+    /// tensors get buffers of their own and are never aliased with anything.
+    pub fn is_state(&self) -> bool {
+        match self {
+            Tensor::Param { .. } | Tensor::ParamGrad { .. } | Tensor::Momentum { .. } => true,
+            Tensor::Activation(_) | Tensor::Grad(_) | Tensor::Labels | Tensor::Loss => false,
+        }
+    }
+}
+
+/// A GPU buffer of a program.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    /// A label for debuggers: the tensors it holds.
+    pub name: Cow<'static, str>,
+    /// The device that owns it (0 or 1).
+    pub device: u32,
+    /// Bytes, as a function of the session's batch capacity.
+    pub size: Extent,
+}
+
+/// Where a tensor lives in a program: a byte range of one of its buffers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Placement {
+    pub tensor: Tensor,
+    /// Index in [`Program::buffers`].
+    pub buffer: u32,
+    /// Offset in the buffer.
+    pub offset: Extent,
+    /// Bytes of the tensor.
+    pub size: Extent,
+}
+
+/// One step of a program.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Step {
+    /// Runs kernel `index` of [`Plan::kernels`].
+    Dispatch(u32),
+    /// Copies `bytes` from the start of one tensor to another (how two devices exchange
+    /// tensors; unused on one device).
+    Copy { from: Tensor, to: Tensor, bytes: Extent },
+}
+
+/// An ordered list of steps and the memory they run in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    pub steps: Cow<'static, [Step]>,
+    pub buffers: Cow<'static, [Buffer]>,
+    /// Every tensor a step touches, sorted by tensor.
+    pub placements: Cow<'static, [Placement]>,
+}
+
+impl Program {
+    /// Where `tensor` lives, if the program uses it.
+    pub fn placement(&self, tensor: Tensor) -> Option<&Placement> {
+        self.placements.binary_search_by(|p| p.tensor.cmp(&tensor)).ok().map(|i| &self.placements[i])
+    }
+
+    /// Bytes of every buffer of `device` at `batch` images: what a session allocates.
+    pub fn memory(&self, device: u32, batch: u64) -> u64 {
+        self.buffers.iter().filter(|b| b.device == device).map(|b| b.size.at(batch)).sum()
+    }
+
+    /// Kernels dispatched, in order.
+    pub fn dispatches(&self) -> impl Iterator<Item = u32> + '_ {
+        self.steps.iter().filter_map(|s| match *s {
+            Step::Dispatch(k) => Some(k),
+            Step::Copy { .. } => None,
+        })
+    }
 }
 
 /// What a gradient is taken with respect to.
@@ -396,6 +612,8 @@ pub enum Dispatch {
     /// Output tiles: `m_tiles` channel tiles times `ceil(batch * pixels / tile_pixels)`
     /// pixel tiles, one workgroup each.
     Tiles { m_tiles: u32, pixels: u64, tile_pixels: u32 },
+    /// `batch * workgroups` workgroups: a fixed number per image.
+    PerImage { workgroups: u32 },
     /// `ceil(threads_per_image / workgroup_size)` workgroups whatever the batch (kernels over
     /// parameters: weight gradients, optimiser updates).
     Fixed,
@@ -407,7 +625,33 @@ impl Kernel {
         match self.dispatch {
             Dispatch::PerInvocation => (self.threads_per_image * batch).div_ceil(u64::from(self.workgroup_size)),
             Dispatch::Tiles { m_tiles, pixels, tile_pixels } => u64::from(m_tiles) * (batch * pixels).div_ceil(u64::from(tile_pixels)),
+            Dispatch::PerImage { workgroups } => u64::from(workgroups) * batch,
             Dispatch::Fixed => self.threads_per_image.div_ceil(u64::from(self.workgroup_size)),
+        }
+    }
+}
+
+impl Binding {
+    /// The tensor a binding refers to (none for the uniform block).
+    pub fn tensor(&self) -> Option<Tensor> {
+        match *self {
+            Binding::Uniform => None,
+            Binding::Activation { index, .. } => Some(Tensor::Activation(index)),
+            Binding::Param { index, part } | Binding::ParamMut { index, part } => Some(Tensor::Param { index, part }),
+            Binding::Grad { index, .. } => Some(Tensor::Grad(index)),
+            Binding::ParamGrad { index, part, .. } => Some(Tensor::ParamGrad { index, part }),
+            Binding::Momentum { index, part } => Some(Tensor::Momentum { index, part }),
+            Binding::Labels => Some(Tensor::Labels),
+            Binding::Loss => Some(Tensor::Loss),
+        }
+    }
+
+    /// Whether the kernel writes through it.
+    pub fn writes(&self) -> bool {
+        match *self {
+            Binding::Activation { write, .. } | Binding::Grad { write, .. } | Binding::ParamGrad { write, .. } => write,
+            Binding::ParamMut { .. } | Binding::Momentum { .. } | Binding::Loss => true,
+            Binding::Uniform | Binding::Param { .. } | Binding::Labels => false,
         }
     }
 }
@@ -473,6 +717,19 @@ impl Plan {
     /// Kernels of one role, in dispatch order.
     pub fn kernels_of(&self, role: Role) -> impl Iterator<Item = &Kernel> {
         self.kernels.iter().filter(move |k| k.role == role)
+    }
+
+    /// Bytes of `tensor`, as a function of the batch.
+    pub fn tensor_size(&self, tensor: Tensor) -> Extent {
+        let part = |index: u32, part: u32| {
+            let p = &self.params[index as usize];
+            Extent::fixed(u64::from(p.parts[part as usize].rows) * p.row_elems() * 4)
+        };
+        match tensor {
+            Tensor::Activation(i) | Tensor::Grad(i) => Extent::per_image(self.activations[i as usize].elems_per_image() * 4),
+            Tensor::Param { index, part: p } | Tensor::ParamGrad { index, part: p } | Tensor::Momentum { index, part: p } => part(index, p),
+            Tensor::Labels | Tensor::Loss => Extent::per_image(4),
+        }
     }
 
     /// Looks a parameter up by name.

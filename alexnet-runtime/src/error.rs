@@ -44,6 +44,8 @@ pub enum Error {
     Label { image: usize, label: u32, classes: u32 },
     #[error("{labels} labels for a batch of {batch} images")]
     LabelCount { labels: usize, batch: usize },
+    #[error("`{tensor}` is not kept by this session's program (open it with `Session::inspect` to read every activation)")]
+    NotKept { tensor: String },
     #[error("training diverged at step {step}: {what}")]
     NonFinite { step: u32, what: String },
 }

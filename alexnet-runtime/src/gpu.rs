@@ -136,6 +136,9 @@ impl Gpu {
         let name = format!("{} ({:?})", info.name, info.backend);
         let offered = adapter.limits();
         let binding = largest_binding(plan, plan.micro_batch);
+        // Storage buffers of the kernel that binds the most (a linear layer fused with its
+        // softmax binds five).
+        let storage = plan.kernels.iter().map(|k| k.bindings.iter().filter(|b| b.tensor().is_some()).count() as u64).max().unwrap_or(1).max(4);
         let needs: [(&'static str, u64, u64); 4] = [
             ("max_storage_buffer_binding_size", binding, offered.max_storage_buffer_binding_size),
             ("max_buffer_size", binding, offered.max_buffer_size),
@@ -144,7 +147,7 @@ impl Gpu {
                 u64::from(plan.limits.max_compute_workgroups_per_dimension),
                 u64::from(offered.max_compute_workgroups_per_dimension),
             ),
-            ("max_storage_buffers_per_shader_stage", 4, u64::from(offered.max_storage_buffers_per_shader_stage)),
+            ("max_storage_buffers_per_shader_stage", storage, u64::from(offered.max_storage_buffers_per_shader_stage)),
         ];
         for (limit, needed, available) in needs {
             if needed > available {
@@ -155,7 +158,7 @@ impl Gpu {
         limits.max_storage_buffer_binding_size = binding.max(limits.max_storage_buffer_binding_size.min(offered.max_storage_buffer_binding_size));
         limits.max_buffer_size = binding.max(limits.max_buffer_size.min(offered.max_buffer_size));
         limits.max_compute_workgroups_per_dimension = plan.limits.max_compute_workgroups_per_dimension;
-        limits.max_storage_buffers_per_shader_stage = 4u32.max(limits.max_storage_buffers_per_shader_stage.min(offered.max_storage_buffers_per_shader_stage));
+        limits.max_storage_buffers_per_shader_stage = (storage as u32).max(limits.max_storage_buffers_per_shader_stage.min(offered.max_storage_buffers_per_shader_stage));
         let desc = wgpu::DeviceDescriptor { label: Some("alexnet"), required_limits: limits, ..Default::default() };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .map_err(|e| Error::RequestDevice { adapter: name.clone(), message: e.to_string() })?;

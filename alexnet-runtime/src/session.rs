@@ -1,36 +1,41 @@
-//! A session: one plan's buffers, pipelines and bind groups on one device, and its forward pass.
+//! A session: one program of a plan, its buffers, pipelines and bind groups on one device.
 //!
-//! Everything is created once in [`Session::new`]; `forward` only writes the input, records
-//! the plan's dispatches and reads the logits back, so repeated inference allocates nothing on
-//! the GPU. A batch larger than the session's capacity (at most the plan's micro-batch, which
-//! keeps every binding under the device limit) runs as several chunks.
+//! Everything is created once in [`Session::new`]: the buffers exactly as the program's memory
+//! plan lists them (sized for the session's capacity), and every binding as the byte range of
+//! its tensor's placement. `forward` only writes the input, records the program's steps and
+//! reads the logits back, so repeated inference allocates nothing on the GPU. A batch larger
+//! than the session's capacity (at most the plan's micro-batch, which keeps every binding
+//! under the device limit) runs as several chunks.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::{softmax_rows, Output, Weights};
-use alexnet_plan::{Binding, NodeOp, Plan, Role, Uniforms};
+use alexnet_plan::{Kernel, NodeOp, Plan, Program, Role, Step, Tensor, Uniforms};
+
+/// Which program of the plan a session runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Fused forward kernels, buffers reused across layers.
+    Inference,
+    /// Training steps (and forward passes with the training kernels).
+    Training,
+    /// One kernel per op, every activation kept for reading back.
+    Inspect,
+}
 
 /// A plan made ready to run on one device.
 pub struct Session<'g> {
     gpu: &'g Gpu,
     plan: Plan,
+    mode: Mode,
     capacity: u32,
-    activations: Vec<wgpu::Buffer>,
-    params: Vec<Vec<wgpu::Buffer>>,
+    /// The program's buffers, in its order.
+    buffers: Vec<wgpu::Buffer>,
     uniform: wgpu::Buffer,
     /// Pipeline and bind group of each kernel of the plan this session runs, by kernel index.
     pipes: Vec<Option<(wgpu::ComputePipeline, wgpu::BindGroup)>>,
     staging: wgpu::Buffer,
     has_weights: bool,
-    training: Option<Training>,
-}
-
-/// The buffers only training needs.
-struct Training {
-    param_grads: Vec<Vec<wgpu::Buffer>>,
-    momentum: Vec<Vec<wgpu::Buffer>>,
-    labels: wgpu::Buffer,
-    loss: wgpu::Buffer,
 }
 
 /// Hyper-parameters and counters of one optimiser step.
@@ -68,61 +73,54 @@ pub struct StepOutput {
     pub logits: Vec<f32>,
 }
 
-fn storage(gpu: &Gpu, label: &str, bytes: u64, extra: wgpu::BufferUsages) -> wgpu::Buffer {
-    gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes.max(16).next_multiple_of(4),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC | extra,
-        mapped_at_creation: false,
-    })
-}
-
-/// One buffer per part of every parameter.
-fn param_buffers(gpu: &Gpu, plan: &Plan, suffix: &str) -> Vec<Vec<wgpu::Buffer>> {
-    plan.params
-        .iter()
-        .map(|p| {
-            let label = format!("{}{suffix}", p.name);
-            p.parts.iter().map(|part| storage(gpu, &label, u64::from(part.rows) * p.row_elems() * 4, wgpu::BufferUsages::empty())).collect()
-        })
-        .collect()
-}
-
 impl<'g> Session<'g> {
     /// Prepares `plan` to run batches of up to `capacity` images per GPU pass (inference).
     pub fn new(gpu: &'g Gpu, plan: &Plan, capacity: u32) -> Result<Session<'g>> {
-        Self::open(gpu, plan, capacity, false)
+        Self::open(gpu, plan, capacity, Mode::Inference)
     }
 
     /// Prepares `plan` for inference and training: gradients, momentum (zero), labels.
     pub fn for_training(gpu: &'g Gpu, plan: &Plan, capacity: u32) -> Result<Session<'g>> {
-        Self::open(gpu, plan, capacity, true)
+        Self::open(gpu, plan, capacity, Mode::Training)
     }
 
-    fn open(gpu: &'g Gpu, plan: &Plan, capacity: u32, train: bool) -> Result<Session<'g>> {
+    /// Prepares `plan`'s inspect program: one kernel per op and every activation in its own
+    /// buffer, so [`Session::read_activation`] can read any of them after a forward pass.
+    pub fn inspect(gpu: &'g Gpu, plan: &Plan, capacity: u32) -> Result<Session<'g>> {
+        Self::open(gpu, plan, capacity, Mode::Inspect)
+    }
+
+    /// The program a mode runs.
+    fn program_of(plan: &Plan, mode: Mode) -> &Program {
+        match mode {
+            Mode::Inference => &plan.inference,
+            Mode::Training => &plan.training,
+            Mode::Inspect => &plan.inspect,
+        }
+    }
+
+    fn program(&self) -> &Program {
+        Self::program_of(&self.plan, self.mode)
+    }
+
+    /// Opens `plan`'s program for `mode`, allocating exactly its buffers at `capacity` images.
+    pub fn open(gpu: &'g Gpu, plan: &Plan, capacity: u32, mode: Mode) -> Result<Session<'g>> {
         let capacity = capacity.clamp(1, plan.micro_batch.max(1));
         let classes = u64::from(plan.classes());
+        let program = Self::program_of(plan, mode);
         gpu.checked("creating buffers and pipelines", || {
-            let per_batch = |a: &alexnet_plan::Activation| a.elems_per_image() * u64::from(capacity) * 4;
-            let activations: Vec<wgpu::Buffer> =
-                plan.activations.iter().map(|a| storage(gpu, &a.name, per_batch(a), wgpu::BufferUsages::empty())).collect();
-            let params = param_buffers(gpu, plan, "");
-            // Gradients of activations: only those some kernel binds.
-            let grads: Vec<Option<wgpu::Buffer>> = plan
-                .activations
+            let buffers: Vec<wgpu::Buffer> = program
+                .buffers
                 .iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    let used = train && plan.kernels.iter().any(|k| k.bindings.iter().any(|b| matches!(*b, Binding::Grad { index, .. } if index as usize == i)));
-                    used.then(|| storage(gpu, &format!("d {}", a.name), per_batch(a), wgpu::BufferUsages::empty()))
+                .map(|b| {
+                    gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(&b.name),
+                        size: b.size.at(u64::from(capacity)).max(16).next_multiple_of(4),
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    })
                 })
                 .collect();
-            let training = train.then(|| Training {
-                param_grads: param_buffers(gpu, plan, " grad"),
-                momentum: param_buffers(gpu, plan, " momentum"),
-                labels: storage(gpu, "labels", u64::from(capacity) * 4, wgpu::BufferUsages::empty()),
-                loss: storage(gpu, "loss", u64::from(capacity) * 4, wgpu::BufferUsages::empty()),
-            });
             let uniform = gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("params"),
                 size: Uniforms::SIZE as u64,
@@ -135,52 +133,60 @@ impl<'g> Session<'g> {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            let mut pipes = Vec::new();
-            for k in plan.kernels.iter() {
-                if !train && k.role != Role::Forward {
-                    pipes.push(None);
-                    continue;
-                }
+            let mut pipes: Vec<Option<(wgpu::ComputePipeline, wgpu::BindGroup)>> = plan.kernels.iter().map(|_| None).collect();
+            for k in program.dispatches() {
+                let kernel = &plan.kernels[k as usize];
                 let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(&k.name),
-                    source: wgpu::ShaderSource::Wgsl(k.wgsl.clone()),
+                    label: Some(&kernel.name),
+                    source: wgpu::ShaderSource::Wgsl(kernel.wgsl.clone()),
                 });
                 let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(&k.name),
+                    label: Some(&kernel.name),
                     layout: None,
                     module: &module,
-                    entry_point: Some(&k.entry_point),
+                    entry_point: Some(&kernel.entry_point),
                     compilation_options: Default::default(),
                     cache: None,
                 });
-                let t = training.as_ref();
-                let entries: Vec<wgpu::BindGroupEntry> = k
+                let entries: Vec<wgpu::BindGroupEntry> = kernel
                     .bindings
                     .iter()
                     .enumerate()
                     .map(|(i, b)| {
-                        let buffer = match *b {
-                            Binding::Uniform => &uniform,
-                            Binding::Activation { index, .. } => &activations[index as usize],
-                            Binding::Param { index, part } | Binding::ParamMut { index, part } => &params[index as usize][part as usize],
-                            Binding::Grad { index, .. } => grads[index as usize].as_ref().expect("allocated for every bound gradient"),
-                            Binding::ParamGrad { index, part, .. } => &t.expect("training").param_grads[index as usize][part as usize],
-                            Binding::Momentum { index, part } => &t.expect("training").momentum[index as usize][part as usize],
-                            Binding::Labels => &t.expect("training").labels,
-                            Binding::Loss => &t.expect("training").loss,
+                        let resource = match b.tensor() {
+                            None => uniform.as_entire_binding(),
+                            Some(t) => {
+                                let (buffer, offset, size) = slot(program, &buffers, t, capacity).expect("the plan places every bound tensor");
+                                wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(size.max(4)) })
+                            }
                         };
-                        wgpu::BindGroupEntry { binding: i as u32, resource: buffer.as_entire_binding() }
+                        wgpu::BindGroupEntry { binding: i as u32, resource }
                     })
                     .collect();
                 let group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(&k.name),
+                    label: Some(&kernel.name),
                     layout: &pipeline.get_bind_group_layout(0),
                     entries: &entries,
                 });
-                pipes.push(Some((pipeline, group)));
+                pipes[k as usize] = Some((pipeline, group));
             }
-            Session { gpu, plan: plan.clone(), capacity, activations, params, uniform, pipes, staging, has_weights: false, training }
+            Session { gpu, plan: plan.clone(), mode, capacity, buffers, uniform, pipes, staging, has_weights: false }
         })
+    }
+
+    /// The buffer, byte offset and byte size of `tensor` in this session.
+    fn slot(&self, tensor: Tensor) -> Option<(&wgpu::Buffer, u64, u64)> {
+        slot(self.program(), &self.buffers, tensor, self.capacity)
+    }
+
+    /// Like [`Session::slot`], for tensors every session of its mode holds.
+    fn held(&self, tensor: Tensor) -> Result<(&wgpu::Buffer, u64, u64)> {
+        self.slot(tensor).ok_or_else(|| Error::NotKept { tensor: format!("{tensor:?}") })
+    }
+
+    /// Bytes of GPU memory the session's buffers take.
+    pub fn memory(&self) -> u64 {
+        self.buffers.iter().map(|b| b.size()).sum()
     }
 
     /// Images per GPU pass.
@@ -191,7 +197,7 @@ impl<'g> Session<'g> {
     /// Uploads `weights`; on a mismatch nothing on the GPU changes.
     pub fn load_weights(&mut self, weights: &Weights) -> Result<()> {
         weights.check(&self.plan)?;
-        write_params(self.gpu, &self.plan, &weights.tensors, &self.params);
+        self.write_params(&weights.tensors, |index, part| Tensor::Param { index, part })?;
         self.has_weights = true;
         Ok(())
     }
@@ -237,15 +243,18 @@ impl<'g> Session<'g> {
         let classes = self.plan.classes() as u64;
         let half = classes * u64::from(self.capacity) * 4;
         let bytes = classes * n as u64 * 4;
+        let (input_buf, input_at, _) = self.held(Tensor::Activation(self.plan.input_activation))?;
+        let (logits_buf, logits_at, _) = self.held(Tensor::Activation(self.plan.logits_activation))?;
+        let probs = self.plan.probs_activation.map(|p| self.held(Tensor::Activation(p))).transpose()?;
         let index = gpu.checked("running the forward pass", || {
-            gpu.queue.write_buffer(&self.activations[self.plan.input_activation as usize], 0, bytemuck::cast_slice(input));
+            gpu.queue.write_buffer(input_buf, input_at, bytemuck::cast_slice(input));
             let uniforms = Uniforms { batch: n as u32, ..Uniforms::default() };
             gpu.queue.write_buffer(&self.uniform, 0, &uniforms.to_bytes());
             let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
             self.record(&mut encoder, n, |k| k.role == Role::Forward);
-            encoder.copy_buffer_to_buffer(&self.activations[self.plan.logits_activation as usize], 0, &self.staging, 0, bytes);
-            if let Some(p) = self.plan.probs_activation {
-                encoder.copy_buffer_to_buffer(&self.activations[p as usize], 0, &self.staging, half, bytes);
+            encoder.copy_buffer_to_buffer(logits_buf, logits_at, &self.staging, 0, bytes);
+            if let Some((probs_buf, probs_at, _)) = probs {
+                encoder.copy_buffer_to_buffer(probs_buf, probs_at, &self.staging, half, bytes);
             }
             gpu.queue.submit([encoder.finish()])
         })?;
@@ -258,18 +267,32 @@ impl<'g> Session<'g> {
         Ok((logits, probs))
     }
 
-    /// Records, in one compute pass, every kernel that `run` accepts, in plan order.
-    fn record(&self, encoder: &mut wgpu::CommandEncoder, n: usize, run: impl Fn(&alexnet_plan::Kernel) -> bool) {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("plan"), timestamp_writes: None });
+    /// Records the program's steps whose kernels `run` accepts, in order: consecutive
+    /// dispatches share a compute pass, copies go between passes.
+    fn record(&self, encoder: &mut wgpu::CommandEncoder, n: usize, run: impl Fn(&Kernel) -> bool) {
         let max_x = self.plan.limits.max_compute_workgroups_per_dimension;
-        for (k, pipe) in self.plan.kernels.iter().zip(&self.pipes) {
-            let Some((pipeline, group)) = pipe.as_ref().filter(|_| run(k)) else { continue };
-            let groups = k.workgroups(n as u64);
-            let x = groups.min(u64::from(max_x)) as u32;
-            let y = groups.div_ceil(u64::from(x)) as u32;
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, group, &[]);
-            pass.dispatch_workgroups(x, y, 1);
+        let mut pass: Option<wgpu::ComputePass<'static>> = None;
+        for step in self.program().steps.iter() {
+            match *step {
+                Step::Dispatch(k) => {
+                    let kernel = &self.plan.kernels[k as usize];
+                    let Some((pipeline, group)) = self.pipes[k as usize].as_ref().filter(|_| run(kernel)) else { continue };
+                    let groups = kernel.workgroups(n as u64);
+                    let x = groups.min(u64::from(max_x)) as u32;
+                    let y = groups.div_ceil(u64::from(x)) as u32;
+                    let pass = pass.get_or_insert_with(|| {
+                        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("plan"), timestamp_writes: None }).forget_lifetime()
+                    });
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, group, &[]);
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+                Step::Copy { from, to, bytes } => {
+                    drop(pass.take());
+                    let (Some((src, src_at, _)), Some((dst, dst_at, _))) = (self.slot(from), self.slot(to)) else { continue };
+                    encoder.copy_buffer_to_buffer(src, src_at, dst, dst_at, bytes.at(n as u64));
+                }
+            }
         }
     }
 
@@ -278,7 +301,9 @@ impl<'g> Session<'g> {
     /// parameter. A batch larger than the capacity runs as micro-batches whose gradients add
     /// up before the one update, so the result does not depend on the capacity.
     pub fn train_step(&mut self, input: &[f32], labels: &[u32], batch: usize, config: &StepConfig) -> Result<StepOutput> {
-        let training = self.training.as_ref().ok_or(Error::NotTraining)?;
+        if self.mode != Mode::Training {
+            return Err(Error::NotTraining);
+        }
         if !self.has_weights {
             return Err(Error::NoWeights);
         }
@@ -311,9 +336,13 @@ impl<'g> Session<'g> {
             };
             let logit_bytes = u64::from(classes) * n as u64 * 4;
             let loss_at = 2 * u64::from(classes) * u64::from(self.capacity) * 4;
+            let (input_buf, input_at, _) = self.held(Tensor::Activation(self.plan.input_activation))?;
+            let (labels_buf, labels_at, _) = self.held(Tensor::Labels)?;
+            let (logits_buf, logits_at, _) = self.held(Tensor::Activation(self.plan.logits_activation))?;
+            let (loss_buf, loss_buf_at, _) = self.held(Tensor::Loss)?;
             let index = gpu.checked("running a training step", || {
-                gpu.queue.write_buffer(&self.activations[self.plan.input_activation as usize], 0, bytemuck::cast_slice(&input[first * per_image..(first + n) * per_image]));
-                gpu.queue.write_buffer(&training.labels, 0, bytemuck::cast_slice(&labels[first..first + n]));
+                gpu.queue.write_buffer(input_buf, input_at, bytemuck::cast_slice(&input[first * per_image..(first + n) * per_image]));
+                gpu.queue.write_buffer(labels_buf, labels_at, bytemuck::cast_slice(&labels[first..first + n]));
                 gpu.queue.write_buffer(&self.uniform, 0, &uniforms.to_bytes());
                 let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
                 let dropout = |k: &alexnet_plan::Kernel| matches!(self.plan.nodes[k.node as usize].op, NodeOp::Dropout(_));
@@ -323,8 +352,8 @@ impl<'g> Session<'g> {
                     Role::Dropout | Role::Backward(_) => config.dropout || !dropout(k),
                     Role::Update => last,
                 });
-                encoder.copy_buffer_to_buffer(&self.activations[self.plan.logits_activation as usize], 0, &self.staging, 0, logit_bytes);
-                encoder.copy_buffer_to_buffer(&training.loss, 0, &self.staging, loss_at, n as u64 * 4);
+                encoder.copy_buffer_to_buffer(logits_buf, logits_at, &self.staging, 0, logit_bytes);
+                encoder.copy_buffer_to_buffer(loss_buf, loss_buf_at, &self.staging, loss_at, n as u64 * 4);
                 gpu.queue.submit([encoder.finish()])
             })?;
             gpu.wait(index)?;
@@ -344,16 +373,15 @@ impl<'g> Session<'g> {
         }
         let gpu = self.gpu;
         let uniforms = Uniforms { batch: batch as u32, lr: 0.0, momentum: 0.0, grad_scale: 1.0 / batch as f32, ..Uniforms::default() };
-        gpu.queue.write_buffer(&self.activations[self.plan.input_activation as usize], 0, bytemuck::cast_slice(input));
-        if let Some(t) = &self.training {
-            gpu.queue.write_buffer(&t.labels, 0, bytemuck::cast_slice(labels));
+        let (input_buf, input_at, _) = self.held(Tensor::Activation(self.plan.input_activation))?;
+        gpu.queue.write_buffer(input_buf, input_at, bytemuck::cast_slice(input));
+        if let Some((labels_buf, labels_at, _)) = self.slot(Tensor::Labels) {
+            gpu.queue.write_buffer(labels_buf, labels_at, bytemuck::cast_slice(labels));
         }
         gpu.queue.write_buffer(&self.uniform, 0, &uniforms.to_bytes());
         let mut times = Vec::new();
-        for (i, k) in self.plan.kernels.iter().enumerate() {
-            if self.pipes[i].is_none() {
-                continue;
-            }
+        for i in self.program().dispatches() {
+            let k = &self.plan.kernels[i as usize];
             let start = std::time::Instant::now();
             let index = gpu.checked("profiling", || {
                 let mut encoder = gpu.device.create_command_encoder(&Default::default());
@@ -366,40 +394,65 @@ impl<'g> Session<'g> {
         Ok(times)
     }
 
-    /// Copies a list of part buffers of every parameter back into whole tensors.
-    fn read_params(&self, buffers: &[Vec<wgpu::Buffer>]) -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(buffers.len());
-        for (p, bufs) in self.plan.params.iter().zip(buffers) {
+    /// Reads every part of every parameter-shaped tensor (`which(index, part)`) back into
+    /// whole tensors.
+    fn read_params(&self, which: impl Fn(u32, u32) -> Tensor) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(self.plan.params.len());
+        for (index, p) in self.plan.params.iter().enumerate() {
             let mut t = Vec::with_capacity(p.elems() as usize);
-            for (part, buf) in p.parts.iter().zip(bufs) {
-                t.extend(read_whole(self.gpu, buf, u64::from(part.rows) * p.row_elems() * 4)?);
+            for part in 0..p.parts.len() as u32 {
+                let (buf, at, bytes) = self.held(which(index as u32, part))?;
+                t.extend(read_range(self.gpu, buf, at, bytes)?);
             }
             out.push(t);
         }
         Ok(out)
     }
 
+    /// Uploads whole tensors into the parts of a parameter-shaped tensor.
+    fn write_params(&self, tensors: &[Vec<f32>], which: impl Fn(u32, u32) -> Tensor) -> Result<()> {
+        for (index, (p, t)) in self.plan.params.iter().zip(tensors).enumerate() {
+            let row = p.row_elems() as usize;
+            for (i, part) in p.parts.iter().enumerate() {
+                let (buf, at, _) = self.held(which(index as u32, i as u32))?;
+                let start = part.start as usize * row;
+                let end = start + part.rows as usize * row;
+                self.gpu.queue.write_buffer(buf, at, bytemuck::cast_slice(&t[start..end]));
+            }
+        }
+        Ok(())
+    }
+
     /// The weights now on the GPU.
     pub fn read_weights(&self) -> Result<Weights> {
-        Ok(Weights { tensors: self.read_params(&self.params)? })
+        Ok(Weights { tensors: self.read_params(|index, part| Tensor::Param { index, part })? })
     }
 
     /// The optimiser's momentum, one tensor per parameter.
     pub fn read_momentum(&self) -> Result<Vec<Vec<f32>>> {
-        self.read_params(&self.training.as_ref().ok_or(Error::NotTraining)?.momentum)
+        self.training_only()?;
+        self.read_params(|index, part| Tensor::Momentum { index, part })
     }
 
     /// The gradients of the last training step, one tensor per parameter.
     pub fn read_param_grads(&self) -> Result<Vec<Vec<f32>>> {
-        self.read_params(&self.training.as_ref().ok_or(Error::NotTraining)?.param_grads)
+        self.training_only()?;
+        self.read_params(|index, part| Tensor::ParamGrad { index, part })
     }
 
     /// Sets the momentum (as read by [`Session::read_momentum`]); checked like weights.
     pub fn write_momentum(&mut self, momentum: &[Vec<f32>]) -> Result<()> {
-        let training = self.training.as_ref().ok_or(Error::NotTraining)?;
+        self.training_only()?;
         Weights { tensors: momentum.to_vec() }.check(&self.plan)?;
-        write_params(self.gpu, &self.plan, momentum, &training.momentum);
-        Ok(())
+        self.write_params(momentum, |index, part| Tensor::Momentum { index, part })
+    }
+
+    fn training_only(&self) -> Result<()> {
+        if self.mode == Mode::Training {
+            Ok(())
+        } else {
+            Err(Error::NotTraining)
+        }
     }
 
     /// Maps `bytes` of the staging buffer at `offset` and copies them out.
@@ -408,27 +461,29 @@ impl<'g> Session<'g> {
     }
 
     /// Reads the first `batch` images of activation `index` after a forward pass (for tests
-    /// and debugging; it allocates a staging buffer).
+    /// and debugging; it allocates a staging buffer). Every activation is kept only by an
+    /// [`Session::inspect`] session; others keep the input and the outputs.
     pub fn read_activation(&self, index: u32, batch: usize) -> Result<Vec<f32>> {
-        let a = &self.plan.activations[index as usize];
-        read_whole(self.gpu, &self.activations[index as usize], a.elems_per_image() * batch as u64 * 4)
-    }
-}
-
-/// Uploads whole tensors into their part buffers.
-fn write_params(gpu: &Gpu, plan: &Plan, tensors: &[Vec<f32>], buffers: &[Vec<wgpu::Buffer>]) {
-    for ((p, t), bufs) in plan.params.iter().zip(tensors).zip(buffers) {
-        let row = p.row_elems() as usize;
-        for (part, buf) in p.parts.iter().zip(bufs) {
-            let start = part.start as usize * row;
-            let end = start + part.rows as usize * row;
-            gpu.queue.write_buffer(buf, 0, bytemuck::cast_slice(&t[start..end]));
+        let a = self.plan.activations.get(index as usize).ok_or_else(|| Error::NotKept { tensor: format!("activation {index}") })?;
+        let keeps_all = self.mode == Mode::Inspect;
+        let is_io = index == self.plan.input_activation || index == self.plan.logits_activation || Some(index) == self.plan.probs_activation;
+        if !keeps_all && !is_io {
+            return Err(Error::NotKept { tensor: a.name.to_string() });
         }
+        let (buf, at, _) = self.held(Tensor::Activation(index))?;
+        read_range(self.gpu, buf, at, a.elems_per_image() * batch as u64 * 4)
     }
 }
 
-/// Copies the first `bytes` of a storage buffer back through a temporary staging buffer.
-fn read_whole(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
+/// The buffer, offset and size of `tensor` in `program` at `capacity` images.
+fn slot<'b>(program: &Program, buffers: &'b [wgpu::Buffer], tensor: Tensor, capacity: u32) -> Option<(&'b wgpu::Buffer, u64, u64)> {
+    let p = program.placement(tensor)?;
+    let batch = u64::from(capacity);
+    Some((&buffers[p.buffer as usize], p.offset.at(batch), p.size.at(batch)))
+}
+
+/// Copies `bytes` of a storage buffer at `offset` back through a temporary staging buffer.
+fn read_range(gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<f32>> {
     let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("readback"),
         size: bytes.max(4),
@@ -436,7 +491,7 @@ fn read_whole(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> 
         mapped_at_creation: false,
     });
     let mut encoder = gpu.device.create_command_encoder(&Default::default());
-    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+    encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
     let submission = gpu.queue.submit([encoder.finish()]);
     gpu.wait(submission)?;
     read_buffer(gpu, &staging, 0, bytes)

@@ -1,4 +1,5 @@
-//! The GPU path agrees with the CPU reference (f64) for every op and every built-in net.
+//! The GPU path agrees with the CPU reference (f64) for every op and every built-in net, and
+//! the fused inference program agrees with the per-op one.
 
 use alexnet::models::{AlexNet, AlexNetMini, AlexNetTorchvision};
 use alexnet::runtime::reference;
@@ -7,28 +8,38 @@ use alexnet_tests::{gpu, he_weights, random_input, rel_err};
 
 const TOL: f64 = 1e-4;
 
-/// Runs `plan` on the GPU and the CPU; checks every activation, logits and probabilities.
+/// Runs `plan` on the GPU and the CPU: the inspect program (one kernel per op) activation by
+/// activation, and the inference program (fused, buffers reused) by its logits and
+/// probabilities, against the reference and against the inspect program.
 fn check_all_activations(plan: &Plan, batch: usize, capacity: u32) {
     let gpu = gpu(plan);
     let weights = he_weights(plan, 7);
     let input = random_input(plan, batch, 11);
-    let mut session = Session::new(&gpu, plan, capacity).unwrap();
-    session.load_weights(&weights).unwrap();
-    let out = session.forward(&input, batch).unwrap();
+    let mut inspect = Session::inspect(&gpu, plan, capacity).unwrap();
+    inspect.load_weights(&weights).unwrap();
+    let per_op = inspect.forward(&input, batch).unwrap();
     let want = reference::activations(plan, &weights, &input, batch);
-    if batch as u32 <= session.capacity() {
+    if batch as u32 <= inspect.capacity() {
         for (i, a) in plan.activations.iter().enumerate() {
-            let got = session.read_activation(i as u32, batch).unwrap();
+            let got = inspect.read_activation(i as u32, batch).unwrap();
             let err = rel_err(&got, &want[i]);
             assert!(err < TOL, "{}: activation `{}` differs by {err:e}", plan.name, a.name);
         }
     }
     let logits = &want[plan.logits_activation as usize];
-    let err = rel_err(&out.logits, logits);
-    assert!(err < TOL, "{}: logits differ by {err:e}", plan.name);
     let probs = reference::forward(plan, &weights, &input, batch).probs;
     let probs64: Vec<f64> = probs.iter().map(|&p| f64::from(p)).collect();
-    assert!(rel_err(&out.probs, &probs64) < TOL, "{}: probabilities differ", plan.name);
+    let mut fused = Session::new(&gpu, plan, capacity).unwrap();
+    fused.load_weights(&weights).unwrap();
+    let out = fused.forward(&input, batch).unwrap();
+    for (what, out) in [("per-op", &per_op), ("fused", &out)] {
+        let err = rel_err(&out.logits, logits);
+        assert!(err < TOL, "{}: {what} logits differ from the reference by {err:e}", plan.name);
+        assert!(rel_err(&out.probs, &probs64) < TOL, "{}: {what} probabilities differ", plan.name);
+    }
+    let per_op64: Vec<f64> = per_op.logits.iter().map(|&v| f64::from(v)).collect();
+    let err = rel_err(&out.logits, &per_op64);
+    assert!(err < 1e-5, "{}: fused logits differ from the per-op program's by {err:e}", plan.name);
 }
 
 alexnet! {
@@ -68,6 +79,78 @@ alexnet! {
     }
 }
 
+alexnet! {
+    /// Fused blocks whose LRN channel windows and overlapping pooling windows straddle the
+    /// kernel's tiles: more channels than one tile, odd channel counts and spatial sizes,
+    /// groups whose boundary falls inside a tile, padded pooling, pool before LRN, a block
+    /// without ReLU, and a 256 KiB binding limit, so that a batch of 5 crosses the micro-batch.
+    Straddle {
+        input: [4, 23, 19],
+        max_batch: 6,
+        binding_limit: 262144,
+        a: conv(70, k = 3, p = 1, groups = 2) -> relu -> lrn(n = 5, alpha = 0.5, beta = 0.75, k = 1) -> maxpool(k = 3, s = 2, p = 1),
+        b: conv(66, k = 3, p = 1, groups = 2) -> maxpool(k = 2, s = 2) -> lrn(n = 3, alpha = 0.3, beta = 0.75, k = 2),
+        c: conv(9, k = 3) -> relu -> maxpool(k = 2, s = 1),
+        d: conv(13, k = 1) -> lrn(n = 5, alpha = 0.2, beta = 0.6, k = 1),
+        fc: linear(7) -> relu,
+        out: linear(5) -> softmax,
+    }
+}
+
+alexnet! {
+    /// The same net with fusion off: inference runs one kernel per op.
+    StraddleUnfused {
+        input: [4, 23, 19],
+        max_batch: 6,
+        binding_limit: 262144,
+        fusion: off,
+        a: conv(70, k = 3, p = 1, groups = 2) -> relu -> lrn(n = 5, alpha = 0.5, beta = 0.75, k = 1) -> maxpool(k = 3, s = 2, p = 1),
+        b: conv(66, k = 3, p = 1, groups = 2) -> maxpool(k = 2, s = 2) -> lrn(n = 3, alpha = 0.3, beta = 0.75, k = 2),
+        c: conv(9, k = 3) -> relu -> maxpool(k = 2, s = 1),
+        d: conv(13, k = 1) -> lrn(n = 5, alpha = 0.2, beta = 0.6, k = 1),
+        fc: linear(7) -> relu,
+        out: linear(5) -> softmax,
+    }
+}
+
+/// Names of the kernels a program dispatches.
+fn dispatched(plan: &Plan, program: &alexnet::plan::Program) -> Vec<String> {
+    program.dispatches().map(|k| plan.kernels[k as usize].name.to_string()).collect()
+}
+
+#[test]
+fn fused_blocks_agree_across_tile_group_and_image_borders() {
+    let plan = &Straddle::PLAN;
+    assert!(plan.micro_batch < 5, "the binding limit should cut a batch of 5, got {}", plan.micro_batch);
+    assert_eq!(dispatched(plan, &plan.inference), ["a_fused_fwd", "b_fused_fwd", "c_fused_fwd", "d_fused_fwd", "fc_fused_fwd", "out_fused_fwd"]);
+    for name in ["a_fused_fwd", "b_fused_fwd"] {
+        let k = plan.kernels.iter().find(|k| k.name == name).unwrap();
+        let alexnet::plan::Algo::ConvBlock { channels, .. } = k.algo else { panic!("{name} is not a conv block: {:?}", k.algo) };
+        assert!(channels < 66, "{name}: its channels should need more than one tile");
+    }
+    check_all_activations(plan, 5, 5);
+    check_all_activations(plan, 2, 2);
+}
+
+#[test]
+fn fusion_off_runs_one_kernel_per_op_and_gives_the_same_logits() {
+    let (on, off) = (&Straddle::PLAN, &StraddleUnfused::PLAN);
+    assert!(on.fused && !off.fused);
+    assert_eq!(dispatched(off, &off.inference), dispatched(off, &off.inspect));
+    assert!(off.kernels.iter().all(|k| k.covers.len() == 1), "no kernel of an unfused plan covers several nodes");
+    let gpu = gpu(on);
+    let weights = he_weights(on, 3);
+    let input = random_input(on, 3, 5);
+    let run = |plan: &Plan| {
+        let mut s = Session::new(&gpu, plan, 3).unwrap();
+        s.load_weights(&weights).unwrap();
+        s.forward(&input, 3).unwrap().logits
+    };
+    let unfused: Vec<f64> = run(off).iter().map(|&v| f64::from(v)).collect();
+    let err = rel_err(&run(on), &unfused);
+    assert!(err < 1e-5, "fused and unfused logits differ by {err:e}");
+}
+
 #[test]
 fn dispatches_past_65535_workgroups_agree() {
     let plan = &Wide::PLAN;
@@ -89,9 +172,9 @@ fn split_weights_and_micro_batches_agree() {
     assert!(plan.param("fc.weight").unwrap().parts.len() > 1, "fc.weight should be split");
     // An unsplit conv runs tiled; a split one keeps an invocation per output.
     assert!(plan.param("c2.weight").unwrap().parts.len() > 1, "c2.weight should be split");
-    let dispatch = |name: &str| plan.kernels.iter().find(|k| k.name == name).unwrap().dispatch;
-    assert!(matches!(dispatch("c1_fwd"), alexnet::plan::Dispatch::Tiles { .. }));
-    assert!(matches!(dispatch("c2_fwd_part0"), alexnet::plan::Dispatch::PerInvocation));
+    let algo = |name: &str| plan.kernels.iter().find(|k| k.name == name).unwrap().algo;
+    assert!(matches!(algo("c1_fwd"), alexnet::plan::Algo::TiledGemm(_)));
+    assert!(matches!(algo("c2_fwd_part0"), alexnet::plan::Algo::PerElement { .. }));
     check_all_activations(plan, 16, 16);
     check_all_activations(plan, 2, 16);
 }

@@ -6,8 +6,7 @@
 //! batch inside one invocation; a later micro-batch adds to them (`params.accumulate`).
 
 use super::writer::Writer;
-use crate::valid::WORKGROUP;
-use alexnet_plan::{Dispatch, Kernel, NodeOp, Plan, Role, Wrt};
+use alexnet_plan::{Algo, Dispatch, Kernel, NodeOp, Plan, Role, Wrt};
 
 /// Writes `main` of a training kernel; the op's constants are already declared.
 pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
@@ -18,14 +17,18 @@ pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     if let (NodeOp::Lrn(_), Role::Backward(Wrt::Input)) = (node.op, kernel.role) {
         lrn_denominator(w);
     }
-    let tiled = matches!(kernel.dispatch, Dispatch::Tiles { .. });
-    // A conv weight gradient scheduled with the tiled workgroup size is the tiled GEMM.
-    let tiled_weight = matches!((kernel.role, node.op), (Role::Backward(Wrt::Weight), NodeOp::Conv(_))) && kernel.workgroup_size > WORKGROUP;
-    if tiled || tiled_weight {
-        super::tiled_conv_decls(w);
+    let tile = match kernel.algo {
+        Algo::TiledGemm(tile) => Some(tile),
+        Algo::PerElement { .. } | Algo::RowReduce { .. } | Algo::PerImage { .. } | Algo::ConvBlock { .. } => None,
+    };
+    // A tiled conv weight gradient reduces over pixels; a tiled input gradient is a convolution.
+    let tiled_weight = tile.is_some() && kernel.role == Role::Backward(Wrt::Weight);
+    let tiled = tile.is_some() && !tiled_weight;
+    if let Some(tile) = tile {
+        super::tiled_conv_decls(w, tile, 0);
     }
     w.line("");
-    w.line(format!("@compute @workgroup_size({})", kernel.workgroup_size));
+    w.line("@compute @workgroup_size(WG)");
     w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
     if tiled || tiled_weight {
         if tiled {
@@ -175,8 +178,8 @@ fn conv_weight_tiled(w: &mut Writer) {
         .line("let m0 = ((tile % (MT * nt)) / nt) * TM;")
         .line("let n0 = (tile % nt) * TN;")
         .line("let rtotal = params.batch * OH * OW;")
-        .line("let tx = lid % 16u;")
-        .line("let ty = lid / 16u;");
+        .line("let tx = lid % TX;")
+        .line("let ty = lid / TX;");
     for i in 0..4 {
         for j in 0..4 {
             w.line(format!("var acc{i}{j} = 0.0;"));
@@ -187,8 +190,8 @@ fn conv_weight_tiled(w: &mut Writer) {
     w.open("for (var r1 = 0u; r1 < rtotal; r1 += TK * 4096u)");
     w.open("for (var r0 = r1; r0 < min(rtotal, r1 + TK * 4096u); r0 += TK)");
     w.line("// dy of (output channel m0 + mm, batch pixel r0 + kk).");
-    w.open("for (var q = 0u; q < 4u; q++)")
-        .line("let e = lid + q * 256u;")
+    w.open("for (var q = 0u; q < TK * TM / WG; q++)")
+        .line("let e = lid + q * WG;")
         .line("let mm = e % TM;")
         .line("let kk = e / TM;")
         .line("let r = r0 + kk;")
@@ -196,11 +199,11 @@ fn conv_weight_tiled(w: &mut Writer) {
         .open("if (m0 + mm < OCG && r < rtotal)")
         .line("v = dy[((r / (OH * OW)) * OC + g * OCG + m0 + mm) * OH * OW + r % (OH * OW)];")
         .close()
-        .line("a_tile[kk * TM + mm] = v;")
+        .line("smem[kk * TM + mm] = v;")
         .close();
     w.line("// The input under weight column n0 + nn at batch pixel r0 + kk.");
-    w.open("for (var q = 0u; q < 4u; q++)")
-        .line("let e = lid + q * 256u;")
+    w.open("for (var q = 0u; q < TK * TN / WG; q++)")
+        .line("let e = lid + q * WG;")
         .line("let nn = e % TN;")
         .line("let kk = e / TN;")
         .line("let r = r0 + kk;")
@@ -215,22 +218,10 @@ fn conv_weight_tiled(w: &mut Writer) {
         .line("v = x[((n * IC + g * ICG + k / (K * K)) * IH + u32(iy)) * IW + u32(ix)];")
         .close()
         .close()
-        .line("b_tile[kk * TN + nn] = v;")
+        .line("smem[B0 + kk * TN + nn] = v;")
         .close();
     w.line("workgroupBarrier();");
-    w.open("for (var kk = 0u; kk < TK; kk++)");
-    for i in 0..4 {
-        w.line(format!("let a{i} = a_tile[kk * TM + ty * 4u + {i}u];"));
-    }
-    for j in 0..4 {
-        w.line(format!("let b{j} = b_tile[kk * TN + tx * 4u + {j}u];"));
-    }
-    for i in 0..4 {
-        for j in 0..4 {
-            w.line(format!("acc{i}{j} += a{i} * b{j};"));
-        }
-    }
-    w.close();
+    super::fma_block(w);
     w.line("workgroupBarrier();");
     w.close().close();
     for i in 0..4 {

@@ -1,0 +1,101 @@
+//! Fusion: groups the forward chain of each layer into the kernels inference runs.
+//!
+//! A scheduling decision over chains of nodes, written as a table of slice patterns; the IR,
+//! the CPU reference and autodiff stay per-op. Training and the inspect program keep one
+//! kernel per op (backward reads the intermediate activations); inference runs the groups.
+//! Dropout is the identity at inference, so a group covers it without computing anything.
+//! Fusion never crosses a layer, so a group is at most one layer's block.
+
+use alexnet_plan::{Node, NodeOp};
+
+/// One kernel's worth of forward nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// A convolution, then optionally ReLU, then LRN and max-pool in either order (each
+    /// optional), in one kernel. `post` lists the LRN/pool nodes in order.
+    ConvBlock { conv: u32, relu: Option<u32>, post: Vec<u32>, dropouts: Vec<u32> },
+    /// A linear layer with ReLU in its epilogue.
+    LinearRelu { linear: u32, relu: u32, dropouts: Vec<u32> },
+    /// A linear layer and the softmax over its outputs, one workgroup per image.
+    LinearSoftmax { linear: u32, softmax: u32, dropouts: Vec<u32> },
+    /// An op on its own.
+    Single(u32),
+    /// Nodes that compute nothing at inference (dropout).
+    Identity(u32),
+}
+
+impl Group {
+    /// The nodes the group covers, in order.
+    pub fn covers(&self) -> Vec<u32> {
+        let mut v = match self {
+            Group::ConvBlock { conv, relu, post, dropouts } => {
+                let mut v = vec![*conv];
+                v.extend(relu);
+                v.extend(post);
+                v.extend(dropouts);
+                v
+            }
+            Group::LinearRelu { linear, relu, dropouts } => [vec![*linear, *relu], dropouts.clone()].concat(),
+            Group::LinearSoftmax { linear, softmax, dropouts } => [vec![*linear, *softmax], dropouts.clone()].concat(),
+            Group::Single(n) | Group::Identity(n) => vec![*n],
+        };
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Groups `nodes` (the plan's forward nodes, in order) for inference; with `enabled` false
+/// every op is its own group.
+pub fn fuse(nodes: &[Node], enabled: bool) -> Vec<Group> {
+    let mut groups = Vec::new();
+    let mut i = 0;
+    while i < nodes.len() {
+        let layer = &nodes[i].layer;
+        let end = i + nodes[i..].iter().take_while(|n| &n.layer == layer).count();
+        groups.extend(fuse_layer(nodes, i as u32, end as u32, enabled));
+        i = end;
+    }
+    groups
+}
+
+/// The groups of one layer's nodes `start..end`.
+fn fuse_layer(nodes: &[Node], start: u32, end: u32, enabled: bool) -> Vec<Group> {
+    // Dropout computes nothing at inference: it joins whatever group precedes it.
+    let (ops, dropouts): (Vec<u32>, Vec<u32>) = (start..end).partition(|&n| !matches!(nodes[n as usize].op, NodeOp::Dropout(_)));
+    if !enabled {
+        let mut groups: Vec<Group> = ops.into_iter().map(Group::Single).collect();
+        groups.extend(dropouts.into_iter().map(Group::Identity));
+        return groups;
+    }
+    let op = |n: &u32| nodes[*n as usize].op;
+    let kinds: Vec<NodeOp> = ops.iter().map(op).collect();
+    let group = match (kinds.as_slice(), ops.as_slice()) {
+        ([NodeOp::Conv(_), NodeOp::Relu, rest @ ..], [conv, relu, post @ ..]) if block_tail(rest) => {
+            Some(Group::ConvBlock { conv: *conv, relu: Some(*relu), post: post.to_vec(), dropouts: dropouts.clone() })
+        }
+        ([NodeOp::Conv(_), rest @ ..], [conv, post @ ..]) if block_tail(rest) && !rest.is_empty() => {
+            Some(Group::ConvBlock { conv: *conv, relu: None, post: post.to_vec(), dropouts: dropouts.clone() })
+        }
+        ([NodeOp::Linear(_), NodeOp::Relu], [linear, relu]) => Some(Group::LinearRelu { linear: *linear, relu: *relu, dropouts: dropouts.clone() }),
+        ([NodeOp::Linear(_), NodeOp::Softmax], [linear, softmax]) => {
+            Some(Group::LinearSoftmax { linear: *linear, softmax: *softmax, dropouts: dropouts.clone() })
+        }
+        _ => None,
+    };
+    match group {
+        Some(g) => vec![g],
+        None => {
+            let mut groups: Vec<Group> = ops.into_iter().map(Group::Single).collect();
+            groups.extend(dropouts.into_iter().map(Group::Identity));
+            groups
+        }
+    }
+}
+
+/// What may follow conv (+ ReLU) in one block: nothing, LRN, max-pool, or both in either order.
+fn block_tail(ops: &[NodeOp]) -> bool {
+    matches!(
+        ops,
+        [] | [NodeOp::Lrn(_)] | [NodeOp::MaxPool(_)] | [NodeOp::Lrn(_), NodeOp::MaxPool(_)] | [NodeOp::MaxPool(_), NodeOp::Lrn(_)]
+    )
+}

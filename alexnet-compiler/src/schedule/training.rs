@@ -1,0 +1,164 @@
+//! The training kernels: the loss, every gradient `passes::autodiff` added, and the updates.
+//!
+//! One kernel per gradient node (per weight part for conv and linear); a stride-1 conv's input
+//! gradient and an unsplit conv's weight gradient run as tiled GEMMs. The loss comes first,
+//! then the gradients in the graph's order, then every update (an update overwrites weights
+//! that the gradients read).
+
+use super::algo::{self, CONV_GEMM};
+use super::{kernel, op_name};
+use crate::ir::{Graph, NodeId, Op, Wrt};
+use crate::valid::GraphInfo;
+use alexnet_plan as plan;
+use std::collections::BTreeMap;
+
+/// The kernels of the backward graph that `passes::autodiff` added: the loss, then the
+/// gradients in the graph's order, then every update (updates overwrite weights that the
+/// gradients read). Conv and linear kernels run per weight part; an input gradient's later
+/// parts add to the first's.
+pub fn training_kernels(
+    graph: &Graph,
+    info: &GraphInfo,
+    nodes: &[plan::Node],
+    params: &[plan::Param],
+    node_of: &BTreeMap<NodeId, u32>,
+    act_of: &BTreeMap<NodeId, u32>,
+    logits: u32,
+) -> Vec<plan::Kernel> {
+    use plan::Binding as B;
+    let mut backward = Vec::new();
+    let mut updates = Vec::new();
+    for &id in info.order.iter().filter(|&&id| graph.node(id).op.is_training()) {
+        let (of, wrt, update) = match graph.node(id).op {
+            Op::Loss => {
+                // Named after no layer: the loss belongs to the whole network.
+                let producer = nodes.iter().rposition(|n| n.output == logits && !matches!(n.op, plan::NodeOp::Dropout(_)));
+                let index = producer.or(nodes.len().checked_sub(1)).unwrap_or(0) as u32;
+                let bindings = vec![B::Uniform, B::Activation { index: logits, write: false }, B::Labels, B::Grad { index: logits, write: true }, B::Loss];
+                let mut k = kernel(nodes, index, "loss".into(), 1, plan::Role::Loss, bindings);
+                k.layer = "loss".into();
+                backward.push(k);
+                continue;
+            }
+            Op::Grad { of, wrt } => (of, wrt, false),
+            Op::Sgd { of, wrt } => (of, wrt, true),
+            op => unreachable!("{} is not a training op", op.mnemonic()),
+        };
+        let index = node_of[&of];
+        let node = &nodes[index as usize];
+        let layer = &node.layer;
+        let op = op_name(&node.op);
+        let (input, output) = (node.input, node.output);
+        let in_elems = graph.inputs(of).first().and_then(|&s| graph.node(s).shape.as_ref()).map_or(1, |s| s.iter().map(|&d| u64::from(d)).product());
+        debug_assert_eq!(act_of.get(&graph.inputs(of)[0]), Some(&input));
+        let param = match (node.op, wrt) {
+            (plan::NodeOp::Conv(c), Wrt::Weight) => Some(c.weight),
+            (plan::NodeOp::Linear(l), Wrt::Weight) => Some(l.weight),
+            (plan::NodeOp::Conv(plan::ConvNode { bias, .. }) | plan::NodeOp::Linear(plan::LinearNode { bias, .. }), Wrt::Bias) => bias,
+            _ => None,
+        };
+        let plan_wrt = match wrt {
+            Wrt::Input => plan::Wrt::Input,
+            Wrt::Weight => plan::Wrt::Weight,
+            Wrt::Bias => plan::Wrt::Bias,
+        };
+        let short = match wrt {
+            Wrt::Input => "x",
+            Wrt::Weight => "w",
+            Wrt::Bias => "b",
+        };
+        match (param, wrt) {
+            (None, Wrt::Input) => {
+                let weight = match node.op {
+                    plan::NodeOp::Conv(c) => Some(c.weight),
+                    plan::NodeOp::Linear(l) => Some(l.weight),
+                    _ => None,
+                };
+                let role = plan::Role::Backward(plan::Wrt::Input);
+                match weight {
+                    Some(w) => {
+                        let parts = &params[w as usize].parts;
+                        for part in 0..parts.len() as u32 {
+                            let name = part_name(format!("{layer}_{op}_bwd_x"), part, parts.len());
+                            let bindings =
+                                vec![B::Uniform, B::Grad { index: output, write: false }, B::Param { index: w, part }, B::Grad { index: input, write: true }];
+                            let mut k = kernel(nodes, index, name, in_elems, role, bindings);
+                            // Stride 1 with an unsplit weight: a convolution of dy, tiled like the forward
+                            // pass, when a group's input channels fill at least half a 64-row tile.
+                            if let (plan::NodeOp::Conv(c), 1) = (node.op, parts.len()) {
+                                let icg = c.in_channels / c.groups;
+                                if c.stride == 1 && c.pad < c.kernel && icg >= CONV_GEMM.m / 2 {
+                                    k.algo = plan::Algo::TiledGemm(CONV_GEMM);
+                                    k.workgroup_size = CONV_GEMM.threads();
+                                    k.dispatch = algo::gemm_dispatch(CONV_GEMM, c.groups, icg, u64::from(c.in_h * c.in_w));
+                                }
+                            }
+                            backward.push(k);
+                        }
+                    }
+                    None if matches!(node.op, plan::NodeOp::Dropout(_)) => {
+                        let bindings = vec![B::Uniform, B::Grad { index: output, write: true }];
+                        backward.push(kernel(nodes, index, format!("{layer}_dropout_bwd_x"), in_elems, role, bindings));
+                    }
+                    None => {
+                        let threads = if matches!(node.op, plan::NodeOp::Softmax) { 1 } else { in_elems };
+                        let bindings = vec![
+                            B::Uniform,
+                            B::Activation { index: input, write: false },
+                            B::Grad { index: output, write: false },
+                            B::Grad { index: input, write: true },
+                        ];
+                        backward.push(kernel(nodes, index, format!("{layer}_{op}_bwd_x"), threads, role, bindings));
+                    }
+                }
+            }
+            (Some(p), _) => {
+                let param = &params[p as usize];
+                for (part, range) in param.parts.iter().enumerate() {
+                    let part = part as u32;
+                    let elems = u64::from(range.rows) * param.row_elems();
+                    if update {
+                        let name = part_name(format!("{layer}_sgd_{short}"), part, param.parts.len());
+                        let bindings = vec![
+                            B::Uniform,
+                            B::ParamMut { index: p, part },
+                            B::ParamGrad { index: p, part, write: false },
+                            B::Momentum { index: p, part },
+                        ];
+                        updates.push(kernel(nodes, index, name, elems, plan::Role::Update, bindings));
+                    } else {
+                        let name = part_name(format!("{layer}_{op}_bwd_{short}"), part, param.parts.len());
+                        let mut bindings = vec![B::Uniform];
+                        if wrt == Wrt::Weight {
+                            bindings.push(B::Activation { index: input, write: false });
+                        }
+                        bindings.push(B::Grad { index: output, write: false });
+                        bindings.push(B::ParamGrad { index: p, part, write: true });
+                        let mut k = kernel(nodes, index, name, elems, plan::Role::Backward(plan_wrt), bindings);
+                        // An unsplit conv weight's gradient is a GEMM of dy with the input patches,
+                        // reduced over the batch's pixels: a 256-invocation workgroup per 64×64 tile.
+                        if let (plan::NodeOp::Conv(c), Wrt::Weight, 1) = (node.op, wrt, param.parts.len()) {
+                            let tiles = c.groups * (c.out_channels / c.groups).div_ceil(CONV_GEMM.m) * param.row_elems().div_ceil(u64::from(CONV_GEMM.n)) as u32;
+                            k.algo = plan::Algo::TiledGemm(CONV_GEMM);
+                            k.workgroup_size = CONV_GEMM.threads();
+                            k.threads_per_image = u64::from(tiles) * u64::from(CONV_GEMM.threads());
+                        }
+                        backward.push(k);
+                    }
+                }
+            }
+            (None, _) => unreachable!("a parameter gradient of a node without that parameter"),
+        }
+    }
+    backward.extend(updates);
+    backward
+}
+
+/// `base`, or `base_partI` when a parameter has several parts.
+fn part_name(base: String, part: u32, parts: usize) -> String {
+    if parts == 1 {
+        base
+    } else {
+        format!("{base}_part{part}")
+    }
+}
