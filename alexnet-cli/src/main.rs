@@ -5,7 +5,7 @@ mod npy;
 mod plot;
 mod train;
 
-use alexnet::runtime::{data, gpu::list_adapters};
+use alexnet::runtime::{data, gpu::list_adapters, Mode};
 use alexnet::{Gpu, GpuOptions, Plan, Session, Weights};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -55,10 +55,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Emit::Ir)]
         emit: Emit,
     },
-    /// Parameters, multiply-adds and activation memory per layer.
+    /// Parameters, multiply-adds and activations per layer, the memory plan's GPU memory, and
+    /// (with --kernels) every kernel with the nodes it covers, its algorithm, FLOPs and bytes.
     Info {
         #[arg(long, value_parser = model_name)]
         model: String,
+        /// Batch at which memory, FLOPs and bytes are reported.
+        #[arg(long, default_value_t = 128)]
+        batch: u64,
+        /// List the kernels of the inference and training programs.
+        #[arg(long)]
+        kernels: bool,
     },
     /// Train a model on Fashion-MNIST with the paper's SGD recipe, with checkpoints.
     Train(TrainArgs),
@@ -81,6 +88,10 @@ enum Command {
         /// Also time every kernel on its own, slowest first.
         #[arg(long)]
         kernels: bool,
+        /// Run the forward pass with one kernel per op (the plan's inspect program) instead
+        /// of the fused inference program, for comparison.
+        #[arg(long, conflicts_with = "train")]
+        unfused: bool,
         #[command(flatten)]
         device: DeviceArgs,
     },
@@ -302,11 +313,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compile { file, emit } => compile(&file, emit),
-        Command::Info { model } => {
-            info(plan_of(&model));
-            Ok(())
+        Command::Info { model, batch, kernels } => info(plan_of(&model), batch, kernels),
+        Command::Bench { model, batch, iters, train, kernels, unfused, device } => {
+            let mode = if train { Mode::Training } else if unfused { Mode::Inspect } else { Mode::Inference };
+            bench(plan_of(&model), batch, iters, mode, kernels, &device)
         }
-        Command::Bench { model, batch, iters, train, kernels, device } => bench(plan_of(&model), batch, iters, train, kernels, &device),
         Command::Train(args) => train::train(&args),
         Command::Eval(args) => train::eval(&args),
         Command::Step(args) => train::step(&args),
@@ -368,7 +379,10 @@ fn compile(file: &Path, emit: Emit) -> Result<()> {
     }
 }
 
-fn info(plan: &Plan) {
+fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
+    if batch == 0 || batch > u64::from(plan.max_batch) {
+        bail!("--batch must be in 1..={}", plan.max_batch);
+    }
     println!("{} — input {:?}, {} device(s), max batch {} (micro-batch {})", plan.name, plan.input, plan.devices, plan.max_batch, plan.micro_batch);
     println!("{:<8} {:>18} {:>14} {:>12} {:>14}", "layer", "output", "parameters", "M mult-adds", "act. KiB/img");
     for l in plan.layers.iter() {
@@ -377,7 +391,71 @@ fn info(plan: &Plan) {
     }
     let act: u64 = plan.layers.iter().map(|l| l.activation_bytes).sum();
     println!("{:<8} {:>18} {:>14} {:>12.1} {:>14.1}", "total", "", plan.param_count(), plan.macs() as f64 / 1e6, act as f64 / 1024.0);
-    println!("{} kernels; weights {:.1} MiB (f32)", plan.kernels.len(), plan.param_count() as f64 * 4.0 / (1 << 20) as f64);
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    println!(
+        "fusion {}: {} kernels in all, {} dispatches per forward pass; weights {:.1} MiB (f32)",
+        if plan.fused { "on" } else { "off" },
+        plan.kernels.len(),
+        plan.inference.dispatches().count(),
+        mib(plan.param_count() * 4)
+    );
+    // A session runs at most a micro-batch at a time; larger batches reuse its buffers.
+    let pass = batch.min(u64::from(plan.micro_batch));
+    println!("GPU memory at batch {batch} ({pass} images per pass), from the memory plan:");
+    for device in 0..plan.devices {
+        let programs = [("inference", &plan.inference), ("training", &plan.training)];
+        if programs.iter().all(|(_, p)| p.buffers.iter().all(|b| b.device != device)) {
+            println!("  device {device}: nothing placed (every layer runs on device 0 until two-device placement lands)");
+            continue;
+        }
+        for (name, program) in programs {
+            let on_device = |p: &&alexnet::plan::Placement| program.buffers[p.buffer as usize].device == device;
+            let state: u64 = program.placements.iter().filter(on_device).filter(|p| p.tensor.is_state()).map(|p| p.size.at(pass)).sum();
+            let unplanned: u64 = program.placements.iter().filter(on_device).filter(|p| !p.tensor.is_state()).map(|p| p.size.at(pass)).sum();
+            println!(
+                "  device {device} {name:<9} {:>9.1} MiB in {:>3} buffers: {:>8.1} MiB parameters/gradients/momentum, {:>8.1} MiB activations (without reuse {:.1} MiB)",
+                mib(program.memory(device, pass)),
+                program.buffers.iter().filter(|b| b.device == device).count(),
+                mib(state),
+                mib(program.memory(device, pass) - state),
+                mib(unplanned)
+            );
+        }
+    }
+    if kernels {
+        for (name, program) in [("inference", &plan.inference), ("training", &plan.training)] {
+            println!("\n{name} kernels at batch {pass} (per pass):");
+            println!("{:<26} {:<40} {:<44} {:>9} {:>9} {:>9}", "kernel", "covers", "algorithm", "MFLOP", "MB read", "MB write");
+            for k in program.dispatches() {
+                let k = &plan.kernels[k as usize];
+                let covers: Vec<String> = k.covers.iter().map(|&n| format!("{}.{}", plan.nodes[n as usize].layer, node_op_name(&plan.nodes[n as usize].op))).collect();
+                println!(
+                    "{:<26} {:<40} {:<44} {:>9.1} {:>9.2} {:>9.2}",
+                    k.name,
+                    covers.join("+"),
+                    k.algo.describe(),
+                    k.cost.flops.at(pass) as f64 / 1e6,
+                    k.cost.read.at(pass) as f64 / 1e6,
+                    k.cost.written.at(pass) as f64 / 1e6
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The op's name as the IR dump writes it.
+fn node_op_name(op: &alexnet::plan::NodeOp) -> &'static str {
+    use alexnet::plan::NodeOp;
+    match op {
+        NodeOp::Conv(_) => "conv",
+        NodeOp::Relu => "relu",
+        NodeOp::Lrn(_) => "lrn",
+        NodeOp::MaxPool(_) => "maxpool",
+        NodeOp::Linear(_) => "linear",
+        NodeOp::Softmax => "softmax",
+        NodeOp::Dropout(_) => "dropout",
+    }
 }
 
 /// Labels for the model's classes, from `--labels` or the built-in lists.
@@ -444,12 +522,13 @@ fn infer(args: &InferArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench(plan: &Plan, batch: usize, iters: usize, train: bool, kernels: bool, device: &DeviceArgs) -> Result<()> {
+fn bench(plan: &Plan, batch: usize, iters: usize, mode: Mode, kernels: bool, device: &DeviceArgs) -> Result<()> {
+    let train = mode == Mode::Training;
     if batch == 0 || batch > plan.max_batch as usize {
         bail!("--batch must be in 1..={}", plan.max_batch);
     }
     let gpu = Gpu::open(&device.options(), plan)?;
-    let mut session = if train { Session::for_training(&gpu, plan, batch as u32)? } else { Session::new(&gpu, plan, batch as u32)? };
+    let mut session = Session::open(&gpu, plan, batch as u32, mode)?;
     session.load_weights(&Weights::init(plan, 0))?;
     let input = vec![0.5f32; batch * plan.input_elems()];
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % plan.classes()).collect();
@@ -464,12 +543,21 @@ fn bench(plan: &Plan, batch: usize, iters: usize, train: bool, kernels: bool, de
     };
     run(&mut session)?;
     if kernels {
-        let mut times = session.profile(&input, &labels, batch)?;
+        let profile = session.profile(&input, &labels, batch)?;
+        let mut times = profile.kernels.clone();
         let total: f64 = times.iter().map(|t| t.1).sum();
         times.sort_by(|a, b| b.1.total_cmp(&a.1));
-        println!("{:<28} {:>10} {:>7}", "kernel", "ms", "share");
-        for (name, t) in &times {
-            println!("{name:<28} {:>10.3} {:>6.1}%", t * 1e3, 100.0 * t / total);
+        let clock = if profile.gpu_timestamps { "GPU timestamps" } else { "wall clock per submission (the adapter has no timestamp queries)" };
+        println!("per-kernel times at batch {batch}, by {clock}:");
+        println!("{:<28} {:>10} {:>7} {:>9} {:>9}", "kernel", "ms", "share", "GFLOP/s", "GB/s");
+        // A kernel runs once per pass of at most a micro-batch; its cost is per pass.
+        let pass = (batch as u64).min(u64::from(session.capacity()));
+        let passes = (batch as u64).div_ceil(pass) as f64;
+        for (k, t) in &times {
+            let kernel = &plan.kernels[*k as usize];
+            let flops = kernel.cost.flops.at(pass) as f64 * passes;
+            let bytes = (kernel.cost.read.at(pass) + kernel.cost.written.at(pass)) as f64 * passes;
+            println!("{:<28} {:>10.3} {:>6.1}% {:>9.2} {:>9.2}", kernel.name, t * 1e3, 100.0 * t / total, flops / t / 1e9, bytes / t / 1e9);
         }
     }
     let bar = indicatif::ProgressBar::new(iters as u64);
@@ -484,8 +572,20 @@ fn bench(plan: &Plan, batch: usize, iters: usize, train: bool, kernels: bool, de
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     // A training step does about three forward passes' work (forward, input and weight gradients).
-    let (what, passes) = if train { ("training step", 3.0) } else { ("forward", 1.0) };
+    let (what, passes) = match mode {
+        Mode::Training => ("training step", 3.0),
+        Mode::Inference => ("fused forward", 1.0),
+        Mode::Inspect => ("unfused forward", 1.0),
+    };
     let gflops = passes * 2.0 * plan.macs() as f64 * batch as f64 / median / 1e9;
-    println!("{} batch {batch} on {}: median {:.3} ms per {what} ({:.1} images/s, {:.1} GFLOP/s)", plan.name, gpu.describe(), median * 1e3, batch as f64 / median, gflops);
+    println!(
+        "{} batch {batch} on {}: median {:.3} ms per {what} ({:.1} images/s, {:.1} GFLOP/s of the net's own work; GPU memory {:.1} MiB)",
+        plan.name,
+        gpu.describe(),
+        median * 1e3,
+        batch as f64 / median,
+        gflops,
+        session.memory() as f64 / f64::from(1 << 20)
+    );
     Ok(())
 }

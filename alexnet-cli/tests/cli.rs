@@ -42,7 +42,10 @@ fn compile_emits_ir_wgsl_and_dot() {
     let ir = stdout(&alexnet(&["compile", p(&file), "--emit", "ir"]));
     assert!(ir.contains("%1 = conv %0 {out 4 k3 s1 p0} -> [N,4,6,6] @dev0 ; c"), "{ir}");
     let wgsl = stdout(&alexnet(&["compile", p(&file), "--emit", "wgsl"]));
-    assert!(wgsl.contains("// c_fwd: conv 3x3") && wgsl.contains("@compute @workgroup_size(64)"), "{wgsl}");
+    assert!(wgsl.contains("// c_fwd: conv 3x3") && wgsl.contains("const WG: u32 = 256u;") && wgsl.contains("@compute @workgroup_size(WG)"), "{wgsl}");
+    // Inference runs the conv block fused: conv + relu + maxpool in one kernel.
+    assert!(wgsl.contains("// c_fused_fwd: fused conv + relu + maxpool"), "{wgsl}");
+    assert!(ir.contains("#   c_fused_fwd = %1 conv + %2 relu + %3 maxpool ; conv-block"), "{ir}");
     let dot = stdout(&alexnet(&["compile", p(&file), "--emit", "dot"]));
     assert!(dot.starts_with("digraph Tiny {"), "{dot}");
 }
@@ -51,6 +54,14 @@ fn compile_emits_ir_wgsl_and_dot() {
 fn info_graph_and_shaders() {
     let info = stdout(&alexnet(&["info", "--model", "alexnet"]));
     assert!(info.contains("60965224") && info.contains("724.4"), "{info}");
+    assert!(info.contains("fusion on: 92 kernels in all, 9 dispatches per forward pass"), "{info}");
+    assert!(info.contains("device 0 inference"), "{info}");
+    let kernels = stdout(&alexnet(&["info", "--model", "alexnet", "--batch", "8", "--kernels"]));
+    let conv1 = kernels.lines().find(|l| l.starts_with("conv1_fused_fwd")).unwrap_or_else(|| panic!("{kernels}"));
+    assert!(conv1.contains("conv1.conv+conv1.relu+conv1.lrn+conv1.maxpool") && conv1.contains("conv-block 64x64x16"), "{conv1}");
+    assert!(kernels.contains("inference kernels at batch 8") && kernels.contains("fc8_linear_bwd_w"), "{kernels}");
+    let bad_batch = alexnet(&["info", "--model", "alexnet", "--batch", "129"]);
+    assert!(stderr(&bad_batch).contains("--batch must be in 1..=128"), "{}", stderr(&bad_batch));
     let graph = stdout(&alexnet(&["graph", "--model", "alexnet-torchvision"]));
     assert!(graph.contains("conv %0 {out 64 k11 s4 p2 floor} -> [N,64,55,55]"), "{graph}");
     let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,5 @@
-//! Property test: random small declarations, valid or not, compile to naga-valid WGSL or to
-//! spanned errors, and never panic.
+//! Property tests: random small declarations, valid or not, compile to naga-valid WGSL or to
+//! spanned errors, and never panic; and every memory plan of a valid one is sound.
 
 use rand::{Rng, SeedableRng};
 
@@ -39,6 +39,7 @@ fn random_declarations_never_panic() {
             Err(_) => panic!("the compiler panicked on:\n{src}"),
             Ok(Ok(compiled)) => {
                 ok += 1;
+                check_memory_plans(&compiled.plan, &src);
                 for k in compiled.plan.kernels.iter() {
                     alexnet_compiler::codegen::validate_wgsl(&k.name, &k.wgsl).unwrap();
                 }
@@ -55,4 +56,43 @@ fn random_declarations_never_panic() {
     }
     // Both outcomes must occur, or the generator is not exercising the compiler.
     assert!(ok > 20 && failed > 20, "{ok} compiled, {failed} failed");
+}
+
+/// No two tensors that share bytes are live at once (checked independently of the compiler's
+/// own verifier, from the program's steps), and no program's memory exceeds the sum of its
+/// tensors.
+fn check_memory_plans(plan: &alexnet_compiler::plan::Plan, src: &str) {
+    use alexnet_compiler::plan::{Step, Tensor};
+    use std::collections::BTreeMap;
+    for (name, program) in [("inference", &plan.inference), ("training", &plan.training), ("inspect", &plan.inspect)] {
+        // First and last step touching each tensor; the host's inputs and outputs are live
+        // before the first step and after the last.
+        let mut life: BTreeMap<Tensor, (usize, usize)> = BTreeMap::new();
+        for (i, step) in program.steps.iter().enumerate() {
+            let Step::Dispatch(k) = *step else { continue };
+            for t in plan.kernels[k as usize].bindings.iter().filter_map(|b| b.tensor()) {
+                let e = life.entry(t).or_insert((i + 1, i + 1));
+                e.1 = i + 1;
+            }
+        }
+        let end = program.steps.len() + 1;
+        life.entry(Tensor::Activation(plan.input_activation)).and_modify(|e| e.0 = 0);
+        for out in [Some(plan.logits_activation), plan.probs_activation].into_iter().flatten() {
+            life.entry(Tensor::Activation(out)).and_modify(|e| e.1 = end);
+        }
+        for (i, a) in program.placements.iter().enumerate() {
+            for b in &program.placements[i + 1..] {
+                if a.buffer != b.buffer {
+                    continue;
+                }
+                let (la, lb) = (life[&a.tensor], life[&b.tensor]);
+                assert!(la.1 < lb.0 || lb.1 < la.0, "{name}: {:?} {la:?} and {:?} {lb:?} share a buffer while live:\n{src}", a.tensor, b.tensor);
+                assert!(!a.tensor.is_state() && !b.tensor.is_state(), "{name}: a parameter-like tensor is aliased:\n{src}");
+            }
+        }
+        for batch in [1, u64::from(plan.micro_batch)] {
+            let sum: u64 = program.placements.iter().map(|p| p.size.at(batch)).sum();
+            assert!(program.memory(0, batch) <= sum, "{name}: the plan's memory exceeds the sum of its tensors:\n{src}");
+        }
+    }
 }

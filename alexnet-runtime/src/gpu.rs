@@ -159,7 +159,9 @@ impl Gpu {
         limits.max_buffer_size = binding.max(limits.max_buffer_size.min(offered.max_buffer_size));
         limits.max_compute_workgroups_per_dimension = plan.limits.max_compute_workgroups_per_dimension;
         limits.max_storage_buffers_per_shader_stage = (storage as u32).max(limits.max_storage_buffers_per_shader_stage.min(offered.max_storage_buffers_per_shader_stage));
-        let desc = wgpu::DeviceDescriptor { label: Some("alexnet"), required_limits: limits, ..Default::default() };
+        // Timestamps, where the adapter has them, let `alexnet bench --kernels` time kernels on the GPU.
+        let required_features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let desc = wgpu::DeviceDescriptor { label: Some("alexnet"), required_limits: limits, required_features, ..Default::default() };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .map_err(|e| Error::RequestDevice { adapter: name.clone(), message: e.to_string() })?;
         let timeout = std::env::var("ALEXNET_GPU_TIMEOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);

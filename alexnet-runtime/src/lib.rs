@@ -20,7 +20,7 @@ pub mod weights;
 pub use alexnet_plan::Plan;
 pub use error::{Error, Result};
 pub use gpu::{AdapterSummary, Gpu, GpuOptions};
-pub use session::{Mode, Session, StepConfig, StepOutput};
+pub use session::{Mode, Profile, Session, StepConfig, StepOutput};
 pub use weights::Weights;
 
 /// Logits and probabilities of a batch, image-major.

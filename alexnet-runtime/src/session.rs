@@ -364,34 +364,41 @@ impl<'g> Session<'g> {
         Ok(StepOutput { loss, losses, logits })
     }
 
-    /// Times every kernel of one training step (or of a forward pass, for an inference
-    /// session) on its own: each is submitted alone and waited for, so the times include a
-    /// submission's overhead. The batch must fit the capacity. For finding hot kernels.
-    pub fn profile(&mut self, input: &[f32], labels: &[u32], batch: usize) -> Result<Vec<(String, f64)>> {
-        if batch == 0 || batch > self.capacity as usize || input.len() != batch * self.plan.input_elems() {
-            return Err(Error::Batch { batch, max: self.capacity as usize });
-        }
+    /// Times every kernel of the session's program on its own, over a batch of any size the
+    /// plan accepts (a batch above the capacity runs chunk by chunk and the chunks' times add
+    /// up). With the adapter's timestamp queries the times are the GPU's; otherwise each
+    /// kernel is submitted alone and timed by the wall clock, submission overhead included.
+    /// For finding hot kernels; updates run with a zero learning rate.
+    pub fn profile(&mut self, input: &[f32], labels: &[u32], batch: usize) -> Result<Profile> {
+        self.check_input(input, batch)?;
         let gpu = self.gpu;
-        let uniforms = Uniforms { batch: batch as u32, lr: 0.0, momentum: 0.0, grad_scale: 1.0 / batch as f32, ..Uniforms::default() };
-        let (input_buf, input_at, _) = self.held(Tensor::Activation(self.plan.input_activation))?;
-        gpu.queue.write_buffer(input_buf, input_at, bytemuck::cast_slice(input));
-        if let Some((labels_buf, labels_at, _)) = self.slot(Tensor::Labels) {
-            gpu.queue.write_buffer(labels_buf, labels_at, bytemuck::cast_slice(labels));
+        let per_image = self.plan.input_elems();
+        let timer = Timer::new(gpu);
+        let dispatches: Vec<u32> = self.program().dispatches().collect();
+        let mut seconds = vec![0.0; dispatches.len()];
+        let cap = self.capacity as usize;
+        for first in (0..batch).step_by(cap) {
+            let n = cap.min(batch - first);
+            let uniforms = Uniforms { batch: n as u32, lr: 0.0, momentum: 0.0, grad_scale: 1.0 / batch as f32, ..Uniforms::default() };
+            let (input_buf, input_at, _) = self.held(Tensor::Activation(self.plan.input_activation))?;
+            gpu.queue.write_buffer(input_buf, input_at, bytemuck::cast_slice(&input[first * per_image..(first + n) * per_image]));
+            if let (Some((labels_buf, labels_at, _)), Some(l)) = (self.slot(Tensor::Labels), labels.get(first..first + n)) {
+                gpu.queue.write_buffer(labels_buf, labels_at, bytemuck::cast_slice(l));
+            }
+            gpu.queue.write_buffer(&self.uniform, 0, &uniforms.to_bytes());
+            for (slot, &k) in seconds.iter_mut().zip(&dispatches) {
+                let Some((pipeline, group)) = self.pipes[k as usize].as_ref() else { continue };
+                let groups = self.plan.kernels[k as usize].workgroups(n as u64);
+                *slot += timer.time(gpu, |pass| {
+                    let max_x = self.plan.limits.max_compute_workgroups_per_dimension;
+                    let x = groups.min(u64::from(max_x)) as u32;
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, group, &[]);
+                    pass.dispatch_workgroups(x, groups.div_ceil(u64::from(x)) as u32, 1);
+                })?;
+            }
         }
-        gpu.queue.write_buffer(&self.uniform, 0, &uniforms.to_bytes());
-        let mut times = Vec::new();
-        for i in self.program().dispatches() {
-            let k = &self.plan.kernels[i as usize];
-            let start = std::time::Instant::now();
-            let index = gpu.checked("profiling", || {
-                let mut encoder = gpu.device.create_command_encoder(&Default::default());
-                self.record(&mut encoder, batch, |other| std::ptr::eq(other, k));
-                gpu.queue.submit([encoder.finish()])
-            })?;
-            gpu.wait(index)?;
-            times.push((k.name.to_string(), start.elapsed().as_secs_f64()));
-        }
-        Ok(times)
+        Ok(Profile { kernels: dispatches.into_iter().zip(seconds).collect(), gpu_timestamps: timer.queries.is_some() })
     }
 
     /// Reads every part of every parameter-shaped tensor (`which(index, part)`) back into
@@ -520,4 +527,68 @@ fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Res
     };
     buffer.unmap();
     Ok(data)
+}
+
+/// Per-kernel times of one batch, from [`Session::profile`].
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// Kernel index in the plan and seconds, in program order.
+    pub kernels: Vec<(u32, f64)>,
+    /// Whether the times come from GPU timestamps (else from the wall clock).
+    pub gpu_timestamps: bool,
+}
+
+/// Times one compute pass at a time: by GPU timestamps when the device has them.
+struct Timer {
+    queries: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer)>,
+}
+
+impl Timer {
+    fn new(gpu: &Gpu) -> Timer {
+        let queries = gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY).then(|| {
+            let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile"), ty: wgpu::QueryType::Timestamp, count: 2 });
+            let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let read = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps readback"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            (set, resolve, read)
+        });
+        Timer { queries }
+    }
+
+    /// Seconds that the pass `record` fills takes.
+    fn time(&self, gpu: &Gpu, record: impl FnOnce(&mut wgpu::ComputePass<'_>)) -> Result<f64> {
+        let start = std::time::Instant::now();
+        let index = gpu.checked("profiling", || {
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            {
+                let timestamp_writes = self.queries.as_ref().map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
+                    query_set: set,
+                    beginning_of_pass_write_index: Some(0),
+                    end_of_pass_write_index: Some(1),
+                });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes });
+                record(&mut pass);
+            }
+            if let Some((set, resolve, read)) = &self.queries {
+                encoder.resolve_query_set(set, 0..2, resolve, 0);
+                encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
+            }
+            gpu.queue.submit([encoder.finish()])
+        })?;
+        gpu.wait(index)?;
+        let wall = start.elapsed().as_secs_f64();
+        let Some((_, _, read)) = &self.queries else { return Ok(wall) };
+        let words = read_buffer(gpu, read, 0, 16)?;
+        let ticks: Vec<u64> = words.chunks(2).map(|w| u64::from(w[0].to_bits()) | (u64::from(w[1].to_bits()) << 32)).collect();
+        Ok(ticks[1].saturating_sub(ticks[0]) as f64 * f64::from(gpu.queue.get_timestamp_period()) * 1e-9)
+    }
 }

@@ -48,6 +48,50 @@ fn plan_facts_of_the_paper_net() {
 }
 
 #[test]
+fn paper_net_runs_a_kernel_per_block_in_a_planned_memory() {
+    let plan = &alexnet::models::AlexNet::PLAN;
+    let names: Vec<&str> = plan.inference.dispatches().map(|k| &*plan.kernels[k as usize].name).collect();
+    assert_eq!(
+        names,
+        [
+            "conv1_fused_fwd", "conv2_fused_fwd", "conv3_fused_fwd", "conv4_fused_fwd", "conv5_fused_fwd", "fc6_fused_fwd_part0",
+            "fc6_fused_fwd_part1", "fc7_fused_fwd", "fc8_fused_fwd",
+        ]
+    );
+    let covers = |name: &str| {
+        let k = plan.kernels.iter().find(|k| k.name == name).unwrap();
+        k.covers.iter().map(|&n| alexnet_compiler_op(&plan.nodes[n as usize].op)).collect::<Vec<_>>()
+    };
+    assert_eq!(covers("conv1_fused_fwd"), ["conv", "relu", "lrn", "maxpool"]);
+    assert_eq!(covers("conv5_fused_fwd"), ["conv", "relu", "maxpool"]);
+    assert_eq!(covers("fc8_fused_fwd"), ["linear", "softmax"]);
+    // Today's total activation bytes at batch 128: every activation in its own buffer.
+    let all_activations: u64 = plan.activations.iter().map(|a| a.elems_per_image() * 4 * 128).sum();
+    let pass = u64::from(plan.micro_batch);
+    let state: u64 = plan.inference.placements.iter().filter(|p| p.tensor.is_state()).map(|p| p.size.at(pass)).sum();
+    let activations = plan.inference.memory(0, pass) - state;
+    assert!(activations < all_activations / 2, "inference activations {activations} B, all activations {all_activations} B");
+    // Weights are never shared, and training keeps gradients and momentum apart from them.
+    assert_eq!(state, plan.param_count() * 4);
+    let training_state: u64 = plan.training.placements.iter().filter(|p| p.tensor.is_state()).map(|p| p.size.at(pass)).sum();
+    assert_eq!(training_state, 3 * plan.param_count() * 4);
+}
+
+/// The op's mnemonic.
+fn alexnet_compiler_op(op: &alexnet::plan::NodeOp) -> &'static str {
+    use alexnet::plan::NodeOp;
+    match op {
+        NodeOp::Conv(_) => "conv",
+        NodeOp::Relu => "relu",
+        NodeOp::Lrn(_) => "lrn",
+        NodeOp::MaxPool(_) => "maxpool",
+        NodeOp::Linear(_) => "linear",
+        NodeOp::Softmax => "softmax",
+        NodeOp::Dropout(_) => "dropout",
+    }
+}
+
+#[test]
 fn torchvision_names_and_count() {
     let plan = &alexnet::models::AlexNetTorchvision::PLAN;
     assert_eq!(plan.param_count(), 61_100_840);

@@ -112,6 +112,11 @@ fn flops(plan: &Plan, kernel: &Kernel) -> Extent {
                 let rows = part_rows.map_or(u64::from(c.out_channels), |(r, _)| r);
                 let macs = rows * u64::from(c.out_h * c.out_w) * u64::from(c.in_channels / c.groups) * u64::from(c.kernel * c.kernel);
                 match kernel.algo {
+                    // Tiled kernels compute whole tiles: channel tiles padded to the tile's rows.
+                    Algo::TiledGemm(tile) if kernel.role == Role::Forward => {
+                        let rows = u64::from(c.groups * (c.out_channels / c.groups).div_ceil(tile.m) * tile.m);
+                        2 * rows * u64::from(c.out_h * c.out_w) * u64::from(c.in_channels / c.groups) * u64::from(c.kernel * c.kernel)
+                    }
                     // A fused block computes whole tiles, halos included.
                     Algo::ConvBlock { tile, .. } => {
                         let workgroups = match kernel.dispatch {
