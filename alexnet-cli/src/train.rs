@@ -4,6 +4,7 @@ use crate::{npy, plan_of, EvalArgs, InitKind, StepArgs, TrainArgs};
 use alexnet::runtime::folder::{ImageFolder, Pca};
 use alexnet::runtime::idx::{FashionMnist, FASHION_MNIST_DIR};
 use alexnet::runtime::train::{self, Checkpoint, Dataset, FolderSet, Schedule, Source, TrainOptions, TrainState};
+use alexnet::runtime::trainer::{Epoch, Trainer};
 use alexnet::runtime::StepConfig;
 use alexnet::{Gpu, Plan, Session, Weights};
 use anyhow::{bail, Context, Result};
@@ -121,7 +122,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let ckpt_path = args.out.join("checkpoint.safetensors");
     let metrics = args.out.join("metrics.jsonl");
-    let (weights, momentum, mut state) = if args.resume {
+    let (weights, momentum, state) = if args.resume {
         let c = Checkpoint::load(plan, &ckpt_path).with_context(|| "--resume needs the checkpoint of an earlier run in --out")?;
         if c.state.seed != args.seed {
             bail!("{}: the run used seed {}, but --seed is {}", ckpt_path.display(), c.state.seed, args.seed);
@@ -152,96 +153,50 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if let Some(m) = &momentum {
         session.write_momentum(m)?;
     }
-    let save = |session: &Session, state: &TrainState| -> Result<()> {
-        let c = Checkpoint { weights: session.read_weights()?, momentum: session.read_momentum()?, state: state.clone() };
-        c.save(plan, &ckpt_path)?;
-        Ok(())
-    };
     let per_epoch = (train_set.len() / args.batch) as u32;
     let run_start = Instant::now();
-    while state.epoch < options.epochs {
-        let epoch = state.epoch;
-        let progress = bar(
-            u64::from(per_epoch),
-            "{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
-        );
+    let mut trainer = Trainer::new(&mut session, plan, options.clone(), state, ckpt_path.clone(), args.max_steps);
+    while !trainer.finished() {
+        let epoch = trainer.state().epoch;
+        let progress = bar(u64::from(per_epoch), "{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}");
         progress.set_prefix(format!("epoch {}/{}", epoch + 1, options.epochs));
-        progress.set_position(u64::from(state.batch_in_epoch));
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        let epoch_start = Instant::now();
-        let mut stopped = false;
-        std::thread::scope(|scope| -> Result<()> {
-            let batches = train::epoch_batches(scope, train_set.as_ref(), &options, epoch, state.batch_in_epoch);
-            for batch in batches.iter() {
-                let batch = batch?;
-                if args.max_steps.is_some_and(|m| state.step >= m) {
-                    stopped = true;
-                    break;
-                }
-                let out = session.train_step(&batch.input, &batch.labels, args.batch, &state.step_config(&options))?;
-                train::check_finite(&session, plan, out.loss, state.step)?;
-                state.step += 1;
-                state.batch_in_epoch += 1;
-                loss_sum += out.loss * args.batch as f64;
-                seen += args.batch;
-                let classes = plan.classes() as usize;
-                correct += batch
-                    .labels
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, &l)| {
-                        let row = &out.logits[i * classes..(i + 1) * classes];
-                        let best = row.iter().enumerate().fold(0, |b, (c, v)| if *v > row[b] { c } else { b });
-                        best == l as usize
-                    })
-                    .count();
-                let rate = seen as f64 / epoch_start.elapsed().as_secs_f64();
-                progress.set_message(format!("loss {:.4} acc {:.1}% {:.0} img/s", loss_sum / seen as f64, 100.0 * correct as f64 / seen as f64, rate));
-                progress.inc(1);
-                if state.step % options.save_every == 0 {
-                    save(&session, &state)?;
-                }
-            }
-            Ok(())
+        progress.set_position(u64::from(trainer.state().batch_in_epoch));
+        let outcome = trainer.run_epoch(train_set.as_ref(), val_set.as_ref(), test_set.as_deref(), |s| {
+            progress.set_message(format!("loss {:.4} acc {:.1}% {:.0} img/s", s.loss, 100.0 * s.accuracy, s.images_per_s));
+            progress.set_position(u64::from(s.batch_in_epoch));
         })?;
-        if stopped {
-            progress.abandon();
-            save(&session, &state)?;
-            eprintln!("stopped at step {} (--max-steps); {} continues with --resume", state.step, ckpt_path.display());
-            return Ok(());
-        }
-        progress.finish();
-        let secs = epoch_start.elapsed().as_secs_f64();
-        let (val_top1, _) = train::evaluate(&mut session, val_set.as_ref(), args.batch, false, |_| {})?;
-        let (test_top1, test_top5) = match &test_set {
-            Some(t) => train::evaluate(&mut session, t.as_ref(), args.batch, false, |_| {})?,
-            None => (f64::NAN, f64::NAN),
+        let report = match outcome {
+            Epoch::Stopped => {
+                progress.abandon();
+                eprintln!("stopped at step {} (--max-steps); {} continues with --resume", trainer.state().step, ckpt_path.display());
+                return Ok(());
+            }
+            Epoch::Done(report) => report,
         };
-        let lr = state.lr;
-        let divided = state.end_epoch(&options.schedule, 1.0 - val_top1);
+        progress.finish();
+        let (test_top1, test_top5) = report.test.unwrap_or((f64::NAN, f64::NAN));
         let line = serde_json::json!({
-            "epoch": epoch + 1,
-            "step": state.step,
-            "lr": format!("{lr}").parse::<f64>().unwrap_or(f64::NAN),
-            "train_loss": loss_sum / seen as f64,
-            "train_acc": correct as f64 / seen as f64,
-            "val_acc": val_top1,
+            "epoch": report.epoch,
+            "step": report.step,
+            "lr": format!("{}", report.lr).parse::<f64>().unwrap_or(f64::NAN),
+            "train_loss": report.train_loss,
+            "train_acc": report.train_accuracy,
+            "val_acc": report.val_top1,
             "test_top1": test_top1,
             "test_top5": test_top5,
-            "images_per_s": seen as f64 / secs,
-            "epoch_seconds": secs,
+            "images_per_s": report.images_per_s,
+            "epoch_seconds": report.seconds,
         })
         .to_string();
         log_metrics(&metrics, &line)?;
-        let test = if test_set.is_some() { format!(", test top-1 {:.2}% top-5 {:.2}%", 100.0 * test_top1, 100.0 * test_top5) } else { String::new() };
+        let test = if report.test.is_some() { format!(", test top-1 {:.2}% top-5 {:.2}%", 100.0 * test_top1, 100.0 * test_top5) } else { String::new() };
         eprintln!(
             "epoch {}: validation {:.2}%{test}{}",
-            epoch + 1,
-            100.0 * val_top1,
-            if divided { format!("; learning rate now {}", state.lr) } else { String::new() }
+            report.epoch,
+            100.0 * report.val_top1,
+            if report.lr_divided { format!("; learning rate now {}", trainer.state().lr) } else { String::new() }
         );
-        save(&session, &state)?;
-        session.read_weights()?.save(plan, &args.out.join("weights.safetensors"))?;
+        trainer.session().read_weights()?.save(plan, &args.out.join("weights.safetensors"))?;
         crate::plot::plot(&metrics, &args.out.join("curves.png"))?;
     }
     eprintln!(

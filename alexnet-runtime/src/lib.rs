@@ -3,8 +3,8 @@
 //!
 //! It never builds shader text: every kernel arrives in the plan, generated and validated at
 //! build time. Code map: `gpu` (adapter choice, device with the plan's limits), `session`
-//! (buffers, pipelines, forward, training steps), `train` (the training loop's data order,
-//! schedules, checkpoints), `weights` (initialisation, safetensors), `reference` (CPU),
+//! (buffers, pipelines, forward, training steps), `train` (data order, schedules,
+//! checkpoints), `trainer` (the training loop as a library type), `weights` (initialisation, safetensors), `reference` (CPU),
 //! `data` (image decoding and the paper's preprocessing), `idx` (MNIST-style datasets).
 
 pub mod data;
@@ -15,6 +15,7 @@ pub mod idx;
 pub mod reference;
 pub mod session;
 pub mod train;
+pub mod trainer;
 pub mod weights;
 
 pub use alexnet_plan::Plan;
