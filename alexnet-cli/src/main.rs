@@ -273,18 +273,30 @@ enum Emit {
     Dot,
 }
 
+/// A built-in model's name, or the path of a `.alexnet` declaration (compiled when used).
 fn model_name(name: &str) -> Result<String, String> {
-    match alexnet::models::by_name(name) {
-        Some(_) => Ok(name.to_string()),
-        None => {
-            let names: Vec<&str> = alexnet::models::BUILTIN.iter().map(|(n, _)| *n).collect();
-            Err(format!("unknown model `{name}` (expected one of {})", names.join(", ")))
-        }
+    if alexnet::models::by_name(name).is_some() || name.ends_with(".alexnet") {
+        return Ok(name.to_string());
     }
+    let names: Vec<&str> = alexnet::models::BUILTIN.iter().map(|(n, _)| *n).collect();
+    Err(format!("unknown model `{name}` (expected one of {}, or a FILE.alexnet declaration)", names.join(", ")))
 }
 
-fn plan_of(name: &str) -> &'static Plan {
-    alexnet::models::by_name(name).expect("clap checked the model name")
+/// The plan of a built-in model, or of a declaration file compiled now (its errors rendered
+/// with line and column, as `alexnet compile` does).
+fn plan_of(name: &str) -> Result<&'static Plan> {
+    if let Some(plan) = alexnet::models::by_name(name) {
+        return Ok(plan);
+    }
+    let source = std::fs::read_to_string(name).with_context(|| format!("reading {name}"))?;
+    match alexnet_compiler::compile_str(&source) {
+        // The CLI runs one model per process, so the plan lives as long as the process.
+        Ok(compiled) => Ok(Box::leak(Box::new(compiled.plan))),
+        Err(errors) => {
+            eprint!("{}", errors.render(name));
+            bail!("{} error(s) in {name}", errors.0.len())
+        }
+    }
 }
 
 fn main() {
@@ -301,22 +313,22 @@ fn run(cli: Cli) -> Result<()> {
         Command::Devices(args) => devices(&args),
         Command::Infer(args) => infer(&args),
         Command::Init { model, seed, out } => {
-            let plan = plan_of(&model);
+            let plan = plan_of(&model)?;
             Weights::init(plan, seed).save(plan, &out)?;
             println!("wrote {} ({} parameters, seed {seed}) to {}", plan.name, plan.param_count(), out.display());
             Ok(())
         }
-        Command::Shaders { model, out } => shaders(plan_of(&model), out.as_deref()),
+        Command::Shaders { model, out } => shaders(plan_of(&model)?, out.as_deref()),
         Command::Graph { model, format } => {
-            let plan = plan_of(&model);
+            let plan = plan_of(&model)?;
             print!("{}", if matches!(format, GraphFormat::Text) { &plan.ir } else { &plan.dot });
             Ok(())
         }
         Command::Compile { file, emit } => compile(&file, emit),
-        Command::Info { model, batch, kernels } => info(plan_of(&model), batch, kernels),
+        Command::Info { model, batch, kernels } => info(plan_of(&model)?, batch, kernels),
         Command::Bench { model, batch, iters, train, kernels, unfused, device } => {
             let mode = if train { Mode::Training } else if unfused { Mode::Inspect } else { Mode::Inference };
-            bench(plan_of(&model), batch, iters, mode, kernels, &device)
+            bench(plan_of(&model)?, batch, iters, mode, kernels, &device)
         }
         Command::Train(args) => train::train(&args),
         Command::Eval(args) => train::eval(&args),
@@ -394,7 +406,7 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     println!(
         "fusion {}: {} kernels in all, {} dispatches per forward pass; weights {:.1} MiB (f32)",
-        if plan.fused { "on" } else { "off" },
+        plan.fusion.as_str(),
         plan.kernels.len(),
         plan.inference.dispatches().count(),
         mib(plan.param_count() * 4)
@@ -477,7 +489,7 @@ fn labels(plan: &Plan, path: Option<&Path>) -> Result<Vec<String>> {
 const FASHION_MNIST: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 fn infer(args: &InferArgs) -> Result<()> {
-    let plan = plan_of(&args.model);
+    let plan = plan_of(&args.model)?;
     let is_npy = args.inputs.len() == 1 && args.inputs[0].extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     let (input, batch, names) = if is_npy {
         let (data, batch) = npy::read_input(&args.inputs[0], plan)?;

@@ -63,7 +63,7 @@ fn log_metrics(path: &Path, line: &str) -> Result<()> {
 type Splits = (Box<dyn Source>, Box<dyn Source>, Option<Box<dyn Source>>);
 
 pub fn train(args: &TrainArgs) -> Result<()> {
-    let plan = plan_of(&args.model);
+    let plan = plan_of(&args.model)?;
     if args.batch == 0 || args.batch > plan.max_batch as usize {
         bail!("--batch must be in 1..={} for {}", plan.max_batch, plan.name);
     }
@@ -209,7 +209,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 }
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
-    let plan = plan_of(&args.model);
+    let plan = plan_of(&args.model)?;
     if args.batch == 0 || args.batch > plan.max_batch as usize {
         bail!("--batch must be in 1..={} for {}", plan.max_batch, plan.name);
     }
@@ -264,7 +264,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
 }
 
 pub fn step(args: &StepArgs) -> Result<()> {
-    let plan = plan_of(&args.model);
+    let plan = plan_of(&args.model)?;
     let weights = Weights::load(plan, &args.weights)?;
     let (input, batch) = npy::read_input(&args.input, plan)?;
     let labels = npy::read_labels(&args.labels, plan.classes())?;

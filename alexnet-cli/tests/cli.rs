@@ -69,7 +69,12 @@ fn info_graph_and_shaders() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("conv1_fwd.wgsl").exists());
     let bad = alexnet(&["info", "--model", "vgg"]);
-    assert!(stderr(&bad).contains("unknown model `vgg` (expected one of alexnet, alexnet-torchvision, alexnet-mini)"));
+    assert!(stderr(&bad).contains("unknown model `vgg` (expected one of alexnet, alexnet-torchvision, alexnet-mini, or a FILE.alexnet declaration)"));
+    // A declaration file works wherever a model name does, its fusion setting included.
+    let file = dir.path().join("tiny.alexnet");
+    std::fs::write(&file, "pub Tiny { input: [1, 8, 8], fusion: epilogue, c: conv(4, k = 3) -> relu -> maxpool(k = 2, s = 2), fc: linear(3) }").unwrap();
+    let tiny = stdout(&alexnet(&["info", "--model", p(&file), "--kernels"]));
+    assert!(tiny.contains("fusion epilogue: ") && tiny.contains("c_fused_fwd") && tiny.contains("c_maxpool_fwd"), "{tiny}");
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //!     devices: 1 | 2,              // default 1
 //!     max_batch: N,                // default 128
 //!     binding_limit: BYTES,        // target's max storage binding, default 134217728 (WebGPU)
-//!     fusion: on | off,            // fuse conv blocks at inference, default on
+//!     fusion: on | epilogue | off, // inference kernels per layer block (default), ReLU/softmax epilogues only, or per op
 //!     #[weights = "features.0"]    // optional: parameter name prefix (default: the layer name)
 //!     layer: op -> op -> ...,
 //! }
@@ -54,8 +54,8 @@ pub struct NetDef {
     pub max_batch: u32,
     /// Target's largest storage buffer binding, in bytes.
     pub binding_limit: u64,
-    /// Whether inference fuses each layer's chain of ops into one kernel.
-    pub fusion: bool,
+    /// How much inference fuses each layer's chain of ops.
+    pub fusion: alexnet_plan::Fusion,
     /// Layers in order.
     pub layers: Vec<LayerDef>,
 }
@@ -347,12 +347,13 @@ impl RawNet {
             },
         };
         let fusion = match &self.fusion {
-            None => true,
-            Some(v) if v == "on" => true,
-            Some(v) if v == "off" => false,
+            None => alexnet_plan::Fusion::Blocks,
+            Some(v) if v == "on" => alexnet_plan::Fusion::Blocks,
+            Some(v) if v == "epilogue" => alexnet_plan::Fusion::Epilogue,
+            Some(v) if v == "off" => alexnet_plan::Fusion::Off,
             Some(v) => {
-                errors.push(Error::new(v.span(), format!("`fusion` must be `on` or `off`, not `{v}`")));
-                true
+                errors.push(Error::new(v.span(), format!("`fusion` must be `on`, `epilogue` or `off`, not `{v}`")));
+                alexnet_plan::Fusion::Blocks
             }
         };
         if self.layers.is_empty() {

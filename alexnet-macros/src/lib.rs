@@ -185,7 +185,11 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
     } = p.limits;
     let (input_act, logits) = (p.input_activation, p.logits_activation);
     let probs = opt_u32(p.probs_activation);
-    let fused = p.fused;
+    let fusion = match p.fusion {
+        plan::Fusion::Off => quote! { Off },
+        plan::Fusion::Epilogue => quote! { Epilogue },
+        plan::Fusion::Blocks => quote! { Blocks },
+    };
     let (inference, training, inspect) = (program(&p.inference), program(&p.training), program(&p.inspect));
     quote! {
         ::alexnet::__private::Plan {
@@ -199,7 +203,7 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             params: #params,
             nodes: #nodes,
             kernels: #kernels,
-            fused: #fused,
+            fusion: ::alexnet::__private::Fusion::#fusion,
             inference: #inference,
             training: #training,
             inspect: #inspect,

@@ -34,9 +34,8 @@ pub struct Plan {
     pub nodes: Cow<'static, [Node]>,
     /// Every GPU kernel of the plan; the programs say which run, in which order.
     pub kernels: Cow<'static, [Kernel]>,
-    /// Whether inference runs each layer's fused chain as one kernel (`fusion: off` in the
-    /// declaration turns it off).
-    pub fused: bool,
+    /// How much of each layer's chain inference fuses (`fusion:` in the declaration).
+    pub fusion: Fusion,
     /// The forward pass with fused kernels and a memory plan that reuses buffers.
     pub inference: Program,
     /// A training step (forward, loss, backward, update) with its own memory plan.
@@ -576,6 +575,30 @@ impl Program {
             Step::Dispatch(k) => Some(k),
             Step::Copy { .. } => None,
         })
+    }
+}
+
+/// How much inference fuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fusion {
+    /// One kernel per op.
+    Off,
+    /// ReLU in conv and linear epilogues and softmax with its linear layer: nothing is
+    /// recomputed. LRN and max-pool stay kernels of their own.
+    Epilogue,
+    /// One kernel per layer block: conv + ReLU + LRN + max-pool in one kernel that recomputes
+    /// the halos its tiles share, plus the epilogue fusions.
+    Blocks,
+}
+
+impl Fusion {
+    /// The DSL's name of the setting.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fusion::Off => "off",
+            Fusion::Epilogue => "epilogue",
+            Fusion::Blocks => "on",
+        }
     }
 }
 

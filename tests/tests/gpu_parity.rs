@@ -113,6 +113,22 @@ alexnet! {
     }
 }
 
+alexnet! {
+    /// The same net with epilogue fusion only: ReLU and softmax fused, LRN and pooling apart.
+    StraddleEpilogue {
+        input: [4, 23, 19],
+        max_batch: 6,
+        binding_limit: 262144,
+        fusion: epilogue,
+        a: conv(70, k = 3, p = 1, groups = 2) -> relu -> lrn(n = 5, alpha = 0.5, beta = 0.75, k = 1) -> maxpool(k = 3, s = 2, p = 1),
+        b: conv(66, k = 3, p = 1, groups = 2) -> maxpool(k = 2, s = 2) -> lrn(n = 3, alpha = 0.3, beta = 0.75, k = 2),
+        c: conv(9, k = 3) -> relu -> maxpool(k = 2, s = 1),
+        d: conv(13, k = 1) -> lrn(n = 5, alpha = 0.2, beta = 0.6, k = 1),
+        fc: linear(7) -> relu,
+        out: linear(5) -> softmax,
+    }
+}
+
 /// Names of the kernels a program dispatches.
 fn dispatched(plan: &Plan, program: &alexnet::plan::Program) -> Vec<String> {
     program.dispatches().map(|k| plan.kernels[k as usize].name.to_string()).collect()
@@ -133,9 +149,16 @@ fn fused_blocks_agree_across_tile_group_and_image_borders() {
 }
 
 #[test]
-fn fusion_off_runs_one_kernel_per_op_and_gives_the_same_logits() {
-    let (on, off) = (&Straddle::PLAN, &StraddleUnfused::PLAN);
-    assert!(on.fused && !off.fused);
+fn fusion_off_and_epilogue_give_the_same_logits() {
+    let (on, off, epilogue) = (&Straddle::PLAN, &StraddleUnfused::PLAN, &StraddleEpilogue::PLAN);
+    assert_eq!(
+        dispatched(epilogue, &epilogue.inference),
+        [
+            "a_fused_fwd", "a_lrn_fwd", "a_maxpool_fwd", "b_fwd", "b_maxpool_fwd", "b_lrn_fwd", "c_fused_fwd", "c_maxpool_fwd", "d_fwd", "d_lrn_fwd",
+            "fc_fused_fwd", "out_fused_fwd",
+        ]
+    );
+    assert_eq!((on.fusion, off.fusion), (alexnet::plan::Fusion::Blocks, alexnet::plan::Fusion::Off));
     assert_eq!(dispatched(off, &off.inference), dispatched(off, &off.inspect));
     assert!(off.kernels.iter().all(|k| k.covers.len() == 1), "no kernel of an unfused plan covers several nodes");
     let gpu = gpu(on);
@@ -147,8 +170,10 @@ fn fusion_off_runs_one_kernel_per_op_and_gives_the_same_logits() {
         s.forward(&input, 3).unwrap().logits
     };
     let unfused: Vec<f64> = run(off).iter().map(|&v| f64::from(v)).collect();
-    let err = rel_err(&run(on), &unfused);
-    assert!(err < 1e-5, "fused and unfused logits differ by {err:e}");
+    for (what, plan) in [("block-fused", on), ("epilogue-fused", epilogue)] {
+        let err = rel_err(&run(plan), &unfused);
+        assert!(err < 1e-5, "{what} and unfused logits differ by {err:e}");
+    }
 }
 
 #[test]

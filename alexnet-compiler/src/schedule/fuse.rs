@@ -6,7 +6,7 @@
 //! Dropout is the identity at inference, so a group covers it without computing anything.
 //! Fusion never crosses a layer, so a group is at most one layer's block.
 
-use alexnet_plan::{Node, NodeOp};
+use alexnet_plan::{Fusion, Node, NodeOp};
 
 /// One kernel's worth of forward nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,25 +44,24 @@ impl Group {
     }
 }
 
-/// Groups `nodes` (the plan's forward nodes, in order) for inference; with `enabled` false
-/// every op is its own group.
-pub fn fuse(nodes: &[Node], enabled: bool) -> Vec<Group> {
+/// Groups `nodes` (the plan's forward nodes, in order) for inference as `fusion` says.
+pub fn fuse(nodes: &[Node], fusion: Fusion) -> Vec<Group> {
     let mut groups = Vec::new();
     let mut i = 0;
     while i < nodes.len() {
         let layer = &nodes[i].layer;
         let end = i + nodes[i..].iter().take_while(|n| &n.layer == layer).count();
-        groups.extend(fuse_layer(nodes, i as u32, end as u32, enabled));
+        groups.extend(fuse_layer(nodes, i as u32, end as u32, fusion));
         i = end;
     }
     groups
 }
 
 /// The groups of one layer's nodes `start..end`.
-fn fuse_layer(nodes: &[Node], start: u32, end: u32, enabled: bool) -> Vec<Group> {
+fn fuse_layer(nodes: &[Node], start: u32, end: u32, fusion: Fusion) -> Vec<Group> {
     // Dropout computes nothing at inference: it joins whatever group precedes it.
     let (ops, dropouts): (Vec<u32>, Vec<u32>) = (start..end).partition(|&n| !matches!(nodes[n as usize].op, NodeOp::Dropout(_)));
-    if !enabled {
+    if fusion == Fusion::Off {
         let mut groups: Vec<Group> = ops.into_iter().map(Group::Single).collect();
         groups.extend(dropouts.into_iter().map(Group::Identity));
         return groups;
@@ -83,6 +82,17 @@ fn fuse_layer(nodes: &[Node], start: u32, end: u32, enabled: bool) -> Vec<Group>
         _ => None,
     };
     match group {
+        // Epilogue fusion keeps conv + ReLU and leaves LRN and pooling to kernels of their own,
+        // so no tile recomputes its neighbours' halos.
+        Some(Group::ConvBlock { conv, relu, post, dropouts }) if fusion == Fusion::Epilogue && !post.is_empty() => {
+            let mut groups = match relu {
+                Some(relu) => vec![Group::ConvBlock { conv, relu: Some(relu), post: Vec::new(), dropouts: Vec::new() }],
+                None => vec![Group::Single(conv)],
+            };
+            groups.extend(post.into_iter().map(Group::Single));
+            groups.extend(dropouts.into_iter().map(Group::Identity));
+            groups
+        }
         Some(g) => vec![g],
         None => {
             let mut groups: Vec<Group> = ops.into_iter().map(Group::Single).collect();

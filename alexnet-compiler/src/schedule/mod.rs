@@ -28,7 +28,7 @@ use std::fmt::Write;
 const INIT_STD: f32 = 0.01;
 
 /// Builds the plan of `graph`; kernels get their WGSL from `codegen`.
-pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: bool) -> plan::Plan {
+pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: plan::Fusion) -> plan::Plan {
     let mut activations: Vec<plan::Activation> = Vec::new();
     let mut params: Vec<plan::Param> = Vec::new();
     let mut nodes: Vec<plan::Node> = Vec::new();
@@ -162,7 +162,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
     let groups = fuse::fuse(&nodes, fusion);
     let mut inference_steps = Vec::new();
     let mut ir = graph.to_string();
-    let _ = writeln!(ir, "# inference kernels (fusion {}):", if fusion { "on" } else { "off" });
+    let _ = writeln!(ir, "# inference kernels (fusion {}):", fusion.as_str());
     let ir_id: BTreeMap<u32, NodeId> = node_of.iter().map(|(&id, &n)| (n, id)).collect();
     for group in &groups {
         for planned in group_kernels(group, &nodes, &params) {
@@ -192,7 +192,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         params: params.into(),
         nodes: nodes.into(),
         kernels: kernels.into(),
-        fused: fusion,
+        fusion,
         inference: empty_program(),
         training: empty_program(),
         inspect: empty_program(),
