@@ -440,7 +440,7 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
             println!("{:<26} {:<40} {:<44} {:>9} {:>9} {:>9}", "kernel", "covers", "algorithm", "MFLOP", "MB read", "MB write");
             for k in program.dispatches() {
                 let k = &plan.kernels[k as usize];
-                let covers: Vec<String> = k.covers.iter().map(|&n| format!("{}.{}", plan.nodes[n as usize].layer, node_op_name(&plan.nodes[n as usize].op))).collect();
+                let covers: Vec<String> = k.covers.iter().map(|&n| format!("{}.{}", plan.nodes[n as usize].layer, plan.nodes[n as usize].op.name())).collect();
                 println!(
                     "{:<26} {:<40} {:<44} {:>9.1} {:>9.2} {:>9.2}",
                     k.name,
@@ -454,20 +454,6 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The op's name as the IR dump writes it.
-fn node_op_name(op: &alexnet::plan::NodeOp) -> &'static str {
-    use alexnet::plan::NodeOp;
-    match op {
-        NodeOp::Conv(_) => "conv",
-        NodeOp::Relu => "relu",
-        NodeOp::Lrn(_) => "lrn",
-        NodeOp::MaxPool(_) => "maxpool",
-        NodeOp::Linear(_) => "linear",
-        NodeOp::Softmax => "softmax",
-        NodeOp::Dropout(_) => "dropout",
-    }
 }
 
 /// Labels for the model's classes, from `--labels` or the built-in lists.

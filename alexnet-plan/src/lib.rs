@@ -205,6 +205,21 @@ pub enum NodeOp {
     Dropout(DropoutNode),
 }
 
+impl NodeOp {
+    /// The op's name in kernel names, dumps and reports (`conv`, `maxpool`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            NodeOp::Conv(_) => "conv",
+            NodeOp::Relu => "relu",
+            NodeOp::Lrn(_) => "lrn",
+            NodeOp::MaxPool(_) => "maxpool",
+            NodeOp::Linear(_) => "linear",
+            NodeOp::Softmax => "softmax",
+            NodeOp::Dropout(_) => "dropout",
+        }
+    }
+}
+
 /// A resolved dropout.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DropoutNode {

@@ -60,7 +60,7 @@ fn paper_net_runs_a_kernel_per_block_in_a_planned_memory() {
     );
     let covers = |name: &str| {
         let k = plan.kernels.iter().find(|k| k.name == name).unwrap();
-        k.covers.iter().map(|&n| alexnet_compiler_op(&plan.nodes[n as usize].op)).collect::<Vec<_>>()
+        k.covers.iter().map(|&n| plan.nodes[n as usize].op.name()).collect::<Vec<_>>()
     };
     assert_eq!(covers("conv1_fused_fwd"), ["conv", "relu", "lrn", "maxpool"]);
     assert_eq!(covers("conv5_fused_fwd"), ["conv", "relu", "maxpool"]);
@@ -75,20 +75,6 @@ fn paper_net_runs_a_kernel_per_block_in_a_planned_memory() {
     assert_eq!(state, plan.param_count() * 4);
     let training_state: u64 = plan.training.placements.iter().filter(|p| p.tensor.is_state()).map(|p| p.size.at(pass)).sum();
     assert_eq!(training_state, 3 * plan.param_count() * 4);
-}
-
-/// The op's mnemonic.
-fn alexnet_compiler_op(op: &alexnet::plan::NodeOp) -> &'static str {
-    use alexnet::plan::NodeOp;
-    match op {
-        NodeOp::Conv(_) => "conv",
-        NodeOp::Relu => "relu",
-        NodeOp::Lrn(_) => "lrn",
-        NodeOp::MaxPool(_) => "maxpool",
-        NodeOp::Linear(_) => "linear",
-        NodeOp::Softmax => "softmax",
-        NodeOp::Dropout(_) => "dropout",
-    }
 }
 
 #[test]

@@ -64,6 +64,7 @@ alexnet! {
         c1: conv(7, k = 3) -> relu -> maxpool(k = 3, s = 2),
         c2: conv(12, k = 3, p = 1) -> relu,
         fc: linear(37) -> relu,
+        fc2: linear(30),
         out: linear(3),
     }
 }

@@ -10,7 +10,7 @@
 //! tile, group and image border gives exactly the per-op result.
 
 use super::writer::Writer;
-use super::{fma_block, lrn_consts, tiled_conv_decls};
+use super::{acc_decls, fma_block, lrn_consts, tiled_conv_decls};
 use alexnet_plan::{Algo, Kernel, NodeOp, Plan};
 
 /// Writes the constants and `main` of a fused conv block.
@@ -80,11 +80,7 @@ pub fn conv_block(w: &mut Writer, plan: &Plan, kernel: &Kernel, has_bias: bool, 
         .line("let ktotal = ICG * K * K;")
         .line("let g_lo = u32(clamp(c_first, 0, i32(OC) - 1)) / OCG;")
         .line("let g_hi = u32(clamp(c_first + i32(TM) - 1, 0, i32(OC) - 1)) / OCG;");
-    for i in 0..4 {
-        for j in 0..4 {
-            w.line(format!("var acc{i}{j} = 0.0;"));
-        }
-    }
+    acc_decls(w);
     w.line("// Rows of the tile may belong to two groups: each group's rows get their own pass.");
     w.open("for (var g = g_lo; g <= g_hi; g++)");
     w.open("for (var k0 = 0u; k0 < ktotal; k0 += TK)");

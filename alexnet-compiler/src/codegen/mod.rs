@@ -294,11 +294,7 @@ pub(crate) fn tiled_conv(w: &mut Writer, weight: &str, input: &str, store: &str)
         .line("let tx = lid % TX;")
         .line("let ty = lid / TX;")
         .line("let ktotal = ICG * K * K;");
-    for i in 0..4 {
-        for j in 0..4 {
-            w.line(format!("var acc{i}{j} = 0.0;"));
-        }
-    }
+    acc_decls(w);
     w.open("for (var k0 = 0u; k0 < ktotal; k0 += TK)");
     w.line("// Weights: consecutive invocations read consecutive k of one output channel.");
     w.open("for (var r = 0u; r < TK * TM / WG; r++)")
@@ -347,6 +343,15 @@ pub(crate) fn tiled_conv(w: &mut Writer, weight: &str, input: &str, store: &str)
                 .line(format!("let oc = g * OCG + oc_l{i};"))
                 .line(store.replace("OUT", &format!("((p{i}{j} / (OH * OW)) * OC + oc) * OH * OW + p{i}{j} % (OH * OW)")).replace("VALUE", &format!("acc{i}{j}")))
                 .close();
+        }
+    }
+}
+
+/// The 4×4 register block of one invocation of a tiled GEMM, zeroed.
+pub(crate) fn acc_decls(w: &mut Writer) {
+    for i in 0..4 {
+        for j in 0..4 {
+            w.line(format!("var acc{i}{j} = 0.0;"));
         }
     }
 }

@@ -180,11 +180,7 @@ fn conv_weight_tiled(w: &mut Writer) {
         .line("let rtotal = params.batch * OH * OW;")
         .line("let tx = lid % TX;")
         .line("let ty = lid / TX;");
-    for i in 0..4 {
-        for j in 0..4 {
-            w.line(format!("var acc{i}{j} = 0.0;"));
-        }
-    }
+    super::acc_decls(w);
     // Two loops, so that neither runs more than 4,096 times: Mesa's software rasterisers stop
     // a loop after about 65,535 iterations, and a batch can hold millions of pixels.
     w.open("for (var r1 = 0u; r1 < rtotal; r1 += TK * 4096u)");

@@ -166,16 +166,19 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
     let ir_id: BTreeMap<u32, NodeId> = node_of.iter().map(|(&id, &n)| (n, id)).collect();
     for group in &groups {
         for planned in group_kernels(group, &nodes, &params) {
-            let k = match planned {
+            // A per-op node runs all its forward kernels: one per weight part.
+            let ks: Vec<usize> = match planned {
                 Planned::New(k) => {
                     kernels.push(k);
-                    kernels.len() - 1
+                    vec![kernels.len() - 1]
                 }
-                Planned::PerOp(node) => kernels[..per_op].iter().position(|k| k.role == plan::Role::Forward && k.covers[..] == [node]).expect("every op has a forward kernel"),
+                Planned::PerOp(node) => (0..per_op).filter(|&k| kernels[k].role == plan::Role::Forward && kernels[k].covers[..] == [node]).collect(),
             };
-            inference_steps.push(Step::Dispatch(k as u32));
-            let covered: Vec<String> = kernels[k].covers.iter().map(|n| format!("{} {}", ir_id[n], op_name(&nodes[*n as usize].op))).collect();
-            let _ = writeln!(ir, "#   {} = {} ; {}", kernels[k].name, covered.join(" + "), kernels[k].algo.describe());
+            for k in ks {
+                inference_steps.push(Step::Dispatch(k as u32));
+                let covered: Vec<String> = kernels[k].covers.iter().map(|n| format!("{} {}", ir_id[n], op_name(&nodes[*n as usize].op))).collect();
+                let _ = writeln!(ir, "#   {} = {} ; {}", kernels[k].name, covered.join(" + "), kernels[k].algo.describe());
+            }
         }
     }
     let mut plan = plan::Plan {
@@ -400,15 +403,7 @@ fn kernels_for(nodes: &[plan::Node], covers: &[u32], params: &[plan::Param], bas
 
 /// The op's name in kernel names.
 pub fn op_name(op: &plan::NodeOp) -> &'static str {
-    match op {
-        plan::NodeOp::Conv(_) => "conv",
-        plan::NodeOp::Relu => "relu",
-        plan::NodeOp::Lrn(_) => "lrn",
-        plan::NodeOp::MaxPool(_) => "maxpool",
-        plan::NodeOp::Linear(_) => "linear",
-        plan::NodeOp::Softmax => "softmax",
-        plan::NodeOp::Dropout(_) => "dropout",
-    }
+    op.name()
 }
 
 /// A kernel of node `index` with one invocation per element (per image, or in all for

@@ -85,6 +85,14 @@ fn verify_program(plan: &Plan, program: &Program, inputs: &[Tensor], outputs: &[
             }
         }
     }
+    // Every forward pass reads every part of every weight: a missing one is a kernel not run.
+    for (index, p) in plan.params.iter().enumerate() {
+        for part in 0..p.parts.len() as u32 {
+            if program.placement(Tensor::Param { index: index as u32, part }).is_none() {
+                return Err(format!("no step reads part {part} of `{}`", p.name));
+            }
+        }
+    }
     for t in outputs {
         if !written.contains(t) {
             return Err(format!("output `{}` is never written", tensor_name(plan, *t)));
