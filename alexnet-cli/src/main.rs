@@ -571,9 +571,9 @@ fn bench(plan: &Plan, batch: usize, iters: usize, mode: Mode, kernels: bool, dev
     let median = times[times.len() / 2];
     // A training step does about three forward passes' work (forward, input and weight gradients).
     let (what, passes) = match mode {
-        Mode::Training => ("training step", 3.0),
-        Mode::Inference => ("fused forward", 1.0),
-        Mode::Inspect => ("unfused forward", 1.0),
+        Mode::Training => ("training step".to_string(), 3.0),
+        Mode::Inference => (format!("forward (fusion {})", plan.fusion.as_str()), 1.0),
+        Mode::Inspect => ("forward (one kernel per op, every activation kept)".to_string(), 1.0),
     };
     let gflops = passes * 2.0 * plan.macs() as f64 * batch as f64 / median / 1e9;
     println!(
