@@ -54,7 +54,7 @@ fn compile_emits_ir_wgsl_and_dot() {
 fn info_graph_and_shaders() {
     let info = stdout(&alexnet(&["info", "--model", "alexnet"]));
     assert!(info.contains("60965224") && info.contains("724.4"), "{info}");
-    assert!(info.contains("fusion on: 92 kernels in all, 9 dispatches per forward pass"), "{info}");
+    assert!(info.contains("fusion on: 95 kernels in all, 9 dispatches per forward pass"), "{info}");
     assert!(info.contains("device 0 inference"), "{info}");
     let kernels = stdout(&alexnet(&["info", "--model", "alexnet", "--batch", "8", "--kernels"]));
     let conv1 = kernels.lines().find(|l| l.starts_with("conv1_fused_fwd")).unwrap_or_else(|| panic!("{kernels}"));

@@ -165,7 +165,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
     let _ = writeln!(ir, "# inference kernels (fusion {}):", fusion.as_str());
     let ir_id: BTreeMap<u32, NodeId> = node_of.iter().map(|(&id, &n)| (n, id)).collect();
     for group in &groups {
-        for planned in group_kernels(group, &nodes, &params) {
+        for planned in group_kernels(group, &nodes, &params, "fused_fwd") {
             // A per-op node runs all its forward kernels: one per weight part.
             let ks: Vec<usize> = match planned {
                 Planned::New(k) => {
@@ -181,6 +181,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
             }
         }
     }
+    let training_steps = training_steps(&mut kernels, per_op, &nodes, &params);
     let mut plan = plan::Plan {
         name: name.to_string().into(),
         doc: doc.to_string().into(),
@@ -213,7 +214,6 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         k.cost = cost;
     }
     plan.kernels = kernels.into();
-    let training_steps: Vec<Step> = (0..per_op as u32).map(Step::Dispatch).collect();
     let inspect_steps: Vec<Step> = (0..per_op as u32).filter(|&k| plan.kernels[k as usize].role == plan::Role::Forward).map(Step::Dispatch).collect();
     let [(_, _, inf_in, inf_out), (_, _, train_in, train_out), _] = programs_io(&plan);
     plan.inference = memory::program(&plan, inference_steps, &inf_in, &inf_out, Reuse::Share);
@@ -241,6 +241,72 @@ pub fn programs_io(plan: &plan::Plan) -> [(&'static str, &plan::Program, Vec<Ten
     ]
 }
 
+/// The training program's steps: the forward pass with ReLU in the epilogue of every conv and
+/// linear kernel whose own output no backward kernel reads (so that tensor is never written),
+/// other ops one kernel each and dropout masks after their producer; then the loss, the
+/// backward kernels and the updates in the order `training::training_kernels` gave them.
+/// Kernels it needs beyond the first `per_op` are appended to `kernels`, reusing an identical
+/// inference kernel where there is one.
+fn training_steps(kernels: &mut Vec<plan::Kernel>, per_op: usize, nodes: &[plan::Node], params: &[plan::Param]) -> Vec<Step> {
+    use plan::Role;
+    let backward_reads: std::collections::BTreeSet<u32> = kernels[..per_op]
+        .iter()
+        .filter(|k| !matches!(k.role, Role::Forward | Role::Dropout))
+        .flat_map(|k| k.bindings.iter())
+        .filter_map(|b| match *b {
+            plan::Binding::Activation { index, write: false } => Some(index),
+            _ => None,
+        })
+        .collect();
+    let per_op_of = |kernels: &[plan::Kernel], node: u32, role: Role| -> Vec<usize> {
+        (0..per_op).filter(|&k| kernels[k].role == role && kernels[k].covers[..] == [node]).collect()
+    };
+    let mut steps = Vec::new();
+    for group in fuse::fuse(nodes, plan::Fusion::Epilogue) {
+        let producer = match &group {
+            Group::ConvBlock { conv: n, relu: Some(_), .. } | Group::LinearRelu { linear: n, .. } => Some(*n),
+            Group::ConvBlock { relu: None, .. } | Group::LinearSoftmax { .. } | Group::Single(_) | Group::Identity(_) => None,
+        };
+        let covers = group.covers();
+        let fusable = producer.is_some_and(|n| !backward_reads.contains(&nodes[n as usize].output));
+        let planned = if fusable {
+            group_kernels(&group, nodes, params, "train_fwd")
+        } else {
+            covers.iter().filter(|&&n| !matches!(nodes[n as usize].op, plan::NodeOp::Dropout(_))).map(|&n| Planned::PerOp(n)).collect()
+        };
+        // Dropout runs in place at its position in the chain: before the group's first op
+        // (torchvision's dropout before fc6) or after its last.
+        let first_op = covers.iter().copied().find(|&n| !matches!(nodes[n as usize].op, plan::NodeOp::Dropout(_))).unwrap_or(u32::MAX);
+        let dropouts = |before: bool| covers.iter().copied().filter(move |&n| (n < first_op) == before);
+        for n in dropouts(true) {
+            steps.extend(per_op_of(kernels, n, Role::Dropout).into_iter().map(|k| Step::Dispatch(k as u32)));
+        }
+        for p in planned {
+            let ks = match p {
+                Planned::New(k) => {
+                    let same = |o: &plan::Kernel| {
+                        o.covers == k.covers && o.bindings == k.bindings && o.algo == k.algo && o.dispatch == k.dispatch && o.threads_per_image == k.threads_per_image && o.role == k.role
+                    };
+                    match (per_op..kernels.len()).find(|&i| same(&kernels[i])) {
+                        Some(i) => vec![i],
+                        None => {
+                            kernels.push(k);
+                            vec![kernels.len() - 1]
+                        }
+                    }
+                }
+                Planned::PerOp(node) => per_op_of(kernels, node, Role::Forward),
+            };
+            steps.extend(ks.into_iter().map(|k| Step::Dispatch(k as u32)));
+        }
+        for n in dropouts(false) {
+            steps.extend(per_op_of(kernels, n, Role::Dropout).into_iter().map(|k| Step::Dispatch(k as u32)));
+        }
+    }
+    steps.extend((0..per_op).filter(|&k| !matches!(kernels[k].role, Role::Forward | Role::Dropout)).map(|k| Step::Dispatch(k as u32)));
+    steps
+}
+
 /// A kernel of a fused group: a new one, or the per-op forward kernel of a node.
 enum Planned {
     New(plan::Kernel),
@@ -248,9 +314,9 @@ enum Planned {
 }
 
 /// The inference kernels of one fusion group.
-fn group_kernels(group: &Group, nodes: &[plan::Node], params: &[plan::Param]) -> Vec<Planned> {
+fn group_kernels(group: &Group, nodes: &[plan::Node], params: &[plan::Param], suffix: &str) -> Vec<Planned> {
     let covers = group.covers();
-    let base = |n: u32| format!("{}_fused_fwd", nodes[n as usize].layer);
+    let base = |n: u32| format!("{}_{suffix}", nodes[n as usize].layer);
     let new = |ks: Vec<plan::Kernel>| ks.into_iter().map(Planned::New).collect::<Vec<_>>();
     match group {
         Group::Single(n) => vec![Planned::PerOp(*n)],

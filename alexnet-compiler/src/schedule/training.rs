@@ -102,9 +102,12 @@ pub fn training_kernels(
                     }
                     None => {
                         let threads = if matches!(node.op, plan::NodeOp::Softmax) { 1 } else { in_elems };
+                        // ReLU's gradient needs only the sign of its output (the same as its
+                        // input's), so the conv or linear output before it need not be kept.
+                        let read = if node.op == plan::NodeOp::Relu { output } else { input };
                         let bindings = vec![
                             B::Uniform,
-                            B::Activation { index: input, write: false },
+                            B::Activation { index: read, write: false },
                             B::Grad { index: output, write: false },
                             B::Grad { index: input, write: true },
                         ];
