@@ -181,7 +181,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
             }
         }
     }
-    let training_steps = training_steps(&mut kernels, per_op, &nodes, &params);
+    let training_steps = training_steps(&mut kernels, per_op, &nodes, &params, fusion);
     let mut plan = plan::Plan {
         name: name.to_string().into(),
         doc: doc.to_string().into(),
@@ -247,7 +247,7 @@ pub fn programs_io(plan: &plan::Plan) -> [(&'static str, &plan::Program, Vec<Ten
 /// backward kernels and the updates in the order `training::training_kernels` gave them.
 /// Kernels it needs beyond the first `per_op` are appended to `kernels`, reusing an identical
 /// inference kernel where there is one.
-fn training_steps(kernels: &mut Vec<plan::Kernel>, per_op: usize, nodes: &[plan::Node], params: &[plan::Param]) -> Vec<Step> {
+fn training_steps(kernels: &mut Vec<plan::Kernel>, per_op: usize, nodes: &[plan::Node], params: &[plan::Param], fusion: plan::Fusion) -> Vec<Step> {
     use plan::Role;
     let backward_reads: std::collections::BTreeSet<u32> = kernels[..per_op]
         .iter()
@@ -262,7 +262,9 @@ fn training_steps(kernels: &mut Vec<plan::Kernel>, per_op: usize, nodes: &[plan:
         (0..per_op).filter(|&k| kernels[k].role == role && kernels[k].covers[..] == [node]).collect()
     };
     let mut steps = Vec::new();
-    for group in fuse::fuse(nodes, plan::Fusion::Epilogue) {
+    // `fusion: off` means one kernel per op everywhere, training included.
+    let training_fusion = if fusion == plan::Fusion::Off { plan::Fusion::Off } else { plan::Fusion::Epilogue };
+    for group in fuse::fuse(nodes, training_fusion) {
         let producer = match &group {
             Group::ConvBlock { conv: n, relu: Some(_), .. } | Group::LinearRelu { linear: n, .. } => Some(*n),
             Group::ConvBlock { relu: None, .. } | Group::LinearSoftmax { .. } | Group::Single(_) | Group::Identity(_) => None,
