@@ -684,6 +684,12 @@ impl Binding {
         }
     }
 
+    /// Whether the kernel reads what the binding holds on entry: read-only bindings, and the
+    /// optimiser's read-modify-write of weights and momentum.
+    pub fn reads(&self) -> bool {
+        !self.writes() || matches!(self, Binding::ParamMut { .. } | Binding::Momentum { .. })
+    }
+
     /// Whether the kernel writes through it.
     pub fn writes(&self) -> bool {
         match *self {

@@ -270,22 +270,17 @@ impl<'g> Session<'g> {
     /// Records the program's steps whose kernels `run` accepts, in order: consecutive
     /// dispatches share a compute pass, copies go between passes.
     fn record(&self, encoder: &mut wgpu::CommandEncoder, n: usize, run: impl Fn(&Kernel) -> bool) {
-        let max_x = self.plan.limits.max_compute_workgroups_per_dimension;
         let mut pass: Option<wgpu::ComputePass<'static>> = None;
         for step in self.program().steps.iter() {
             match *step {
                 Step::Dispatch(k) => {
-                    let kernel = &self.plan.kernels[k as usize];
-                    let Some((pipeline, group)) = self.pipes[k as usize].as_ref().filter(|_| run(kernel)) else { continue };
-                    let groups = kernel.workgroups(n as u64);
-                    let x = groups.min(u64::from(max_x)) as u32;
-                    let y = groups.div_ceil(u64::from(x)) as u32;
+                    if self.pipes[k as usize].is_none() || !run(&self.plan.kernels[k as usize]) {
+                        continue;
+                    }
                     let pass = pass.get_or_insert_with(|| {
                         encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("plan"), timestamp_writes: None }).forget_lifetime()
                     });
-                    pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, group, &[]);
-                    pass.dispatch_workgroups(x, y, 1);
+                    self.dispatch(pass, k, n);
                 }
                 Step::Copy { from, to, bytes } => {
                     drop(pass.take());
@@ -294,6 +289,17 @@ impl<'g> Session<'g> {
                 }
             }
         }
+    }
+
+    /// Records kernel `k` over `n` images: a 2-D dispatch once the workgroups pass the
+    /// per-dimension limit.
+    fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, k: u32, n: usize) {
+        let Some((pipeline, group)) = self.pipes[k as usize].as_ref() else { return };
+        let groups = self.plan.kernels[k as usize].workgroups(n as u64);
+        let x = groups.min(u64::from(self.plan.limits.max_compute_workgroups_per_dimension)) as u32;
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, group, &[]);
+        pass.dispatch_workgroups(x, groups.div_ceil(u64::from(x)) as u32, 1);
     }
 
     /// One optimiser step on a batch: forward (dropout as `config` says), softmax
@@ -387,15 +393,7 @@ impl<'g> Session<'g> {
             }
             gpu.queue.write_buffer(&self.uniform, 0, &uniforms.to_bytes());
             for (slot, &k) in seconds.iter_mut().zip(&dispatches) {
-                let Some((pipeline, group)) = self.pipes[k as usize].as_ref() else { continue };
-                let groups = self.plan.kernels[k as usize].workgroups(n as u64);
-                *slot += timer.time(gpu, |pass| {
-                    let max_x = self.plan.limits.max_compute_workgroups_per_dimension;
-                    let x = groups.min(u64::from(max_x)) as u32;
-                    pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, group, &[]);
-                    pass.dispatch_workgroups(x, groups.div_ceil(u64::from(x)) as u32, 1);
-                })?;
+                *slot += timer.time(gpu, |pass| self.dispatch(pass, k, n))?;
             }
         }
         Ok(Profile { kernels: dispatches.into_iter().zip(seconds).collect(), gpu_timestamps: timer.queries.is_some() })

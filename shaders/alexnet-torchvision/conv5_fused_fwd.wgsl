@@ -179,121 +179,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     // Epilogue into the plane: bias and ReLU; channels outside the layer hold zero.
     let oc0 = c_first + i32(ty * 4u + 0u);
-    if (oc0 >= 0 && oc0 < i32(OC)) {
-        let oc = oc0;
-        smem[(ty * 4u + 0u) * TN + tx * 4u + 0u] = max(acc00 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 0u) * TN + tx * 4u + 0u] = 0.0;
-    }
-    if (oc0 >= 0 && oc0 < i32(OC)) {
-        let oc = oc0;
-        smem[(ty * 4u + 0u) * TN + tx * 4u + 1u] = max(acc01 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 0u) * TN + tx * 4u + 1u] = 0.0;
-    }
-    if (oc0 >= 0 && oc0 < i32(OC)) {
-        let oc = oc0;
-        smem[(ty * 4u + 0u) * TN + tx * 4u + 2u] = max(acc02 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 0u) * TN + tx * 4u + 2u] = 0.0;
-    }
-    if (oc0 >= 0 && oc0 < i32(OC)) {
-        let oc = oc0;
-        smem[(ty * 4u + 0u) * TN + tx * 4u + 3u] = max(acc03 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 0u) * TN + tx * 4u + 3u] = 0.0;
-    }
+    let in0 = oc0 >= 0 && oc0 < i32(OC);
+    let b0 = b[u32(clamp(oc0, 0, i32(OC) - 1))];
+    smem[(ty * 4u + 0u) * TN + tx * 4u + 0u] = select(0.0, max(acc00 + b0, 0.0), in0);
+    smem[(ty * 4u + 0u) * TN + tx * 4u + 1u] = select(0.0, max(acc01 + b0, 0.0), in0);
+    smem[(ty * 4u + 0u) * TN + tx * 4u + 2u] = select(0.0, max(acc02 + b0, 0.0), in0);
+    smem[(ty * 4u + 0u) * TN + tx * 4u + 3u] = select(0.0, max(acc03 + b0, 0.0), in0);
     let oc1 = c_first + i32(ty * 4u + 1u);
-    if (oc1 >= 0 && oc1 < i32(OC)) {
-        let oc = oc1;
-        smem[(ty * 4u + 1u) * TN + tx * 4u + 0u] = max(acc10 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 1u) * TN + tx * 4u + 0u] = 0.0;
-    }
-    if (oc1 >= 0 && oc1 < i32(OC)) {
-        let oc = oc1;
-        smem[(ty * 4u + 1u) * TN + tx * 4u + 1u] = max(acc11 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 1u) * TN + tx * 4u + 1u] = 0.0;
-    }
-    if (oc1 >= 0 && oc1 < i32(OC)) {
-        let oc = oc1;
-        smem[(ty * 4u + 1u) * TN + tx * 4u + 2u] = max(acc12 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 1u) * TN + tx * 4u + 2u] = 0.0;
-    }
-    if (oc1 >= 0 && oc1 < i32(OC)) {
-        let oc = oc1;
-        smem[(ty * 4u + 1u) * TN + tx * 4u + 3u] = max(acc13 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 1u) * TN + tx * 4u + 3u] = 0.0;
-    }
+    let in1 = oc1 >= 0 && oc1 < i32(OC);
+    let b1 = b[u32(clamp(oc1, 0, i32(OC) - 1))];
+    smem[(ty * 4u + 1u) * TN + tx * 4u + 0u] = select(0.0, max(acc10 + b1, 0.0), in1);
+    smem[(ty * 4u + 1u) * TN + tx * 4u + 1u] = select(0.0, max(acc11 + b1, 0.0), in1);
+    smem[(ty * 4u + 1u) * TN + tx * 4u + 2u] = select(0.0, max(acc12 + b1, 0.0), in1);
+    smem[(ty * 4u + 1u) * TN + tx * 4u + 3u] = select(0.0, max(acc13 + b1, 0.0), in1);
     let oc2 = c_first + i32(ty * 4u + 2u);
-    if (oc2 >= 0 && oc2 < i32(OC)) {
-        let oc = oc2;
-        smem[(ty * 4u + 2u) * TN + tx * 4u + 0u] = max(acc20 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 2u) * TN + tx * 4u + 0u] = 0.0;
-    }
-    if (oc2 >= 0 && oc2 < i32(OC)) {
-        let oc = oc2;
-        smem[(ty * 4u + 2u) * TN + tx * 4u + 1u] = max(acc21 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 2u) * TN + tx * 4u + 1u] = 0.0;
-    }
-    if (oc2 >= 0 && oc2 < i32(OC)) {
-        let oc = oc2;
-        smem[(ty * 4u + 2u) * TN + tx * 4u + 2u] = max(acc22 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 2u) * TN + tx * 4u + 2u] = 0.0;
-    }
-    if (oc2 >= 0 && oc2 < i32(OC)) {
-        let oc = oc2;
-        smem[(ty * 4u + 2u) * TN + tx * 4u + 3u] = max(acc23 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 2u) * TN + tx * 4u + 3u] = 0.0;
-    }
+    let in2 = oc2 >= 0 && oc2 < i32(OC);
+    let b2 = b[u32(clamp(oc2, 0, i32(OC) - 1))];
+    smem[(ty * 4u + 2u) * TN + tx * 4u + 0u] = select(0.0, max(acc20 + b2, 0.0), in2);
+    smem[(ty * 4u + 2u) * TN + tx * 4u + 1u] = select(0.0, max(acc21 + b2, 0.0), in2);
+    smem[(ty * 4u + 2u) * TN + tx * 4u + 2u] = select(0.0, max(acc22 + b2, 0.0), in2);
+    smem[(ty * 4u + 2u) * TN + tx * 4u + 3u] = select(0.0, max(acc23 + b2, 0.0), in2);
     let oc3 = c_first + i32(ty * 4u + 3u);
-    if (oc3 >= 0 && oc3 < i32(OC)) {
-        let oc = oc3;
-        smem[(ty * 4u + 3u) * TN + tx * 4u + 0u] = max(acc30 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 3u) * TN + tx * 4u + 0u] = 0.0;
-    }
-    if (oc3 >= 0 && oc3 < i32(OC)) {
-        let oc = oc3;
-        smem[(ty * 4u + 3u) * TN + tx * 4u + 1u] = max(acc31 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 3u) * TN + tx * 4u + 1u] = 0.0;
-    }
-    if (oc3 >= 0 && oc3 < i32(OC)) {
-        let oc = oc3;
-        smem[(ty * 4u + 3u) * TN + tx * 4u + 2u] = max(acc32 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 3u) * TN + tx * 4u + 2u] = 0.0;
-    }
-    if (oc3 >= 0 && oc3 < i32(OC)) {
-        let oc = oc3;
-        smem[(ty * 4u + 3u) * TN + tx * 4u + 3u] = max(acc33 + b[u32(oc)], 0.0);
-    }
-    else {
-        smem[(ty * 4u + 3u) * TN + tx * 4u + 3u] = 0.0;
-    }
+    let in3 = oc3 >= 0 && oc3 < i32(OC);
+    let b3 = b[u32(clamp(oc3, 0, i32(OC) - 1))];
+    smem[(ty * 4u + 3u) * TN + tx * 4u + 0u] = select(0.0, max(acc30 + b3, 0.0), in3);
+    smem[(ty * 4u + 3u) * TN + tx * 4u + 1u] = select(0.0, max(acc31 + b3, 0.0), in3);
+    smem[(ty * 4u + 3u) * TN + tx * 4u + 2u] = select(0.0, max(acc32 + b3, 0.0), in3);
+    smem[(ty * 4u + 3u) * TN + tx * 4u + 3u] = select(0.0, max(acc33 + b3, 0.0), in3);
     workgroupBarrier();
     var vals: array<f32, 16>;
     // Max-pool each row from the PR x PC patch to QR x QC; padding never wins.

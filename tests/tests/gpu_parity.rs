@@ -80,55 +80,33 @@ alexnet! {
     }
 }
 
-alexnet! {
-    /// Fused blocks whose LRN channel windows and overlapping pooling windows straddle the
-    /// kernel's tiles: more channels than one tile, odd channel counts and spatial sizes,
-    /// groups whose boundary falls inside a tile, padded pooling, pool before LRN, a block
-    /// without ReLU, and a 256 KiB binding limit, so that a batch of 5 crosses the micro-batch.
-    Straddle {
-        input: [4, 23, 19],
-        max_batch: 6,
-        binding_limit: 262144,
-        a: conv(70, k = 3, p = 1, groups = 2) -> relu -> lrn(n = 5, alpha = 0.5, beta = 0.75, k = 1) -> maxpool(k = 3, s = 2, p = 1),
-        b: conv(66, k = 3, p = 1, groups = 2) -> maxpool(k = 2, s = 2) -> lrn(n = 3, alpha = 0.3, beta = 0.75, k = 2),
-        c: conv(9, k = 3) -> relu -> maxpool(k = 2, s = 1),
-        d: conv(13, k = 1) -> lrn(n = 5, alpha = 0.2, beta = 0.6, k = 1),
-        fc: linear(7) -> relu,
-        out: linear(5) -> softmax,
-    }
+/// Declares the `Straddle` net with a fusion setting: fused blocks whose LRN channel windows
+/// and overlapping pooling windows straddle the kernel's tiles: more channels than one tile,
+/// odd channel counts and spatial sizes, groups whose boundary falls inside a tile, padded
+/// pooling, pool before LRN, a block without ReLU, and a 256 KiB binding limit, so that a
+/// batch of 5 crosses the micro-batch.
+macro_rules! straddle {
+    ($name:ident, $fusion:ident) => {
+        alexnet! {
+            $name {
+                input: [4, 23, 19],
+                max_batch: 6,
+                binding_limit: 262144,
+                fusion: $fusion,
+                a: conv(70, k = 3, p = 1, groups = 2) -> relu -> lrn(n = 5, alpha = 0.5, beta = 0.75, k = 1) -> maxpool(k = 3, s = 2, p = 1),
+                b: conv(66, k = 3, p = 1, groups = 2) -> maxpool(k = 2, s = 2) -> lrn(n = 3, alpha = 0.3, beta = 0.75, k = 2),
+                c: conv(9, k = 3) -> relu -> maxpool(k = 2, s = 1),
+                d: conv(13, k = 1) -> lrn(n = 5, alpha = 0.2, beta = 0.6, k = 1),
+                fc: linear(7) -> relu,
+                out: linear(5) -> softmax,
+            }
+        }
+    };
 }
 
-alexnet! {
-    /// The same net with fusion off: inference runs one kernel per op.
-    StraddleUnfused {
-        input: [4, 23, 19],
-        max_batch: 6,
-        binding_limit: 262144,
-        fusion: off,
-        a: conv(70, k = 3, p = 1, groups = 2) -> relu -> lrn(n = 5, alpha = 0.5, beta = 0.75, k = 1) -> maxpool(k = 3, s = 2, p = 1),
-        b: conv(66, k = 3, p = 1, groups = 2) -> maxpool(k = 2, s = 2) -> lrn(n = 3, alpha = 0.3, beta = 0.75, k = 2),
-        c: conv(9, k = 3) -> relu -> maxpool(k = 2, s = 1),
-        d: conv(13, k = 1) -> lrn(n = 5, alpha = 0.2, beta = 0.6, k = 1),
-        fc: linear(7) -> relu,
-        out: linear(5) -> softmax,
-    }
-}
-
-alexnet! {
-    /// The same net with epilogue fusion only: ReLU and softmax fused, LRN and pooling apart.
-    StraddleEpilogue {
-        input: [4, 23, 19],
-        max_batch: 6,
-        binding_limit: 262144,
-        fusion: epilogue,
-        a: conv(70, k = 3, p = 1, groups = 2) -> relu -> lrn(n = 5, alpha = 0.5, beta = 0.75, k = 1) -> maxpool(k = 3, s = 2, p = 1),
-        b: conv(66, k = 3, p = 1, groups = 2) -> maxpool(k = 2, s = 2) -> lrn(n = 3, alpha = 0.3, beta = 0.75, k = 2),
-        c: conv(9, k = 3) -> relu -> maxpool(k = 2, s = 1),
-        d: conv(13, k = 1) -> lrn(n = 5, alpha = 0.2, beta = 0.6, k = 1),
-        fc: linear(7) -> relu,
-        out: linear(5) -> softmax,
-    }
-}
+straddle!(Straddle, on);
+straddle!(StraddleUnfused, off);
+straddle!(StraddleEpilogue, epilogue);
 
 /// Names of the kernels a program dispatches.
 fn dispatched(plan: &Plan, program: &alexnet::plan::Program) -> Vec<String> {

@@ -119,29 +119,29 @@ pub fn conv_block(w: &mut Writer, plan: &Plan, kernel: &Kernel, has_bias: bool, 
     w.line("workgroupBarrier();");
     w.close().close();
     w.line("// Epilogue into the plane: bias and ReLU; channels outside the layer hold zero.");
-    let bias = if has_bias { " + b[u32(oc)]" } else { "" };
-    let value = |v: &str| if relu { format!("max({v}{bias}, 0.0)") } else { format!("{v}{bias}") };
     for i in 0..4 {
         w.line(format!("let oc{i} = c_first + i32(ty * 4u + {i}u);"));
+        w.line(format!("let in{i} = oc{i} >= 0 && oc{i} < i32(OC);"));
+        let bias = if has_bias {
+            w.line(format!("let b{i} = b[u32(clamp(oc{i}, 0, i32(OC) - 1))];"));
+            format!(" + b{i}")
+        } else {
+            String::new()
+        };
         for j in 0..4 {
-            w.open(format!("if (oc{i} >= 0 && oc{i} < i32(OC))"))
-                .line(format!("let oc = oc{i};"))
-                .line(format!("smem[(ty * 4u + {i}u) * TN + tx * 4u + {j}u] = {};", value(&format!("acc{i}{j}"))))
-                .close()
-                .open("else")
-                .line(format!("smem[(ty * 4u + {i}u) * TN + tx * 4u + {j}u] = 0.0;"))
-                .close();
+            let v = if relu { format!("max(acc{i}{j}{bias}, 0.0)") } else { format!("acc{i}{j}{bias}") };
+            w.line(format!("smem[(ty * 4u + {i}u) * TN + tx * 4u + {j}u] = select(0.0, {v}, in{i});"));
         }
     }
     w.line("workgroupBarrier();");
     w.line(format!("var vals: array<f32, {}>;", tile.m * tile.n / tile.threads()));
-    // The plane's width in positions: conv patch columns until a pool shrinks it.
-    let mut width = "PC";
+    // The plane's width and size in positions: the conv patch until a pool shrinks it.
+    let (mut width, mut plane) = ("PC", "p < PR * PC");
     for op in &post {
         match op {
             NodeOp::Lrn(_) => {
                 w.line("// LRN across the tile's rows (channels), at every position of the plane.");
-                phase(w, "p < TN", |w| {
+                phase(w, plane, |w| {
                     w.line("let lo = select(0u, m - LO, m >= LO);")
                         .line("let hi = min(TM - 1u, m + HI);")
                         .line("var sum = 0.0;")
@@ -173,7 +173,7 @@ pub fn conv_block(w: &mut Writer, plan: &Plan, kernel: &Kernel, has_bias: bool, 
                         .close()
                         .line("v = select(0.0, best, hit);");
                 });
-                width = "QC";
+                (width, plane) = ("QC", "p < QR * QC");
             }
             other => unreachable!("a conv block holds no {other:?}"),
         }

@@ -62,7 +62,7 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
     let what = match kernel.covers.len() {
         1 => what,
         _ => {
-            let ops: Vec<&str> = kernel.covers.iter().map(|&n| crate::schedule::op_name(&plan.nodes[n as usize].op)).collect();
+            let ops: Vec<&str> = kernel.covers.iter().map(|&n| plan.nodes[n as usize].op.name()).collect();
             format!("fused {} ({what})", ops.join(" + "))
         }
     };

@@ -84,7 +84,7 @@ pub fn cost(plan: &Plan, kernel: &Kernel) -> Cost {
         if b.writes() {
             written = written.plus(size);
         }
-        if !b.writes() || matches!(b, Binding::ParamMut { .. } | Binding::Momentum { .. }) {
+        if b.reads() {
             read = read.plus(size);
         }
     }

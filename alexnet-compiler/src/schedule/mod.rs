@@ -166,17 +166,9 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
     let ir_id: BTreeMap<u32, NodeId> = node_of.iter().map(|(&id, &n)| (n, id)).collect();
     for group in &groups {
         for planned in group_kernels(group, &nodes, &params, "fused_fwd") {
-            // A per-op node runs all its forward kernels: one per weight part.
-            let ks: Vec<usize> = match planned {
-                Planned::New(k) => {
-                    kernels.push(k);
-                    vec![kernels.len() - 1]
-                }
-                Planned::PerOp(node) => (0..per_op).filter(|&k| kernels[k].role == plan::Role::Forward && kernels[k].covers[..] == [node]).collect(),
-            };
-            for k in ks {
+            for k in resolve(planned, &mut kernels, per_op) {
                 inference_steps.push(Step::Dispatch(k as u32));
-                let covered: Vec<String> = kernels[k].covers.iter().map(|n| format!("{} {}", ir_id[n], op_name(&nodes[*n as usize].op))).collect();
+                let covered: Vec<String> = kernels[k].covers.iter().map(|n| format!("{} {}", ir_id[n], nodes[*n as usize].op.name())).collect();
                 let _ = writeln!(ir, "#   {} = {} ; {}", kernels[k].name, covered.join(" + "), kernels[k].algo.describe());
             }
         }
@@ -284,22 +276,7 @@ fn training_steps(kernels: &mut Vec<plan::Kernel>, per_op: usize, nodes: &[plan:
             steps.extend(per_op_of(kernels, n, Role::Dropout).into_iter().map(|k| Step::Dispatch(k as u32)));
         }
         for p in planned {
-            let ks = match p {
-                Planned::New(k) => {
-                    let same = |o: &plan::Kernel| {
-                        o.covers == k.covers && o.bindings == k.bindings && o.algo == k.algo && o.dispatch == k.dispatch && o.threads_per_image == k.threads_per_image && o.role == k.role
-                    };
-                    match (per_op..kernels.len()).find(|&i| same(&kernels[i])) {
-                        Some(i) => vec![i],
-                        None => {
-                            kernels.push(k);
-                            vec![kernels.len() - 1]
-                        }
-                    }
-                }
-                Planned::PerOp(node) => per_op_of(kernels, node, Role::Forward),
-            };
-            steps.extend(ks.into_iter().map(|k| Step::Dispatch(k as u32)));
+            steps.extend(resolve(p, kernels, per_op).into_iter().map(|k| Step::Dispatch(k as u32)));
         }
         for n in dropouts(false) {
             steps.extend(per_op_of(kernels, n, Role::Dropout).into_iter().map(|k| Step::Dispatch(k as u32)));
@@ -307,6 +284,26 @@ fn training_steps(kernels: &mut Vec<plan::Kernel>, per_op: usize, nodes: &[plan:
     }
     steps.extend((0..per_op).filter(|&k| !matches!(kernels[k].role, Role::Forward | Role::Dropout)).map(|k| Step::Dispatch(k as u32)));
     steps
+}
+
+/// The kernel indices a planned kernel runs as: a per-op node's forward kernels (one per weight
+/// part), or a new kernel — appended, unless an identical one (name aside) is already there.
+fn resolve(planned: Planned, kernels: &mut Vec<plan::Kernel>, per_op: usize) -> Vec<usize> {
+    match planned {
+        Planned::New(k) => {
+            let same = |o: &plan::Kernel| {
+                o.covers == k.covers && o.bindings == k.bindings && o.algo == k.algo && o.dispatch == k.dispatch && o.threads_per_image == k.threads_per_image && o.role == k.role
+            };
+            match (per_op..kernels.len()).find(|&i| same(&kernels[i])) {
+                Some(i) => vec![i],
+                None => {
+                    kernels.push(k);
+                    vec![kernels.len() - 1]
+                }
+            }
+        }
+        Planned::PerOp(node) => (0..per_op).filter(|&k| kernels[k].role == plan::Role::Forward && kernels[k].covers[..] == [node]).collect(),
+    }
 }
 
 /// A kernel of a fused group: a new one, or the per-op forward kernel of a node.
@@ -348,7 +345,7 @@ fn group_kernels(group: &Group, nodes: &[plan::Node], params: &[plan::Param], su
                 .map(|&n| match nodes[n as usize].op {
                     plan::NodeOp::Lrn(l) => algo::Post::Lrn(l),
                     plan::NodeOp::MaxPool(p) => algo::Post::Pool(p),
-                    op => unreachable!("a conv block holds no {}", op_name(&op)),
+                    op => unreachable!("a conv block holds no {}", op.name()),
                 })
                 .collect();
             let block = if split || posts.is_empty() { None } else { algo::conv_block(&c, &posts) };
@@ -435,7 +432,7 @@ fn kernels_for(nodes: &[plan::Node], covers: &[u32], params: &[plan::Param], bas
         // A workgroup per output feature (see codegen's linear kernel).
         plan::NodeOp::Linear(l) => (l.weight, l.bias, u64::from(algo::WORKGROUP)),
         plan::NodeOp::Relu | plan::NodeOp::Lrn(_) | plan::NodeOp::MaxPool(_) | plan::NodeOp::Softmax => {
-            let name = format!("{}_{}_fwd", first.layer, op_name(&first.op));
+            let name = format!("{}_{}_fwd", first.layer, first.op.name());
             let threads = if matches!(first.op, plan::NodeOp::Softmax) { 1 } else { out_elems };
             return vec![kernel(name, threads, vec![plan::Binding::Uniform, activation(first.input, false), activation(last.output, true)])];
         }
@@ -467,11 +464,6 @@ fn kernels_for(nodes: &[plan::Node], covers: &[u32], params: &[plan::Param], bas
             k
         })
         .collect()
-}
-
-/// The op's name in kernel names.
-pub fn op_name(op: &plan::NodeOp) -> &'static str {
-    op.name()
 }
 
 /// A kernel of node `index` with one invocation per element (per image, or in all for

@@ -6,7 +6,7 @@
 //! that the gradients read).
 
 use super::algo::{self, CONV_GEMM};
-use super::{kernel, op_name};
+use super::kernel;
 use crate::ir::{Graph, NodeId, Op, Wrt};
 use crate::valid::GraphInfo;
 use alexnet_plan as plan;
@@ -47,7 +47,7 @@ pub fn training_kernels(
         let index = node_of[&of];
         let node = &nodes[index as usize];
         let layer = &node.layer;
-        let op = op_name(&node.op);
+        let op = node.op.name();
         let (input, output) = (node.input, node.output);
         let in_elems = graph.inputs(of).first().and_then(|&s| graph.node(s).shape.as_ref()).map_or(1, |s| s.iter().map(|&d| u64::from(d)).product());
         debug_assert_eq!(act_of.get(&graph.inputs(of)[0]), Some(&input));

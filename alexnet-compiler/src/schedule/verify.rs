@@ -7,7 +7,7 @@
 //! tensor a step reads was written by an earlier step, unless the host provides it.
 
 use super::memory::{liveness, tensor_name};
-use alexnet_plan::{Binding, Plan, Program, Step, Tensor};
+use alexnet_plan::{Plan, Program, Step, Tensor};
 
 /// Verifies every program of `plan`.
 pub fn verify(plan: &Plan) -> Result<(), String> {
@@ -68,8 +68,7 @@ fn verify_program(plan: &Plan, program: &Program, inputs: &[Tensor], outputs: &[
                     }
                     // A write-binding of a tensor that is also read (accumulating gradients,
                     // in-place dropout) reads only what an earlier step wrote, checked below.
-                    let reads = !b.writes() || matches!(b, Binding::ParamMut { .. } | Binding::Momentum { .. });
-                    if reads && !t.is_state() && !written.contains(&t) {
+                    if b.reads() && !t.is_state() && !written.contains(&t) {
                         return Err(format!("kernel `{}` (step {i}) reads `{}` before any step writes it", kernel.name, tensor_name(plan, t)));
                     }
                 }
