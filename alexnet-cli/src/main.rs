@@ -34,7 +34,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Write a model's WGSL kernels, one file per kernel.
+    /// Write a model's WGSL kernels, one file per kernel and variant (NAME.wgsl for GPUs, NAME.cpu.wgsl for software adapters).
     Shaders {
         #[arg(long, value_parser = model_name)]
         model: String,
@@ -105,11 +105,18 @@ struct DeviceArgs {
     /// Adapter index as listed by `alexnet devices` (env ALEXNET_ADAPTER).
     #[arg(long, env = "ALEXNET_ADAPTER")]
     adapter: Option<usize>,
+    /// Kernel variants: gpu or cpu (env ALEXNET_VARIANT; default: cpu on software adapters, else gpu).
+    #[arg(long, env = "ALEXNET_VARIANT", value_parser = variant_name)]
+    variant: Option<alexnet::plan::Target>,
+}
+
+fn variant_name(s: &str) -> std::result::Result<alexnet::plan::Target, String> {
+    alexnet::plan::Target::parse(s).ok_or_else(|| format!("unknown kernel variant `{s}` (expected gpu or cpu)"))
 }
 
 impl DeviceArgs {
     fn options(&self) -> GpuOptions {
-        GpuOptions { backend: self.backend.clone(), adapter: self.adapter }
+        GpuOptions { backend: self.backend.clone(), adapter: self.adapter, variant: self.variant }
     }
 }
 
@@ -357,17 +364,19 @@ fn devices(args: &DeviceArgs) -> Result<()> {
 fn shaders(plan: &Plan, out: Option<&Path>) -> Result<()> {
     match out {
         None => {
-            for k in plan.kernels.iter() {
-                println!("{}", k.wgsl);
+            for (_, wgsl) in plan.kernels.iter().flat_map(|k| k.sources()) {
+                println!("{wgsl}");
             }
         }
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            for k in plan.kernels.iter() {
-                let path = dir.join(format!("{}.wgsl", k.name));
-                std::fs::write(&path, k.wgsl.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            let mut files = 0;
+            for (file, wgsl) in plan.kernels.iter().flat_map(|k| k.sources()) {
+                let path = dir.join(file);
+                std::fs::write(&path, wgsl.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+                files += 1;
             }
-            println!("wrote {} kernels to {}", plan.kernels.len(), dir.display());
+            println!("wrote {} kernels ({files} files with their CPU variants) to {}", plan.kernels.len(), dir.display());
         }
     }
     Ok(())
@@ -547,15 +556,24 @@ fn bench(plan: &Plan, batch: usize, iters: usize, mode: Mode, kernels: bool, dev
         times.sort_by(|a, b| b.1.total_cmp(&a.1));
         let clock = if profile.gpu_timestamps { "GPU timestamps" } else { "wall clock per submission (the adapter has no timestamp queries)" };
         println!("per-kernel times at batch {batch}, by {clock}:");
-        println!("{:<28} {:>10} {:>7} {:>9} {:>9}", "kernel", "ms", "share", "GFLOP/s", "GB/s");
+        println!("{:<28} {:>10} {:>7} {:>9} {:>9}  algorithm", "kernel", "ms", "share", "GFLOP/s", "GB/s");
         // A kernel runs once per pass of at most a micro-batch; its cost is per pass.
         let pass = (batch as u64).min(u64::from(session.capacity()));
         let passes = (batch as u64).div_ceil(pass) as f64;
         for (k, t) in &times {
-            let kernel = &plan.kernels[*k as usize];
+            // The kernel as this adapter runs it (its variant for the adapter's kind).
+            let kernel = &session.plan().kernels[*k as usize];
             let flops = kernel.cost.flops.at(pass) as f64 * passes;
             let bytes = (kernel.cost.read.at(pass) + kernel.cost.written.at(pass)) as f64 * passes;
-            println!("{:<28} {:>10.3} {:>6.1}% {:>9.2} {:>9.2}", kernel.name, t * 1e3, 100.0 * t / total, flops / t / 1e9, bytes / t / 1e9);
+            println!(
+                "{:<28} {:>10.3} {:>6.1}% {:>9.2} {:>9.2}  {}",
+                kernel.name,
+                t * 1e3,
+                100.0 * t / total,
+                flops / t / 1e9,
+                bytes / t / 1e9,
+                kernel.algo.describe()
+            );
         }
     }
     let bar = indicatif::ProgressBar::new(iters as u64);

@@ -149,24 +149,32 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             }
             plan::Role::Update => quote! { Update },
         };
-        let dispatch = match k.dispatch {
-            plan::Dispatch::PerInvocation => quote! { ::alexnet::__private::Dispatch::PerInvocation },
-            plan::Dispatch::Fixed => quote! { ::alexnet::__private::Dispatch::Fixed },
-            plan::Dispatch::Tiles { m_tiles, pixels, tile_pixels } => {
-                quote! { ::alexnet::__private::Dispatch::Tiles { m_tiles: #m_tiles, pixels: #pixels, tile_pixels: #tile_pixels } }
-            }
-            plan::Dispatch::PerImage { workgroups } => quote! { ::alexnet::__private::Dispatch::PerImage { workgroups: #workgroups } },
-        };
+        let dispatch = dispatch_tokens(k.dispatch);
         let covers = u32s(&k.covers);
         let algo = algo_tokens(&k.algo);
-        let (flops, read, written) = (extent(k.cost.flops), extent(k.cost.read), extent(k.cost.written));
+        let cost = cost_tokens(k.cost);
+        let variants = cow_slice(k.variants.iter().map(|v| {
+            let target = match v.target {
+                plan::Target::Gpu => quote! { Gpu },
+                plan::Target::Cpu => quote! { Cpu },
+            };
+            let (algo, cost, wgsl, wg, threads, dispatch) =
+                (algo_tokens(&v.algo), cost_tokens(v.cost), cow_str(&v.wgsl), v.workgroup_size, v.threads_per_image, dispatch_tokens(v.dispatch));
+            quote! {
+                ::alexnet::__private::Variant {
+                    target: ::alexnet::__private::Target::#target, algo: #algo, cost: #cost, wgsl: #wgsl,
+                    workgroup_size: #wg, threads_per_image: #threads, dispatch: #dispatch,
+                }
+            }
+        }));
         quote! {
             ::alexnet::__private::Kernel {
                 name: #name, layer: #layer, node: #node, covers: #covers, algo: #algo,
-                cost: ::alexnet::__private::Cost { flops: #flops, read: #read, written: #written },
+                cost: #cost,
                 wgsl: #wgsl, entry_point: #entry,
                 workgroup_size: #wg, threads_per_image: #threads, dispatch: #dispatch, bindings: #bindings,
                 role: ::alexnet::__private::Role::#role,
+                variants: #variants,
             }
         }
     }));
@@ -229,8 +237,28 @@ fn extent(e: plan::Extent) -> TokenStream {
 }
 
 fn gemm_tile(t: plan::GemmTile) -> TokenStream {
-    let (m, n, k) = (t.m, t.n, t.k);
-    quote! { ::alexnet::__private::GemmTile { m: #m, n: #n, k: #k } }
+    let (m, n, k, rm, rn) = (t.m, t.n, t.k, t.rm, t.rn);
+    let staging = match t.staging {
+        plan::Staging::Workgroup => quote! { Workgroup },
+        plan::Staging::Registers => quote! { Registers },
+    };
+    quote! { ::alexnet::__private::GemmTile { m: #m, n: #n, k: #k, rm: #rm, rn: #rn, staging: ::alexnet::__private::Staging::#staging } }
+}
+
+fn dispatch_tokens(d: plan::Dispatch) -> TokenStream {
+    match d {
+        plan::Dispatch::PerInvocation => quote! { ::alexnet::__private::Dispatch::PerInvocation },
+        plan::Dispatch::Fixed => quote! { ::alexnet::__private::Dispatch::Fixed },
+        plan::Dispatch::Tiles { m_tiles, pixels, tile_pixels } => {
+            quote! { ::alexnet::__private::Dispatch::Tiles { m_tiles: #m_tiles, pixels: #pixels, tile_pixels: #tile_pixels } }
+        }
+        plan::Dispatch::PerImage { workgroups } => quote! { ::alexnet::__private::Dispatch::PerImage { workgroups: #workgroups } },
+    }
+}
+
+fn cost_tokens(c: plan::Cost) -> TokenStream {
+    let (flops, read, written) = (extent(c.flops), extent(c.read), extent(c.written));
+    quote! { ::alexnet::__private::Cost { flops: #flops, read: #read, written: #written } }
 }
 
 fn algo_tokens(a: &plan::Algo) -> TokenStream {
@@ -238,9 +266,9 @@ fn algo_tokens(a: &plan::Algo) -> TokenStream {
         plan::Algo::PerElement { threads } => quote! { ::alexnet::__private::Algo::PerElement { threads: #threads } },
         plan::Algo::RowReduce { threads } => quote! { ::alexnet::__private::Algo::RowReduce { threads: #threads } },
         plan::Algo::PerImage { threads } => quote! { ::alexnet::__private::Algo::PerImage { threads: #threads } },
-        plan::Algo::TiledGemm(t) => {
+        plan::Algo::Gemm(t) => {
             let t = gemm_tile(t);
-            quote! { ::alexnet::__private::Algo::TiledGemm(#t) }
+            quote! { ::alexnet::__private::Algo::Gemm(#t) }
         }
         plan::Algo::ConvBlock { tile, rows, cols, out_rows, out_cols, channels } => {
             let tile = gemm_tile(tile);

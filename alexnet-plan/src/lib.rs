@@ -391,25 +391,94 @@ pub struct Kernel {
     pub bindings: Cow<'static, [Binding]>,
     /// When the kernel runs.
     pub role: Role,
+    /// The same kernel compiled for other kinds of adapter (same bindings, same results up to
+    /// rounding); the fields above are its form for [`Target::Gpu`]. See [`Plan::for_target`].
+    pub variants: Cow<'static, [Variant]>,
 }
 
-/// The tile of a GEMM kernel: a workgroup computes `m` rows × `n` columns of the output,
-/// stepping through the reduction `k` at a time; each invocation holds a 4×4 block of the
-/// tile in registers, so a workgroup has `m * n / 16` invocations.
+/// The kind of adapter a kernel variant is tuned for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// Discrete and integrated GPUs: workgroup-memory tiles, many workgroups.
+    Gpu,
+    /// Software adapters on the CPU (lavapipe, llvmpipe, WARP, SwiftShader): register blocks
+    /// read straight from the caches, no workgroup memory, no barriers.
+    Cpu,
+}
+
+impl Target {
+    /// Every target, in the order variants are emitted.
+    pub const ALL: [Target; 2] = [Target::Gpu, Target::Cpu];
+
+    /// `gpu` or `cpu`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Target::Gpu => "gpu",
+            Target::Cpu => "cpu",
+        }
+    }
+
+    /// Parses `gpu` or `cpu` (any case).
+    pub fn parse(s: &str) -> Option<Target> {
+        match s.to_ascii_lowercase().as_str() {
+            "gpu" => Some(Target::Gpu),
+            "cpu" => Some(Target::Cpu),
+            _ => None,
+        }
+    }
+}
+
+/// Another compiled form of a kernel: what differs between targets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Variant {
+    pub target: Target,
+    pub algo: Algo,
+    pub cost: Cost,
+    pub wgsl: Cow<'static, str>,
+    pub workgroup_size: u32,
+    pub threads_per_image: u64,
+    pub dispatch: Dispatch,
+}
+
+/// Where a GEMM's operands wait between loads and multiply-adds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Staging {
+    /// The workgroup loads `k`-deep slices of both operands into workgroup memory, then every
+    /// invocation reads them from there (two barriers per slice).
+    Workgroup,
+    /// Every invocation loads its own operands from the buffers (the caches do the sharing);
+    /// no workgroup memory, no barriers.
+    Registers,
+}
+
+/// The tile of a GEMM kernel: a workgroup computes `m` rows × `n` columns of the output; each
+/// invocation holds an `rm × rn` block of it in registers, so a workgroup has
+/// `(m / rm) * (n / rn)` invocations. With [`Staging::Workgroup`] the reduction steps `k` at
+/// a time through workgroup memory; with [`Staging::Registers`] `k` is 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmTile {
     pub m: u32,
     pub n: u32,
     pub k: u32,
+    pub rm: u32,
+    pub rn: u32,
+    pub staging: Staging,
 }
 
 impl GemmTile {
-    /// Rows and columns of the register block of one invocation.
-    pub const BLOCK: u32 = 4;
+    /// A workgroup-memory tile with 4×4 register blocks.
+    pub const fn shared(m: u32, n: u32, k: u32) -> GemmTile {
+        GemmTile { m, n, k, rm: 4, rn: 4, staging: Staging::Workgroup }
+    }
+
+    /// A registers-only tile of `rm × rn` blocks.
+    pub const fn registers(m: u32, n: u32, rm: u32, rn: u32) -> GemmTile {
+        GemmTile { m, n, k: 1, rm, rn, staging: Staging::Registers }
+    }
 
     /// Invocations of one workgroup.
     pub const fn threads(&self) -> u32 {
-        self.m * self.n / (Self::BLOCK * Self::BLOCK)
+        (self.m / self.rm) * (self.n / self.rn)
     }
 }
 
@@ -424,8 +493,9 @@ pub enum Algo {
     RowReduce { threads: u32 },
     /// One workgroup per image (softmax, and a linear layer fused with its softmax).
     PerImage { threads: u32 },
-    /// Implicit GEMM: output channels × the batch's output pixels, in workgroup-memory tiles.
-    TiledGemm(GemmTile),
+    /// A GEMM (conv as implicit GEMM over image patches, linear layers over the batch, and
+    /// their gradients), tiled as the tile says.
+    Gemm(GemmTile),
     /// A fused conv block: each workgroup computes a GEMM tile over `rows × cols` conv outputs
     /// of one image and `tile.m` channels, halos included, keeps it in workgroup memory, and
     /// applies ReLU, LRN and max-pool there before writing `out_rows × out_cols` outputs of
@@ -438,7 +508,7 @@ impl Algo {
     pub const fn threads(&self) -> u32 {
         match *self {
             Algo::PerElement { threads } | Algo::RowReduce { threads } | Algo::PerImage { threads } => threads,
-            Algo::TiledGemm(tile) | Algo::ConvBlock { tile, .. } => tile.threads(),
+            Algo::Gemm(tile) | Algo::ConvBlock { tile, .. } => tile.threads(),
         }
     }
 
@@ -448,7 +518,10 @@ impl Algo {
             Algo::PerElement { threads } => format!("per-element wg{threads}"),
             Algo::RowReduce { threads } => format!("row-reduce wg{threads}"),
             Algo::PerImage { threads } => format!("per-image wg{threads}"),
-            Algo::TiledGemm(t) => format!("tiled-gemm {}x{}x{}", t.m, t.n, t.k),
+            Algo::Gemm(t) => match t.staging {
+                Staging::Workgroup => format!("gemm {}x{}x{} block {}x{} workgroup-memory", t.m, t.n, t.k, t.rm, t.rn),
+                Staging::Registers => format!("gemm {}x{} block {}x{} registers", t.m, t.n, t.rm, t.rn),
+            },
             Algo::ConvBlock { tile: t, rows, cols, out_rows, out_cols, channels } => {
                 format!("conv-block {}x{}x{} patch {rows}x{cols} -> {channels}ch {out_rows}x{out_cols}", t.m, t.n, t.k)
             }
@@ -658,6 +731,31 @@ pub enum Dispatch {
 }
 
 impl Kernel {
+    /// This kernel in its form for `target`.
+    pub fn for_target(&self, target: Target) -> Kernel {
+        match self.variants.iter().find(|v| v.target == target) {
+            None => self.clone(),
+            Some(v) => Kernel {
+                algo: v.algo,
+                cost: v.cost,
+                wgsl: v.wgsl.clone(),
+                workgroup_size: v.workgroup_size,
+                threads_per_image: v.threads_per_image,
+                dispatch: v.dispatch,
+                variants: Cow::Borrowed(&[]),
+                ..self.clone()
+            },
+        }
+    }
+
+    /// Every compiled form of the kernel as (file name, WGSL): `NAME.wgsl` for its GPU form,
+    /// `NAME.TARGET.wgsl` for each variant (`conv1_fwd.cpu.wgsl`).
+    pub fn sources(&self) -> Vec<(String, &str)> {
+        let mut out = vec![(format!("{}.wgsl", self.name), &*self.wgsl)];
+        out.extend(self.variants.iter().map(|v| (format!("{}.{}.wgsl", self.name, v.target.as_str()), &*v.wgsl)));
+        out
+    }
+
     /// Workgroups of one dispatch over `batch` images.
     pub fn workgroups(&self, batch: u64) -> u64 {
         match self.dispatch {
@@ -738,6 +836,15 @@ pub struct LayerStats {
 }
 
 impl Plan {
+    /// This plan with every kernel in its form for `target` (its variant for that target where
+    /// it has one); what a session on an adapter of that kind runs.
+    pub fn for_target(&self, target: Target) -> Plan {
+        let mut plan = self.clone();
+        let kernels: Vec<Kernel> = self.kernels.iter().map(|k| k.for_target(target)).collect();
+        plan.kernels = kernels.into();
+        plan
+    }
+
     /// Total learnable parameters.
     pub fn param_count(&self) -> u64 {
         self.params.iter().map(Param::elems).sum()

@@ -12,6 +12,8 @@ pub enum Error {
     AdapterIndex { index: usize, count: usize },
     #[error("unknown backend `{0}` (expected one of vulkan, gl, metal, dx12)")]
     UnknownBackend(String),
+    #[error("unknown kernel variant `{0}` (expected gpu or cpu)")]
+    UnknownVariant(String),
     #[error("adapter `{adapter}` cannot meet the plan: {limit} needs {needed}, the adapter offers {available}")]
     Limit { adapter: String, limit: &'static str, needed: u64, available: u64 },
     #[error("cannot open a device on adapter `{adapter}`: {message}")]

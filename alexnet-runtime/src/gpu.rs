@@ -4,10 +4,12 @@
 //! the adapter from `GpuOptions::adapter` or `ALEXNET_ADAPTER` (an index into
 //! `alexnet devices`). Without either, a real GPU is preferred over a software one, and
 //! Vulkan (lavapipe) over GL (llvmpipe). The device is opened with exactly the limits a plan
-//! needs, re-checked against what the adapter offers.
+//! needs, re-checked against what the adapter offers. Kernels run in their variant for the
+//! adapter's kind ([`Target::Cpu`] on software adapters, [`Target::Gpu`] elsewhere) unless
+//! `GpuOptions::variant` or `ALEXNET_VARIANT` (gpu, cpu) says otherwise.
 
 use crate::error::{Error, Result};
-use alexnet_plan::Plan;
+use alexnet_plan::{Plan, Target};
 use std::time::Duration;
 
 /// How to pick an adapter.
@@ -17,6 +19,8 @@ pub struct GpuOptions {
     pub backend: Option<String>,
     /// Index into the adapters of that backend; `None` reads `ALEXNET_ADAPTER`, else the best.
     pub adapter: Option<usize>,
+    /// Kernel variants to run; `None` reads `ALEXNET_VARIANT`, else follows the adapter's kind.
+    pub variant: Option<Target>,
 }
 
 /// What `alexnet devices` shows of one adapter.
@@ -40,6 +44,19 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     /// How long any wait on the GPU may last.
     pub timeout: Duration,
+    /// The kernel variants sessions on this device run.
+    pub target: Target,
+}
+
+/// The variant for an adapter of kind `device_type`, unless `chosen` or `ALEXNET_VARIANT` names one.
+fn target_for(chosen: Option<Target>, device_type: wgpu::DeviceType) -> Result<Target> {
+    if let Some(t) = chosen {
+        return Ok(t);
+    }
+    match std::env::var("ALEXNET_VARIANT").ok().filter(|v| !v.is_empty()) {
+        Some(v) => Target::parse(&v).ok_or(Error::UnknownVariant(v)),
+        None => Ok(if device_type == wgpu::DeviceType::Cpu { Target::Cpu } else { Target::Gpu }),
+    }
 }
 
 fn parse_backends(name: Option<&str>) -> Result<wgpu::Backends> {
@@ -133,6 +150,7 @@ impl Gpu {
             None => list.first().cloned().ok_or_else(|| Error::NoAdapter { backends: format!("{backends:?}") })?,
         };
         let info = adapter.get_info();
+        let target = target_for(options.variant, info.device_type)?;
         let name = format!("{} ({:?})", info.name, info.backend);
         let offered = adapter.limits();
         let binding = largest_binding(plan, plan.micro_batch);
@@ -165,14 +183,14 @@ impl Gpu {
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .map_err(|e| Error::RequestDevice { adapter: name.clone(), message: e.to_string() })?;
         let timeout = std::env::var("ALEXNET_GPU_TIMEOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
-        tracing::info!(adapter = %name, "opened device");
-        Ok(Gpu { adapter, device, queue, timeout: Duration::from_secs(timeout) })
+        tracing::info!(adapter = %name, variant = target.as_str(), "opened device");
+        Ok(Gpu { adapter, device, queue, timeout: Duration::from_secs(timeout), target })
     }
 
-    /// Name and backend of the adapter.
+    /// Name, backend and kind of the adapter, and the kernel variants it runs.
     pub fn describe(&self) -> String {
         let info = self.adapter.get_info();
-        format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+        format!("{} ({:?}, {:?}, {} kernels)", info.name, info.backend, info.device_type, self.target.as_str())
     }
 
     /// Waits, at most `self.timeout`, for `submission` to finish.

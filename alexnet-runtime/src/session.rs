@@ -105,6 +105,8 @@ impl<'g> Session<'g> {
 
     /// Opens `plan`'s program for `mode`, allocating exactly its buffers at `capacity` images.
     pub fn open(gpu: &'g Gpu, plan: &Plan, capacity: u32, mode: Mode) -> Result<Session<'g>> {
+        // Every kernel in its variant for this adapter's kind.
+        let plan = &plan.for_target(gpu.target);
         let capacity = capacity.clamp(1, plan.micro_batch.max(1));
         let classes = u64::from(plan.classes());
         let program = Self::program_of(plan, mode);
@@ -187,6 +189,11 @@ impl<'g> Session<'g> {
     /// Bytes of GPU memory the session's buffers take.
     pub fn memory(&self) -> u64 {
         self.buffers.iter().map(|b| b.size()).sum()
+    }
+
+    /// The plan this session runs, every kernel in its variant for the adapter.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Images per GPU pass.

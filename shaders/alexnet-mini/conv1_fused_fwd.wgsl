@@ -44,6 +44,9 @@ const OCG: u32 = 32u;
 const GROUPS: u32 = 1u;
 // First output channel this kernel computes (weights are split by rows).
 const ROW0: u32 = 0u;
+// Rows of the weight part this kernel covers; later parts add to the first's input gradient.
+const ROWS: u32 = 32u;
+const ACCUM: bool = false;
 const C: u32 = 32u;
 const HW: u32 = 784u;
 // Window [c - LO, c + HI], as ONNX and PyTorch centre it.

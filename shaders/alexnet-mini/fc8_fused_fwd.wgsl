@@ -35,6 +35,9 @@ const IN: u32 = 256u;
 const OUT: u32 = 10u;
 // First output feature this kernel computes (weights are split by rows).
 const ROW0: u32 = 0u;
+// Rows of the weight part this kernel covers; later parts add to the first's input gradient.
+const ROWS: u32 = 10u;
+const ACCUM: bool = false;
 var<workgroup> red: array<f32, 256>;
 
 @compute @workgroup_size(WG)

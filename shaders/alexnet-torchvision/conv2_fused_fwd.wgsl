@@ -44,6 +44,9 @@ const OCG: u32 = 192u;
 const GROUPS: u32 = 1u;
 // First output channel this kernel computes (weights are split by rows).
 const ROW0: u32 = 0u;
+// Rows of the weight part this kernel covers; later parts add to the first's input gradient.
+const ROWS: u32 = 192u;
+const ACCUM: bool = false;
 // Max pooling over the conv (or LRN) output.
 const PK: u32 = 3u;
 const PS: u32 = 2u;

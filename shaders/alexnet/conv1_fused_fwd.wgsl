@@ -44,6 +44,9 @@ const OCG: u32 = 96u;
 const GROUPS: u32 = 1u;
 // First output channel this kernel computes (weights are split by rows).
 const ROW0: u32 = 0u;
+// Rows of the weight part this kernel covers; later parts add to the first's input gradient.
+const ROWS: u32 = 96u;
+const ACCUM: bool = false;
 const C: u32 = 96u;
 const HW: u32 = 3025u;
 // Window [c - LO, c + HI], as ONNX and PyTorch centre it.

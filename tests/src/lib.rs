@@ -36,3 +36,10 @@ pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
 pub fn gpu(plan: &Plan) -> alexnet::Gpu {
     alexnet::Gpu::open(&alexnet::GpuOptions::default(), plan).expect("a GPU adapter (CI installs lavapipe)")
 }
+
+/// Opens the default adapter for `plan`, running the kernel variants for `target` whatever
+/// the adapter's kind, so both variants of every kernel are tested on one machine.
+pub fn gpu_with(plan: &Plan, target: alexnet::plan::Target) -> alexnet::Gpu {
+    let options = alexnet::GpuOptions { variant: Some(target), ..Default::default() };
+    alexnet::Gpu::open(&options, plan).expect("a GPU adapter (CI installs lavapipe)")
+}

@@ -108,11 +108,10 @@ fn golden_shaders_are_fresh() {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let mut expected: Vec<String> = Vec::new();
-        for k in plan.kernels.iter() {
-            let file = format!("{}.wgsl", k.name);
+        for (file, wgsl) in plan.kernels.iter().flat_map(|k| k.sources()) {
             let path = dir.join(&file);
-            if std::fs::read_to_string(&path).ok().as_deref() != Some(&*k.wgsl) {
-                std::fs::write(&path, k.wgsl.as_bytes()).unwrap();
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(wgsl) {
+                std::fs::write(&path, wgsl.as_bytes()).unwrap();
                 stale.push(path.display().to_string());
             }
             expected.push(file);

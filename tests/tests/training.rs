@@ -7,7 +7,8 @@ use alexnet::models::{AlexNet, AlexNetMini};
 use alexnet::runtime::reference::{backward_train, DropoutMasks};
 use alexnet::runtime::{StepConfig, Weights};
 use alexnet::{alexnet, Plan, Session};
-use alexnet_tests::{gpu, he_weights, random_input, rel_err};
+use alexnet::plan::Target;
+use alexnet_tests::{gpu, gpu_with, he_weights, random_input, rel_err};
 use rand::{Rng, SeedableRng};
 
 const TOL: f64 = 1e-3;
@@ -52,7 +53,15 @@ fn to_f64(t: &[Vec<f32>]) -> Vec<Vec<f64>> {
 /// One GPU step from `weights` against the reference: loss, every parameter gradient, and
 /// the updated weights and momentum by the paper's rule (starting from zero momentum).
 fn check_step(plan: &Plan, weights: &Weights, batch: usize, capacity: u32, dropout: bool) {
-    let gpu = gpu(plan);
+    for target in Target::ALL {
+        check_step_with(plan, weights, batch, capacity, dropout, target);
+    }
+}
+
+/// `check_step` with the kernel variants for `target`, whatever the adapter.
+fn check_step_with(plan: &Plan, weights: &Weights, batch: usize, capacity: u32, dropout: bool, target: Target) {
+    let gpu = gpu_with(plan, target);
+    let name = format!("{} ({} kernels)", plan.name, target.as_str());
     let input = random_input(plan, batch, 21);
     let labels = labels(plan, batch, 22);
     let mut session = Session::for_training(&gpu, plan, capacity).unwrap();
@@ -65,7 +74,7 @@ fn check_step(plan: &Plan, weights: &Weights, batch: usize, capacity: u32, dropo
     let labels_usize: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let want = backward_train(plan, &params, input.iter().map(|&v| f64::from(v)).collect(), &labels_usize, batch, masks);
     let loss_err = (out.loss - want.loss).abs() / want.loss.abs().max(1e-6);
-    assert!(loss_err < TOL, "{}: loss {} vs reference {}", plan.name, out.loss, want.loss);
+    assert!(loss_err < TOL, "{}: loss {} vs reference {}", name, out.loss, want.loss);
 
     let grads = session.read_param_grads().unwrap();
     let momentum = session.read_momentum().unwrap();
@@ -78,15 +87,15 @@ fn check_step(plan: &Plan, weights: &Weights, batch: usize, capacity: u32, dropo
         .filter(|(_, err)| err.is_nan() || *err >= TOL)
         .map(|(p, err)| format!("{} by {err:e}", p.name))
         .collect();
-    assert!(bad.is_empty(), "{}: gradients differ: {}", plan.name, bad.join(", "));
+    assert!(bad.is_empty(), "{}: gradients differ: {}", name, bad.join(", "));
     for (i, p) in plan.params.iter().enumerate() {
         let (lr, decay) = (f64::from(config.lr), f64::from(config.decay));
         let v: Vec<f64> = params[i].iter().zip(&want.params[i]).map(|(w, g)| -decay * lr * w - lr * g).collect();
         let w: Vec<f64> = params[i].iter().zip(&v).map(|(w, v)| w + v).collect();
         let err = rel_err(&momentum[i], &v);
-        assert!(err < TOL, "{}: momentum of `{}` differs by {err:e}", plan.name, p.name);
+        assert!(err < TOL, "{}: momentum of `{}` differs by {err:e}", name, p.name);
         let err = rel_err(&updated.tensors[i], &w);
-        assert!(err < TOL, "{}: updated `{}` differs by {err:e}", plan.name, p.name);
+        assert!(err < TOL, "{}: updated `{}` differs by {err:e}", name, p.name);
     }
 }
 
@@ -118,7 +127,7 @@ fn mini_step_matches_the_reference() {
 #[test]
 fn paper_alexnet_step_at_batch_2_matches_the_reference() {
     let plan = &AlexNet::PLAN;
-    check_step(plan, &he_weights(plan, 1), 2, 2, false);
+    check_step_with(plan, &he_weights(plan, 1), 2, 2, false, gpu(plan).target);
 }
 
 /// Runs `steps` steps of Mini from the same start, optionally stopping after `stop` steps

@@ -7,6 +7,9 @@
 //! kernel, never the user's fault.
 
 mod block;
+mod gemm;
+
+pub use gemm::UNROLL;
 mod training;
 mod writer;
 
@@ -25,7 +28,14 @@ pub fn generate(plan: &mut Plan, _validated: &GraphInfo) -> Result<(), Errors> {
     for kernel in &mut kernels {
         let wgsl = kernel_wgsl(plan, kernel);
         validate_wgsl(&kernel.name, &wgsl)?;
+        let mut variants = kernel.variants.to_vec();
+        for v in &mut variants {
+            let wgsl = kernel_wgsl(plan, &kernel.for_target(v.target));
+            validate_wgsl(&format!("{} ({} variant)", kernel.name, v.target.as_str()), &wgsl)?;
+            v.wgsl = wgsl.into();
+        }
         kernel.wgsl = wgsl.into();
+        kernel.variants = variants.into();
     }
     plan.kernels = kernels.into();
     Ok(())
@@ -119,21 +129,11 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
     let row0 = part.map(|(p, _)| p.start);
     let has_bias = names.contains(&"b");
     match &node.op {
-        // A tiled input gradient is a convolution of dy with the flipped, transposed weights:
-        // its constants describe that convolution (see `training::conv_input_tiled`).
-        NodeOp::Conv(c) if kernel.role == Role::Backward(Wrt::Input) && matches!(kernel.algo, Algo::TiledGemm(_)) => {
+        // A GEMM input gradient is a convolution of dy with the flipped, transposed weights:
+        // its constants describe that convolution.
+        NodeOp::Conv(c) if kernel.role == Role::Backward(Wrt::Input) && matches!(kernel.algo, Algo::Gemm(_)) => {
             w.line("// The convolution computing dx: dy's channels in, x's channels out, stride 1, padding K - 1 - pad.");
-            let t = ConvNode {
-                in_channels: c.out_channels,
-                in_h: c.out_h,
-                in_w: c.out_w,
-                out_channels: c.in_channels,
-                out_h: c.in_h,
-                out_w: c.in_w,
-                pad: c.kernel - 1 - c.pad,
-                ..*c
-            };
-            conv_consts(&mut w, &t, 0)
+            conv_consts(&mut w, &gemm::input_gradient_conv(c), 0)
         }
         NodeOp::Conv(c) => conv_consts(&mut w, c, row0.unwrap_or(0)),
         NodeOp::Linear(l) => linear_consts(&mut w, l, row0.unwrap_or(0)),
@@ -145,7 +145,11 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
         NodeOp::Dropout(d) => dropout_consts(&mut w, d),
         NodeOp::Relu => {}
     }
-    if let (Some((range, index)), Role::Backward(_) | Role::Update) = (part, kernel.role) {
+    let gemm_tile = match kernel.algo {
+        Algo::Gemm(tile) if gemm::has_instance(&node.op, kernel.role) => Some(tile),
+        _ => None,
+    };
+    if let (Some((range, index)), Role::Backward(_) | Role::Update | Role::Forward) = (part, kernel.role) {
         w.line("// Rows of the weight part this kernel covers; later parts add to the first's input gradient.")
             .const_u32("ROWS", range.rows.into())
             .line(format!("const ACCUM: bool = {};", index > 0));
@@ -153,12 +157,16 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
     if kernel.role == Role::Loss {
         w.const_u32("CLASSES", plan.activations[plan.logits_activation as usize].elems_per_image());
     }
+    // ReLU fused into a conv or linear kernel's epilogue.
+    let relu = kernel.covers.len() > 1 && kernel.covers.iter().any(|&n| plan.nodes[n as usize].op == NodeOp::Relu);
+    if let Some(tile) = gemm_tile {
+        gemm::gemm(&mut w, plan, kernel, tile, has_bias, relu);
+        return w.finish();
+    }
     if kernel.role != Role::Forward {
         training::body(&mut w, plan, kernel);
         return w.finish();
     }
-    // ReLU fused into a conv or linear kernel's epilogue.
-    let relu = kernel.covers.len() > 1 && kernel.covers.iter().any(|&n| plan.nodes[n as usize].op == NodeOp::Relu);
     if let Algo::ConvBlock { .. } = kernel.algo {
         block::conv_block(&mut w, plan, kernel, has_bias, relu);
         return w.finish();
@@ -169,29 +177,15 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
             return w.finish();
         }
     }
-    let tiled = match kernel.algo {
-        Algo::TiledGemm(tile) => Some(tile),
-        Algo::PerElement { .. } | Algo::RowReduce { .. } | Algo::PerImage { .. } | Algo::ConvBlock { .. } => None,
-    };
-    if let Algo::RowReduce { threads } = kernel.algo {
-        w.line("// Partial sums of the workgroup's invocations, reduced as a tree.");
-        w.line(format!("var<workgroup> partial: array<f32, {threads}>;"));
-    }
-    if let Some(tile) = tiled {
-        tiled_conv_decls(&mut w, tile, 0);
-    }
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
-    if !matches!(node.op, NodeOp::Linear(_)) && tiled.is_none() {
-        w.line("let i = flat_index(wid, nwg, lid, WG);");
-        w.open("if (i >= params.batch * THREADS)").line("return;").close();
-    }
+    w.line("let i = flat_index(wid, nwg, lid, WG);");
+    w.open("if (i >= params.batch * THREADS)").line("return;").close();
     let act = |v: &str| if relu { format!("max({v}, 0.0)") } else { v.to_string() };
     match &node.op {
-        NodeOp::Conv(_) if tiled.is_some() => tiled_conv_body(&mut w, has_bias, relu),
         NodeOp::Conv(_) => conv_body(&mut w, has_bias, &act),
-        NodeOp::Linear(_) => linear_body(&mut w, has_bias, &act),
+        NodeOp::Linear(_) => unreachable!("linear layers run as GEMM instances or fused with their softmax"),
         NodeOp::Relu => {
             w.line("y[i] = max(x[i], 0.0);");
         }
@@ -269,84 +263,6 @@ pub(crate) fn tiled_conv_decls(w: &mut Writer, tile: GemmTile, plane: u32) {
         .line(format!("var<workgroup> smem: array<f32, {}>;", (tile.k * (tile.m + tile.n)).max(plane)));
 }
 
-/// The tiled convolution: each invocation accumulates a 4×4 block of outputs in registers
-/// (unrolled here), with coalesced loads of weights and input patches.
-fn tiled_conv_body(w: &mut Writer, has_bias: bool, relu: bool) {
-    let value = if has_bias { "VALUE + b[oc]" } else { "VALUE" };
-    let store = if relu { format!("y[OUT] = max({value}, 0.0);") } else { format!("y[OUT] = {value};") };
-    tiled_conv(w, "w[(g * OCG + oc_l) * ktotal + k]", "x", &store);
-}
-
-/// The tiled implicit GEMM over a convolution described by the kernel's constants: `weight`
-/// loads element (output channel `oc_l` of group `g`, reduction index `k`), `input` names the
-/// tensor the patches come from, and `store` writes VALUE to index OUT of the output.
-pub(crate) fn tiled_conv(w: &mut Writer, weight: &str, input: &str, store: &str) {
-    w.line("// The workgroup's tile; uniform across it, so the early return precedes every barrier.")
-        .line("let tile = wid.y * nwg.x + wid.x;")
-        .line("let tm = tile % (GROUPS * MT);")
-        .line("let n0 = (tile / (GROUPS * MT)) * TN;")
-        .line("let pixels = params.batch * OH * OW;")
-        .open("if (n0 >= pixels)")
-        .line("return;")
-        .close()
-        .line("let g = tm / MT;")
-        .line("let m0 = (tm % MT) * TM;")
-        .line("let tx = lid % TX;")
-        .line("let ty = lid / TX;")
-        .line("let ktotal = ICG * K * K;");
-    acc_decls(w);
-    w.open("for (var k0 = 0u; k0 < ktotal; k0 += TK)");
-    w.line("// Weights: consecutive invocations read consecutive k of one output channel.");
-    w.open("for (var r = 0u; r < TK * TM / WG; r++)")
-        .line("let e = lid + r * WG;")
-        .line("let mm = e / TK;")
-        .line("let kk = e % TK;")
-        .line("let oc_l = m0 + mm;")
-        .line("let k = k0 + kk;")
-        .line("var v = 0.0;")
-        .open("if (oc_l < OCG && k < ktotal)")
-        .line(format!("v = {weight};"))
-        .close()
-        .line("smem[kk * TM + mm] = v;")
-        .close();
-    w.line("// Input patches: consecutive invocations read consecutive output pixels.");
-    w.open("for (var r = 0u; r < TK * TN / WG; r++)")
-        .line("let e = lid + r * WG;")
-        .line("let kk = e / TN;")
-        .line("let nn = e % TN;")
-        .line("let p = n0 + nn;")
-        .line("let k = k0 + kk;")
-        .line("var v = 0.0;")
-        .open("if (p < pixels && k < ktotal)")
-        .line("let n = p / (OH * OW);")
-        .line("let pix = p % (OH * OW);")
-        .line("let ic = k / (K * K);")
-        .line("let ky = (k / K) % K;")
-        .line("let kx = k % K;")
-        .line("let iy = i32((pix / OW) * S + ky) - i32(PAD);")
-        .line("let ix = i32((pix % OW) * S + kx) - i32(PAD);")
-        .open("if (iy >= 0 && iy < i32(IH) && ix >= 0 && ix < i32(IW))")
-        .line(format!("v = {input}[((n * IC + g * ICG + ic) * IH + u32(iy)) * IW + u32(ix)];"))
-        .close()
-        .close()
-        .line("smem[B0 + kk * TN + nn] = v;")
-        .close();
-    w.line("workgroupBarrier();");
-    fma_block(w);
-    w.line("workgroupBarrier();");
-    w.close();
-    for i in 0..4 {
-        w.line(format!("let oc_l{i} = m0 + ty * 4u + {i}u;"));
-        for j in 0..4 {
-            w.line(format!("let p{i}{j} = n0 + tx * 4u + {j}u;"));
-            w.open(format!("if (oc_l{i} < OCG && p{i}{j} < pixels)"))
-                .line(format!("let oc = g * OCG + oc_l{i};"))
-                .line(store.replace("OUT", &format!("((p{i}{j} / (OH * OW)) * OC + oc) * OH * OW + p{i}{j} % (OH * OW)")).replace("VALUE", &format!("acc{i}{j}")))
-                .close();
-        }
-    }
-}
-
 /// The 4×4 register block of one invocation of a tiled GEMM, zeroed.
 pub(crate) fn acc_decls(w: &mut Writer) {
     for i in 0..4 {
@@ -360,18 +276,29 @@ pub(crate) fn acc_decls(w: &mut Writer) {
 /// and patch tiles in `smem`.
 pub(crate) fn fma_block(w: &mut Writer) {
     w.open("for (var kk = 0u; kk < TK; kk++)");
+    fma_body(w, "kk");
+    w.close();
+}
+
+/// One step `kk` of the reduction out of workgroup memory, in a block of its own.
+pub(crate) fn fma_step(w: &mut Writer, kk: &str) {
+    w.open("");
+    fma_body(w, kk);
+    w.close();
+}
+
+fn fma_body(w: &mut Writer, kk: &str) {
     for i in 0..4 {
-        w.line(format!("let a{i} = smem[kk * TM + ty * 4u + {i}u];"));
+        w.line(format!("let a{i} = smem[{kk} * TM + ty * 4u + {i}u];"));
     }
     for j in 0..4 {
-        w.line(format!("let b{j} = smem[B0 + kk * TN + tx * 4u + {j}u];"));
+        w.line(format!("let b{j} = smem[B0 + {kk} * TN + tx * 4u + {j}u];"));
     }
     for i in 0..4 {
         for j in 0..4 {
             w.line(format!("acc{i}{j} += a{i} * b{j};"));
         }
     }
-    w.close();
 }
 
 /// The K×K window of output pixel (oy, ox) over a padded input, skipping padding, with
@@ -396,33 +323,6 @@ fn linear_consts(w: &mut Writer, l: &LinearNode, row0: u32) {
         .const_u32("OUT", l.out_features.into())
         .line("// First output feature this kernel computes (weights are split by rows).")
         .const_u32("ROW0", row0.into());
-}
-
-/// One workgroup per output feature: its invocations stride over the inputs (coalesced
-/// reads, and no invocation loops more than IN / WG times, which software rasterisers cap)
-/// and reduce their partial sums as a tree, which also keeps f32 rounding near eps * log(WG).
-fn linear_body(w: &mut Writer, has_bias: bool, act: &dyn Fn(&str) -> String) {
-    w.line("// The workgroup's output; uniform across it, so the early return precedes every barrier.")
-        .line("let row = wid.y * nwg.x + wid.x;")
-        .open("if (row >= params.batch * (THREADS / WG))")
-        .line("return;")
-        .close()
-        .line("let n = row / (THREADS / WG);")
-        .line("let local_o = row % (THREADS / WG);")
-        .line("let xbase = n * IN;")
-        .line("let wbase = local_o * IN;")
-        .line("var acc = 0.0;");
-    w.open("for (var k = lid; k < IN; k += WG)").line("acc += x[xbase + k] * w[wbase + k];").close();
-    w.line("partial[lid] = acc;").line("workgroupBarrier();");
-    w.open("for (var s = WG / 2u; s > 0u; s = s / 2u)")
-        .open("if (lid < s)")
-        .line("partial[lid] += partial[lid + s];")
-        .close()
-        .line("workgroupBarrier();")
-        .close();
-    w.open("if (lid == 0u)")
-        .line(format!("y[n * OUT + ROW0 + local_o] = {};", act(if has_bias { "partial[0] + b[local_o]" } else { "partial[0]" })))
-        .close();
 }
 
 pub(crate) fn lrn_consts(w: &mut Writer, l: &LrnNode) {

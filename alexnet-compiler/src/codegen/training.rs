@@ -1,9 +1,11 @@
 //! WGSL of the training kernels: dropout masks, the loss, every gradient and the update.
 //!
-//! Each runs one invocation per element it writes, gathering what it needs, so no two
-//! invocations write the same address and no atomics are needed: results are deterministic,
-//! which makes a training run reproducible bit for bit. Gradients of a parameter sum over the
-//! batch inside one invocation; a later micro-batch adds to them (`params.accumulate`).
+//! GEMM-shaped gradients (conv and linear, by input and weight) are instances of the GEMM
+//! generator (`gemm.rs`); bias gradients are tree reductions, a workgroup per channel. The rest
+//! run one invocation per element they write, gathering what they need. No two invocations
+//! write the same address and no atomics are needed: results are deterministic, which makes a
+//! training run reproducible bit for bit. A later micro-batch adds to a parameter's gradient
+//! (`params.accumulate`).
 
 use super::writer::Writer;
 use alexnet_plan::{Algo, Dispatch, Kernel, NodeOp, Plan, Role, Wrt};
@@ -17,25 +19,15 @@ pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     if let (NodeOp::Lrn(_), Role::Backward(Wrt::Input)) = (node.op, kernel.role) {
         lrn_denominator(w);
     }
-    let tile = match kernel.algo {
-        Algo::TiledGemm(tile) => Some(tile),
-        Algo::PerElement { .. } | Algo::RowReduce { .. } | Algo::PerImage { .. } | Algo::ConvBlock { .. } => None,
-    };
-    // A tiled conv weight gradient reduces over pixels; a tiled input gradient is a convolution.
-    let tiled_weight = tile.is_some() && kernel.role == Role::Backward(Wrt::Weight);
-    let tiled = tile.is_some() && !tiled_weight;
-    if let Some(tile) = tile {
-        super::tiled_conv_decls(w, tile, 0);
+    if let Algo::RowReduce { threads } = kernel.algo {
+        w.line("// Partial sums of the workgroup's invocations, reduced as a tree.");
+        w.line(format!("var<workgroup> partial: array<f32, {threads}>;"));
     }
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
-    if tiled || tiled_weight {
-        if tiled {
-            conv_input_tiled(w);
-        } else {
-            conv_weight_tiled(w);
-        }
+    if let (Algo::RowReduce { .. }, Role::Backward(Wrt::Bias)) = (kernel.algo, kernel.role) {
+        bias_reduce(w, matches!(node.op, NodeOp::Conv(_)));
         w.close();
         return;
     }
@@ -59,10 +51,6 @@ pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
         }
         (Role::Backward(Wrt::Input), NodeOp::Conv(_)) => conv_input(w),
         (Role::Backward(Wrt::Weight), NodeOp::Conv(_)) => conv_weight(w),
-        (Role::Backward(Wrt::Bias), NodeOp::Conv(_)) => conv_bias(w),
-        (Role::Backward(Wrt::Input), NodeOp::Linear(_)) => linear_input(w),
-        (Role::Backward(Wrt::Weight), NodeOp::Linear(_)) => linear_weight(w),
-        (Role::Backward(Wrt::Bias), NodeOp::Linear(_)) => linear_bias(w),
         (Role::Backward(Wrt::Input), NodeOp::Relu) => {
             w.line("dx[i] = select(0.0, dy[i], x[i] > 0.0);");
         }
@@ -117,20 +105,6 @@ fn store_param_grad(w: &mut Writer, name: &str) {
     w.line(format!("{name}[i] = select(acc, {name}[i] + acc, params.accumulate == 1u);"));
 }
 
-/// For stride 1, dx is the convolution of dy (padded by K - 1 - pad) with the weights
-/// transposed (in and out channels swapped) and flipped, so it runs as the forward pass's
-/// tiled implicit GEMM; the constants already describe that convolution, so here ICG counts
-/// the original output channels of a group and OCG its input channels.
-fn conv_input_tiled(w: &mut Writer) {
-    w.line("// Weight of (dy channel k / (K*K) of group g, x channel oc_l), flipped in space.");
-    super::tiled_conv(
-        w,
-        "w[((g * ICG + k / (K * K)) * OCG + oc_l) * K * K + (K - 1u - (k / K) % K) * K + (K - 1u - k % K)]",
-        "dy",
-        "dx[OUT] = VALUE;",
-    );
-}
-
 /// dx[n, c, iy, ix] = sum over the outputs whose window covers (iy, ix) of dy * w.
 fn conv_input(w: &mut Writer) {
     w.line("let n = i / THREADS;")
@@ -163,73 +137,6 @@ fn conv_input(w: &mut Writer) {
     store_input_grad(w);
 }
 
-/// dw = dy · patchesᵀ per group: a workgroup computes 64 output channels × 64 weight columns
-/// (`icl, ky, kx`), reducing over the pixels of the whole batch TK at a time through shared
-/// memory, 4×4 accumulators per invocation (the forward pass's tiling, transposed).
-fn conv_weight_tiled(w: &mut Writer) {
-    w.line("let tile = wid.y * nwg.x + wid.x;")
-        .line("let ktotal = ICG * K * K;")
-        .line("let nt = (ktotal + TN - 1u) / TN;")
-        .line("// Uniform across the workgroup, so the early return precedes every barrier.")
-        .open("if (tile >= GROUPS * MT * nt)")
-        .line("return;")
-        .close()
-        .line("let g = tile / (MT * nt);")
-        .line("let m0 = ((tile % (MT * nt)) / nt) * TM;")
-        .line("let n0 = (tile % nt) * TN;")
-        .line("let rtotal = params.batch * OH * OW;")
-        .line("let tx = lid % TX;")
-        .line("let ty = lid / TX;");
-    super::acc_decls(w);
-    // Two loops, so that neither runs more than 4,096 times: Mesa's software rasterisers stop
-    // a loop after about 65,535 iterations, and a batch can hold millions of pixels.
-    w.open("for (var r1 = 0u; r1 < rtotal; r1 += TK * 4096u)");
-    w.open("for (var r0 = r1; r0 < min(rtotal, r1 + TK * 4096u); r0 += TK)");
-    w.line("// dy of (output channel m0 + mm, batch pixel r0 + kk).");
-    w.open("for (var q = 0u; q < TK * TM / WG; q++)")
-        .line("let e = lid + q * WG;")
-        .line("let mm = e % TM;")
-        .line("let kk = e / TM;")
-        .line("let r = r0 + kk;")
-        .line("var v = 0.0;")
-        .open("if (m0 + mm < OCG && r < rtotal)")
-        .line("v = dy[((r / (OH * OW)) * OC + g * OCG + m0 + mm) * OH * OW + r % (OH * OW)];")
-        .close()
-        .line("smem[kk * TM + mm] = v;")
-        .close();
-    w.line("// The input under weight column n0 + nn at batch pixel r0 + kk.");
-    w.open("for (var q = 0u; q < TK * TN / WG; q++)")
-        .line("let e = lid + q * WG;")
-        .line("let nn = e % TN;")
-        .line("let kk = e / TN;")
-        .line("let r = r0 + kk;")
-        .line("let k = n0 + nn;")
-        .line("var v = 0.0;")
-        .open("if (k < ktotal && r < rtotal)")
-        .line("let n = r / (OH * OW);")
-        .line("let pix = r % (OH * OW);")
-        .line("let iy = i32((pix / OW) * S + (k / K) % K) - i32(PAD);")
-        .line("let ix = i32((pix % OW) * S + k % K) - i32(PAD);")
-        .open("if (iy >= 0 && iy < i32(IH) && ix >= 0 && ix < i32(IW))")
-        .line("v = x[((n * IC + g * ICG + k / (K * K)) * IH + u32(iy)) * IW + u32(ix)];")
-        .close()
-        .close()
-        .line("smem[B0 + kk * TN + nn] = v;")
-        .close();
-    w.line("workgroupBarrier();");
-    super::fma_block(w);
-    w.line("workgroupBarrier();");
-    w.close().close();
-    for i in 0..4 {
-        for j in 0..4 {
-            w.open(format!("if (m0 + ty * 4u + {i}u < OCG && n0 + tx * 4u + {j}u < ktotal)"))
-                .line(format!("let at = (g * OCG + m0 + ty * 4u + {i}u) * ktotal + n0 + tx * 4u + {j}u;"))
-                .line(format!("dw[at] = select(acc{i}{j}, dw[at] + acc{i}{j}, params.accumulate == 1u);"))
-                .close();
-        }
-    }
-}
-
 /// dw[o, icl, ky, kx] = sum over images and output pixels of dy * x.
 fn conv_weight(w: &mut Writer) {
     w.line("let o = ROW0 + i / (ICG * K * K);")
@@ -256,31 +163,35 @@ fn conv_weight(w: &mut Writer) {
     store_param_grad(w, "dw");
 }
 
-fn conv_bias(w: &mut Writer) {
-    w.line("let o = ROW0 + i;").line("var acc = 0.0;");
-    w.open("for (var n = 0u; n < params.batch; n++)").line("var part = 0.0;");
-    w.open("for (var q = 0u; q < OH * OW; q++)").line("part += dy[(n * OC + o) * OH * OW + q];").close();
-    w.line("acc += part;");
-    w.close();
-    store_param_grad(w, "db");
-}
-
-fn linear_input(w: &mut Writer) {
-    w.line("let n = i / IN;").line("let k = i % IN;").line("var acc = 0.0;");
-    w.open("for (var o = 0u; o < ROWS; o++)").line("acc += dy[n * OUT + ROW0 + o] * w[o * IN + k];").close();
-    store_input_grad(w);
-}
-
-fn linear_weight(w: &mut Writer) {
-    w.line("let o = ROW0 + i / IN;").line("let k = i % IN;").line("var acc = 0.0;");
-    w.open("for (var n = 0u; n < params.batch; n++)").line("acc += dy[n * OUT + o] * x[n * IN + k];").close();
-    store_param_grad(w, "dw");
-}
-
-fn linear_bias(w: &mut Writer) {
-    w.line("let o = ROW0 + i;").line("var acc = 0.0;");
-    w.open("for (var n = 0u; n < params.batch; n++)").line("acc += dy[n * OUT + o];").close();
-    store_param_grad(w, "db");
+/// A bias gradient as a parallel reduction: a workgroup per channel (of this part), its
+/// invocations striding over the batch's pixels and summing as a tree, in a fixed order, so
+/// the result is the same on every run.
+fn bias_reduce(w: &mut Writer, conv: bool) {
+    w.line("let o = wid.y * nwg.x + wid.x;")
+        .line("// Uniform across the workgroup, so the early return precedes every barrier.")
+        .open("if (o >= ROWS)")
+        .line("return;")
+        .close()
+        .line("var acc = 0.0;");
+    if conv {
+        w.line("let count = params.batch * OH * OW;")
+            .open("for (var q = lid; q < count; q += WG)")
+            .line("acc += dy[((q / (OH * OW)) * OC + ROW0 + o) * OH * OW + q % (OH * OW)];")
+            .close();
+    } else {
+        w.open("for (var n = lid; n < params.batch; n += WG)").line("acc += dy[n * OUT + ROW0 + o];").close();
+    }
+    w.line("partial[lid] = acc;").line("workgroupBarrier();");
+    w.open("for (var s = WG / 2u; s > 0u; s = s / 2u)")
+        .open("if (lid < s)")
+        .line("partial[lid] += partial[lid + s];")
+        .close()
+        .line("workgroupBarrier();")
+        .close();
+    w.open("if (lid == 0u)")
+        .line("let v = partial[0];")
+        .line("db[o] = select(v, db[o] + v, params.accumulate == 1u);")
+        .close();
 }
 
 /// `k + alpha * sum of squares` over channel j's window, at image n and pixel pix.

@@ -4,10 +4,24 @@
 //! here (codegen reads it; it never infers a decision back from dispatch sizes). The choice is
 //! per kernel kind and shape today; per-device variants will be further values of the same type.
 
-use alexnet_plan::{Algo, Binding, ConvNode, Cost, Dispatch, Extent, GemmTile, Kernel, LrnNode, NodeOp, Plan, PoolNode, Role, Wrt};
+use alexnet_plan::{Algo, Binding, ConvNode, Cost, Dispatch, Extent, GemmTile, Kernel, LrnNode, Node, NodeOp, Param, Plan, PoolNode, Role, Staging, Target, Variant, Wrt};
+use std::borrow::Cow;
 
-/// The tile of every implicit-GEMM convolution kernel (forward, input and weight gradients).
-pub const CONV_GEMM: GemmTile = GemmTile { m: 64, n: 64, k: 16 };
+/// GPU tile of the GEMMs over channels × pixels (convolutions and their gradients) and of
+/// linear weight gradients: 256 invocations, workgroup memory.
+pub const CONV_GEMM: GemmTile = GemmTile::shared(64, 64, 16);
+
+/// GPU tile of the linear products whose columns are images (forward, input gradient): few
+/// columns, so a narrower tile keeps more workgroups busy at small batches.
+pub const LINEAR_GEMM: GemmTile = GemmTile::shared(32, 32, 16);
+
+/// CPU tile of the GEMMs over channels × pixels and of linear weight gradients: 8 × 8
+/// invocations of 4 × 8 register blocks, no workgroup memory (a software adapter runs
+/// invocations as SIMD lanes and barriers as coroutine switches, and its caches are large).
+pub const CPU_GEMM: GemmTile = GemmTile::registers(32, 64, 4, 8);
+
+/// CPU tile of the linear products whose columns are images: 32 invocations of 4 × 4 blocks.
+pub const CPU_LINEAR_GEMM: GemmTile = GemmTile::registers(128, 4, 4, 4);
 
 /// Invocations per workgroup of per-element and row-reducing kernels.
 pub const WORKGROUP: u32 = 64;
@@ -17,11 +31,107 @@ pub const PER_ELEMENT: Algo = Algo::PerElement { threads: WORKGROUP };
 
 /// The tiles a fused conv block may use: both hold 4,096 outputs, the most that fits the
 /// WebGPU default of 16 KiB of workgroup memory.
-const BLOCK_TILES: [GemmTile; 2] = [GemmTile { m: 64, n: 64, k: 16 }, GemmTile { m: 32, n: 128, k: 16 }];
+const BLOCK_TILES: [GemmTile; 2] = [GemmTile::shared(64, 64, 16), GemmTile::shared(32, 128, 16)];
 
-/// A tiled-GEMM dispatch over `channels` output rows per group and `pixels` columns per image.
-pub fn gemm_dispatch(tile: GemmTile, groups: u32, rows_per_group: u32, pixels: u64) -> Dispatch {
-    Dispatch::Tiles { m_tiles: groups * rows_per_group.div_ceil(tile.m), pixels, tile_pixels: tile.n }
+/// How the columns of a GEMM instance grow: with the batch (`per_image` columns per image) or
+/// not at all (weight gradients: `fixed` columns, the batch being the reduction).
+#[derive(Clone, Copy)]
+enum Columns {
+    PerImage(u64),
+    Fixed(u64),
+}
+
+/// The GEMM shape of a conv or linear kernel: groups, rows per group, columns, reduction
+/// length, and whether its columns are images of a linear layer; `None` when the kernel is
+/// not a GEMM instance (a conv split into weight parts, whose parts may cut a group; a strided
+/// conv's input gradient; a bias).
+fn gemm_shape(nodes: &[Node], params: &[Param], kernel: &Kernel) -> Option<(u32, u32, Columns, Extent, bool)> {
+    let node = &nodes[kernel.node as usize];
+    let part_rows = kernel.bindings.iter().find_map(|b| match *b {
+        Binding::Param { index, part } | Binding::ParamGrad { index, part, .. } if params[index as usize].shape.len() > 1 => {
+            Some((params[index as usize].parts[part as usize].rows, params[index as usize].parts.len()))
+        }
+        _ => None,
+    });
+    let (rows, parts) = part_rows?;
+    let fixed = |v: u32| Extent::fixed(u64::from(v));
+    match (node.op, kernel.role) {
+        (NodeOp::Conv(c), Role::Forward) if parts == 1 => {
+            Some((c.groups, c.out_channels / c.groups, Columns::PerImage(u64::from(c.out_h * c.out_w)), fixed(c.in_channels / c.groups * c.kernel * c.kernel), false))
+        }
+        (NodeOp::Conv(c), Role::Backward(Wrt::Input)) if parts == 1 && c.stride == 1 && c.pad < c.kernel => Some((
+            c.groups,
+            c.in_channels / c.groups,
+            Columns::PerImage(u64::from(c.in_h * c.in_w)),
+            fixed(c.out_channels / c.groups * c.kernel * c.kernel),
+            false,
+        )),
+        (NodeOp::Conv(c), Role::Backward(Wrt::Weight)) if parts == 1 => Some((
+            c.groups,
+            c.out_channels / c.groups,
+            Columns::Fixed(u64::from(c.in_channels / c.groups * c.kernel * c.kernel)),
+            Extent::per_image(u64::from(c.out_h * c.out_w)),
+            false,
+        )),
+        (NodeOp::Linear(l), Role::Forward) => Some((1, rows, Columns::PerImage(1), fixed(l.in_features), true)),
+        (NodeOp::Linear(l), Role::Backward(Wrt::Input)) => Some((1, l.in_features, Columns::PerImage(1), fixed(rows), true)),
+        (NodeOp::Linear(l), Role::Backward(Wrt::Weight)) => Some((1, rows, Columns::Fixed(u64::from(l.in_features)), Extent::per_image(1), false)),
+        _ => None,
+    }
+}
+
+/// Iterations of the reduction loop of one invocation of a GEMM kernel at `batch` images
+/// (`None` for other kernels): what must stay under [`LOOP_LIMIT`].
+pub fn gemm_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> {
+    let Algo::Gemm(tile) = kernel.algo else { return None };
+    let (_, _, _, depth, _) = gemm_shape(&plan.nodes, &plan.params, kernel)?;
+    let depth = depth.at(batch);
+    Some(match tile.staging {
+        Staging::Registers => depth / u64::from(crate::codegen::UNROLL) + u64::from(crate::codegen::UNROLL),
+        Staging::Workgroup => depth.div_ceil(u64::from(tile.k)),
+    })
+}
+
+/// Loop iterations one invocation may run on Mesa's software rasterisers before they end the
+/// loop silently (`LP_MAX_TGSI_LOOP_ITERATIONS`); see `codegen::UNROLL`.
+pub const LOOP_LIMIT: u64 = 65_535;
+
+/// The algorithm, workgroup size, invocations per image and dispatch of a GEMM instance with
+/// `tile`.
+fn gemm_form(tile: GemmTile, groups: u32, rows: u32, columns: Columns) -> (Algo, u32, u64, Dispatch) {
+    let m_tiles = groups * rows.div_ceil(tile.m);
+    match columns {
+        Columns::PerImage(pixels) => (Algo::Gemm(tile), tile.threads(), pixels, Dispatch::Tiles { m_tiles, pixels, tile_pixels: tile.n }),
+        Columns::Fixed(cols) => {
+            let tiles = u64::from(m_tiles) * cols.div_ceil(u64::from(tile.n));
+            (Algo::Gemm(tile), tile.threads(), tiles * u64::from(tile.threads()), Dispatch::Fixed)
+        }
+    }
+}
+
+/// Chooses the algorithm of every conv and linear kernel that is not a fused block: a GEMM
+/// instance with a workgroup-memory tile for GPUs and a register-only variant for CPU adapters
+/// where the kernel is GEMM-shaped, bias gradients as tree reductions. The runtime picks the
+/// variant per adapter (`Plan::for_target`).
+pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
+    if matches!(kernel.algo, Algo::ConvBlock { .. } | Algo::PerImage { .. }) {
+        return;
+    }
+    if kernel.role == Role::Backward(Wrt::Bias) {
+        let rows = kernel.threads_per_image;
+        kernel.algo = Algo::RowReduce { threads: WORKGROUP };
+        kernel.workgroup_size = WORKGROUP;
+        kernel.threads_per_image = rows * u64::from(WORKGROUP);
+        return;
+    }
+    let Some((groups, rows, columns, _, linear)) = gemm_shape(nodes, params, kernel) else { return };
+    let (gpu, cpu) = match (linear, columns) {
+        (true, Columns::PerImage(_)) => (LINEAR_GEMM, CPU_LINEAR_GEMM),
+        _ => (CONV_GEMM, CPU_GEMM),
+    };
+    (kernel.algo, kernel.workgroup_size, kernel.threads_per_image, kernel.dispatch) = gemm_form(gpu, groups, rows, columns);
+    let (algo, workgroup_size, threads_per_image, dispatch) = gemm_form(cpu, groups, rows, columns);
+    kernel.variants = Cow::Owned(vec![Variant { target: Target::Cpu, algo, cost: Cost::default(), wgsl: Cow::Borrowed(""), workgroup_size, threads_per_image, dispatch }]);
 }
 
 /// The post-conv ops a fused conv block applies, in order.
@@ -112,8 +222,8 @@ fn flops(plan: &Plan, kernel: &Kernel) -> Extent {
                 let rows = part_rows.map_or(u64::from(c.out_channels), |(r, _)| r);
                 let macs = rows * u64::from(c.out_h * c.out_w) * u64::from(c.in_channels / c.groups) * u64::from(c.kernel * c.kernel);
                 match kernel.algo {
-                    // Tiled kernels compute whole tiles: channel tiles padded to the tile's rows.
-                    Algo::TiledGemm(tile) if kernel.role == Role::Forward => {
+                    // GEMM kernels compute whole tiles: channel tiles padded to the tile's rows.
+                    Algo::Gemm(tile) if kernel.role == Role::Forward => {
                         let rows = u64::from(c.groups * (c.out_channels / c.groups).div_ceil(tile.m) * tile.m);
                         2 * rows * u64::from(c.out_h * c.out_w) * u64::from(c.in_channels / c.groups) * u64::from(c.kernel * c.kernel)
                     }

@@ -15,7 +15,7 @@ pub mod verify;
 
 use crate::ir::{Graph, Node as IrNode, NodeId, Op};
 use crate::valid::GraphInfo;
-use algo::{CONV_GEMM, PER_ELEMENT};
+use algo::PER_ELEMENT;
 use alexnet_plan as plan;
 use fuse::Group;
 use memory::Reuse;
@@ -174,6 +174,9 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         }
     }
     let training_steps = training_steps(&mut kernels, per_op, &nodes, &params, fusion);
+    for k in &mut kernels {
+        algo::choose(&nodes, &params, k);
+    }
     let mut plan = plan::Plan {
         name: name.to_string().into(),
         doc: doc.to_string().into(),
@@ -200,10 +203,16 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         ir: ir.into(),
         dot: graph.to_dot(name).into(),
     };
-    let costs: Vec<plan::Cost> = plan.kernels.iter().map(|k| algo::cost(&plan, k)).collect();
+    let costs: Vec<(plan::Cost, Vec<plan::Cost>)> =
+        plan.kernels.iter().map(|k| (algo::cost(&plan, k), k.variants.iter().map(|v| algo::cost(&plan, &k.for_target(v.target))).collect())).collect();
     let mut kernels = plan.kernels.to_vec();
-    for (k, cost) in kernels.iter_mut().zip(costs) {
+    for (k, (cost, variant_costs)) in kernels.iter_mut().zip(costs) {
         k.cost = cost;
+        let mut variants = k.variants.to_vec();
+        for (v, c) in variants.iter_mut().zip(variant_costs) {
+            v.cost = c;
+        }
+        k.variants = variants.into();
     }
     plan.kernels = kernels.into();
     let inspect_steps: Vec<Step> = (0..per_op as u32).filter(|&k| plan.kernels[k as usize].role == plan::Role::Forward).map(Step::Dispatch).collect();
@@ -429,8 +438,7 @@ fn kernels_for(nodes: &[plan::Node], covers: &[u32], params: &[plan::Param], bas
     };
     let (weight, bias, per_row) = match first.op {
         plan::NodeOp::Conv(c) => (c.weight, c.bias, u64::from(c.out_h * c.out_w)),
-        // A workgroup per output feature (see codegen's linear kernel).
-        plan::NodeOp::Linear(l) => (l.weight, l.bias, u64::from(algo::WORKGROUP)),
+        plan::NodeOp::Linear(l) => (l.weight, l.bias, 1),
         plan::NodeOp::Relu | plan::NodeOp::Lrn(_) | plan::NodeOp::MaxPool(_) | plan::NodeOp::Softmax => {
             let name = format!("{}_{}_fwd", first.layer, first.op.name());
             let threads = if matches!(first.op, plan::NodeOp::Softmax) { 1 } else { out_elems };
@@ -449,19 +457,9 @@ fn kernels_for(nodes: &[plan::Node], covers: &[u32], params: &[plan::Param], bas
                 bindings.push(plan::Binding::Param { index: b, part: i as u32 });
             }
             bindings.push(activation(last.output, true));
-            let mut k = kernel(name, u64::from(part.rows) * per_row, bindings);
-            match first.op {
-                // An unsplit conv runs as tiled implicit GEMM (see codegen); a split one, whose
-                // parts may cut through a group, keeps one invocation per output.
-                plan::NodeOp::Conv(c) if parts.len() == 1 => {
-                    k.algo = plan::Algo::TiledGemm(CONV_GEMM);
-                    k.workgroup_size = CONV_GEMM.threads();
-                    k.dispatch = algo::gemm_dispatch(CONV_GEMM, c.groups, c.out_channels / c.groups, u64::from(c.out_h * c.out_w));
-                }
-                plan::NodeOp::Linear(_) => k.algo = plan::Algo::RowReduce { threads: algo::WORKGROUP },
-                _ => {}
-            }
-            k
+            // `algo::choose` makes it a GEMM instance; a conv split into parts, which may cut
+            // through a group, keeps one invocation per output.
+            kernel(name, u64::from(part.rows) * per_row, bindings)
         })
         .collect()
 }
@@ -484,6 +482,7 @@ pub(crate) fn kernel(nodes: &[plan::Node], index: u32, name: String, threads: u6
         dispatch: if fixed { plan::Dispatch::Fixed } else { plan::Dispatch::PerInvocation },
         bindings: bindings.into(),
         role,
+        variants: Cow::Borrowed(&[]),
     }
 }
 

@@ -1,11 +1,10 @@
 //! The training kernels: the loss, every gradient `passes::autodiff` added, and the updates.
 //!
-//! One kernel per gradient node (per weight part for conv and linear); a stride-1 conv's input
-//! gradient and an unsplit conv's weight gradient run as tiled GEMMs. The loss comes first,
+//! One kernel per gradient node (per weight part for conv and linear); `algo::choose` later
+//! makes the GEMM-shaped ones GEMM instances. The loss comes first,
 //! then the gradients in the graph's order, then every update (an update overwrites weights
 //! that the gradients read).
 
-use super::algo::{self, CONV_GEMM};
 use super::kernel;
 use crate::ir::{Graph, NodeId, Op, Wrt};
 use crate::valid::GraphInfo;
@@ -82,18 +81,7 @@ pub fn training_kernels(
                             let name = part_name(format!("{layer}_{op}_bwd_x"), part, parts.len());
                             let bindings =
                                 vec![B::Uniform, B::Grad { index: output, write: false }, B::Param { index: w, part }, B::Grad { index: input, write: true }];
-                            let mut k = kernel(nodes, index, name, in_elems, role, bindings);
-                            // Stride 1 with an unsplit weight: a convolution of dy, tiled like the forward
-                            // pass, when a group's input channels fill at least half a 64-row tile.
-                            if let (plan::NodeOp::Conv(c), 1) = (node.op, parts.len()) {
-                                let icg = c.in_channels / c.groups;
-                                if c.stride == 1 && c.pad < c.kernel && icg >= CONV_GEMM.m / 2 {
-                                    k.algo = plan::Algo::TiledGemm(CONV_GEMM);
-                                    k.workgroup_size = CONV_GEMM.threads();
-                                    k.dispatch = algo::gemm_dispatch(CONV_GEMM, c.groups, icg, u64::from(c.in_h * c.in_w));
-                                }
-                            }
-                            backward.push(k);
+                            backward.push(kernel(nodes, index, name, in_elems, role, bindings));
                         }
                     }
                     None if matches!(node.op, plan::NodeOp::Dropout(_)) => {
@@ -137,16 +125,7 @@ pub fn training_kernels(
                         }
                         bindings.push(B::Grad { index: output, write: false });
                         bindings.push(B::ParamGrad { index: p, part, write: true });
-                        let mut k = kernel(nodes, index, name, elems, plan::Role::Backward(plan_wrt), bindings);
-                        // An unsplit conv weight's gradient is a GEMM of dy with the input patches,
-                        // reduced over the batch's pixels: a 256-invocation workgroup per 64×64 tile.
-                        if let (plan::NodeOp::Conv(c), Wrt::Weight, 1) = (node.op, wrt, param.parts.len()) {
-                            let tiles = c.groups * (c.out_channels / c.groups).div_ceil(CONV_GEMM.m) * param.row_elems().div_ceil(u64::from(CONV_GEMM.n)) as u32;
-                            k.algo = plan::Algo::TiledGemm(CONV_GEMM);
-                            k.workgroup_size = CONV_GEMM.threads();
-                            k.threads_per_image = u64::from(tiles) * u64::from(CONV_GEMM.threads());
-                        }
-                        backward.push(k);
+                        backward.push(kernel(nodes, index, name, elems, plan::Role::Backward(plan_wrt), bindings));
                     }
                 }
             }

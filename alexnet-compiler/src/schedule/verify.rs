@@ -1,13 +1,15 @@
 //! Checks the plan's invariants after scheduling and the memory plan.
 //!
 //! A failure is a compiler bug, reported as an internal error naming the program and tensor.
-//! It checks, for every program: each step names a kernel that exists and whose tensors are
+//! It checks, for every program: each step names a kernel that exists, whose workgroup size
+//! matches its algorithm in every variant, whose reduction loops stay under the software
+//! adapters' loop limit, and whose tensors are
 //! placed; every placement lies inside its buffer; two tensors that share bytes are never
 //! live at once; every binding fits the target's binding limit at the micro-batch; and every
 //! tensor a step reads was written by an earlier step, unless the host provides it.
 
 use super::memory::{liveness, tensor_name};
-use alexnet_plan::{Plan, Program, Step, Tensor};
+use alexnet_plan::{Plan, Program, Step, Target, Tensor};
 
 /// Verifies every program of `plan`.
 pub fn verify(plan: &Plan) -> Result<(), String> {
@@ -20,8 +22,26 @@ pub fn verify(plan: &Plan) -> Result<(), String> {
 fn verify_program(plan: &Plan, program: &Program, inputs: &[Tensor], outputs: &[Tensor]) -> Result<(), String> {
     for k in program.dispatches() {
         let kernel = plan.kernels.get(k as usize).ok_or_else(|| format!("a step runs missing kernel {k}"))?;
-        if kernel.workgroup_size != kernel.algo.threads() {
-            return Err(format!("kernel `{}` has workgroup size {} but its algorithm uses {}", kernel.name, kernel.workgroup_size, kernel.algo.threads()));
+        for target in Target::ALL {
+            let kernel = kernel.for_target(target);
+            if kernel.workgroup_size != kernel.algo.threads() {
+                return Err(format!(
+                    "kernel `{}` ({}) has workgroup size {} but its algorithm uses {}",
+                    kernel.name,
+                    target.as_str(),
+                    kernel.workgroup_size,
+                    kernel.algo.threads()
+                ));
+            }
+            let iterations = super::algo::gemm_iterations(plan, &kernel, u64::from(plan.micro_batch)).unwrap_or(0);
+            if iterations >= super::algo::LOOP_LIMIT {
+                return Err(format!(
+                    "kernel `{}` ({}) loops {iterations} times per invocation at the micro-batch, over the {} software adapters allow",
+                    kernel.name,
+                    target.as_str(),
+                    super::algo::LOOP_LIMIT
+                ));
+            }
         }
     }
     let batch = u64::from(plan.micro_batch);

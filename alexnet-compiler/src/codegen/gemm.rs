@@ -1,0 +1,288 @@
+//! The one GEMM generator: every convolution (forward, input gradient, weight gradient) and
+//! every linear product (forward, input gradient, weight gradient) is an instance of it.
+//!
+//! An instance is three small WGSL functions over a grouped GEMM `C[g] = A[g] · B[g]`:
+//! `load_a(g, m, k)` and `load_b(g, k, n)` (the loaders: conv weights, flipped and transposed
+//! for the input gradient; image patches read in place, i.e. implicit im2col; dense rows;
+//! upstream gradients) and `store(g, m, n, v)` (the epilogue: bias, ReLU, accumulation into a
+//! gradient). The generator writes `main` from the kernel's [`GemmTile`]: which output block each
+//! invocation owns, how the operands are staged (workgroup memory or registers only), the loop
+//! over the reduction, and the guards at the edges. Loaders are only called with `m < rows` and
+//! `n < cols` and `k < depth`, so they need no guards of their own beyond padding.
+
+use super::writer::Writer;
+use alexnet_plan::{ConvNode, GemmTile, Kernel, NodeOp, Plan, Role, Staging, Wrt};
+
+/// Reduction steps unrolled into one loop iteration by the register-only tile.
+///
+/// Mesa's software rasterisers (lavapipe, llvmpipe) end a loop silently once an invocation
+/// has run about 65,535 iterations of it in all (`LP_MAX_TGSI_LOOP_ITERATIONS`; re-entering
+/// the loop does not reset the count), so a reduction must take fewer iterations than that:
+/// the register-only loop takes `depth / UNROLL` (a conv weight gradient of the paper's
+/// conv1 at 115 images reduces over 347,875 pixels: 43,484 iterations), the staged one
+/// `depth / TK`, with its loads and multiply-adds unrolled. `LOOP_LIMIT` is checked against
+/// every GEMM of a plan at its micro-batch (`schedule::verify`).
+pub const UNROLL: u32 = 8;
+
+/// The sizes of one GEMM instance, as WGSL expressions.
+struct Shape {
+    /// Independent GEMMs (conv groups), a constant expression.
+    groups: &'static str,
+    /// Rows per group (M), a constant expression.
+    rows: String,
+    /// Columns (N), an expression that may read `params.batch`.
+    cols: &'static str,
+    /// Reduction length (K), an expression that may read `params.batch`.
+    depth: &'static str,
+}
+
+/// Writes the GEMM kernel of `kernel` (its constants are declared): the instance's loaders and
+/// epilogue, then `main` for `tile`. `relu` applies ReLU in a forward epilogue.
+pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bias: bool, relu: bool) {
+    let node = &plan.nodes[kernel.node as usize];
+    let act = |v: &str| if relu { format!("max({v}, 0.0)") } else { v.to_string() };
+    let bias = |at: &str| if has_bias { format!(" + b[{at}]") } else { String::new() };
+    let accumulate = |at: &str, grad: &str| format!("{grad}[{at}] = select(v, {grad}[{at}] + v, params.accumulate == 1u);");
+    w.line("");
+    let shape = match (node.op, kernel.role) {
+        (NodeOp::Conv(_), Role::Forward) => {
+            w.line("// A: the weights, one row per output channel of the group, K*K*ICG columns.");
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return w[(g * OCG + m) * ICG * K * K + k];").close();
+            patch_loader(w, "x");
+            w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
+                .line("let oc = g * OCG + m;")
+                .line(format!("y[((n / (OH * OW)) * OC + oc) * OH * OW + n % (OH * OW)] = {};", act(&format!("v{}", bias("oc")))))
+                .close();
+            Shape { groups: "GROUPS", rows: "OCG".into(), cols: "params.batch * OH * OW", depth: "ICG * K * K" }
+        }
+        (NodeOp::Conv(_), Role::Backward(Wrt::Input)) => {
+            // The constants describe the convolution computing dx (see `kernel_wgsl`): ICG
+            // counts the original output channels of a group, OCG its input channels.
+            w.line("// A: the weight of (dy channel k / (K*K) of group g, x channel m), flipped in space.");
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
+                .line("return w[((g * ICG + k / (K * K)) * OCG + m) * K * K + (K - 1u - (k / K) % K) * K + (K - 1u - k % K)];")
+                .close();
+            patch_loader(w, "dy");
+            w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line("dx[((n / (OH * OW)) * OC + g * OCG + m) * OH * OW + n % (OH * OW)] = v;").close();
+            Shape { groups: "GROUPS", rows: "OCG".into(), cols: "params.batch * OH * OW", depth: "ICG * K * K" }
+        }
+        (NodeOp::Conv(_), Role::Backward(Wrt::Weight)) => {
+            w.line("// A: dy of output channel m of the group at batch pixel k.");
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return dy[((k / (OH * OW)) * OC + g * OCG + m) * OH * OW + k % (OH * OW)];").close();
+            w.line("// B: the input under weight column n (channel, ky, kx) at batch pixel k; zero in the padding.");
+            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
+                .line("let pix = k % (OH * OW);")
+                .line("let iy = i32((pix / OW) * S + (n / K) % K) - i32(PAD);")
+                .line("let ix = i32((pix % OW) * S + n % K) - i32(PAD);")
+                .open("if (iy < 0 || iy >= i32(IH) || ix < 0 || ix >= i32(IW))")
+                .line("return 0.0;")
+                .close()
+                .line("return x[(((k / (OH * OW)) * IC + g * ICG + n / (K * K)) * IH + u32(iy)) * IW + u32(ix)];")
+                .close();
+            w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line("let at = (g * OCG + m) * ICG * K * K + n;").line(accumulate("at", "dw")).close();
+            Shape { groups: "GROUPS", rows: "OCG".into(), cols: "ICG * K * K", depth: "params.batch * OH * OW" }
+        }
+        (NodeOp::Linear(_), Role::Forward) => {
+            w.line("// A: the part's weight rows; B: the images, one column each.");
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return w[m * IN + k];").close();
+            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32").line("return x[n * IN + k];").close();
+            w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line(format!("y[n * OUT + ROW0 + m] = {};", act(&format!("v{}", bias("m"))))).close();
+            Shape { groups: "1u", rows: "ROWS".into(), cols: "params.batch", depth: "IN" }
+        }
+        (NodeOp::Linear(_), Role::Backward(Wrt::Input)) => {
+            w.line("// dx = dy · W: A is the part's weight transposed (row m = input feature), B is dy of the part's rows.");
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return w[k * IN + m];").close();
+            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32").line("return dy[n * OUT + ROW0 + k];").close();
+            w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
+                .line("let at = n * IN + m;")
+                .line("// Later weight parts add to the first's.")
+                .line("dx[at] = select(v, dx[at] + v, ACCUM);")
+                .close();
+            Shape { groups: "1u", rows: "IN".into(), cols: "params.batch", depth: "ROWS" }
+        }
+        (NodeOp::Linear(_), Role::Backward(Wrt::Weight)) => {
+            w.line("// dW = dyᵀ · x over the batch: A is dy of the part's rows, B the inputs.");
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return dy[k * OUT + ROW0 + m];").close();
+            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32").line("return x[k * IN + n];").close();
+            w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line("let at = m * IN + n;").line(accumulate("at", "dw")).close();
+            Shape { groups: "1u", rows: "ROWS".into(), cols: "IN", depth: "params.batch" }
+        }
+        (op, role) => unreachable!("no GEMM instance for {role:?} of {}", op.name()),
+    };
+    decls(w, tile, &shape);
+    w.line("");
+    w.line("@compute @workgroup_size(WG)");
+    w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
+    w.line("// The workgroup's tile; uniform across it, so the early return precedes every barrier.")
+        .line("let tile = wid.y * nwg.x + wid.x;")
+        .line("let tm = tile % (GROUPS_ * MT);")
+        .line("let n0 = (tile / (GROUPS_ * MT)) * TN;")
+        .line(format!("let cols = {};", shape.cols))
+        .line(format!("let depth = {};", shape.depth))
+        .open("if (n0 >= cols)")
+        .line("return;")
+        .close()
+        .line("let g = tm / MT;")
+        .line("let m0 = (tm % MT) * TM;")
+        .line("let tx = lid % TX;")
+        .line("let ty = lid / TX;");
+    match tile.staging {
+        Staging::Workgroup => shared_body(w, tile),
+        Staging::Registers => register_body(w, tile),
+    }
+    w.close();
+}
+
+/// B of a convolution: the input patch element `k` (channel, ky, kx) under output pixel `n` of
+/// the batch, read in place from `input`; zero in the padding.
+fn patch_loader(w: &mut Writer, input: &str) {
+    w.line("// B: the input under output pixel n of the batch at patch element k (channel, ky, kx); zero in the padding.");
+    w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
+        .line("let pix = n % (OH * OW);")
+        .line("let iy = i32((pix / OW) * S + (k / K) % K) - i32(PAD);")
+        .line("let ix = i32((pix % OW) * S + k % K) - i32(PAD);")
+        .open("if (iy < 0 || iy >= i32(IH) || ix < 0 || ix >= i32(IW))")
+        .line("return 0.0;")
+        .close()
+        .line(format!("return {input}[(((n / (OH * OW)) * IC + g * ICG + k / (K * K)) * IH + u32(iy)) * IW + u32(ix)];"))
+        .close();
+}
+
+/// Tile constants, all from `tile`, and the workgroup memory of a staged tile.
+fn decls(w: &mut Writer, tile: GemmTile, shape: &Shape) {
+    w.line("");
+    w.line(format!("// GEMM tile: {} rows x {} columns per workgroup, a {}x{} block per invocation.", tile.m, tile.n, tile.rm, tile.rn))
+        .const_u32("TM", tile.m.into())
+        .const_u32("TN", tile.n.into())
+        .const_u32("TK", tile.k.into())
+        .const_u32("RM", tile.rm.into())
+        .const_u32("RN", tile.rn.into())
+        .line("// Invocations across the tile's columns.")
+        .line("const TX: u32 = TN / RN;")
+        .line(format!("const GROUPS_: u32 = {};", shape.groups))
+        .line(format!("const ROWS_: u32 = {};", shape.rows))
+        .line("// Row tiles per group.")
+        .line("const MT: u32 = (ROWS_ + TM - 1u) / TM;")
+        .line("// Reduction steps per iteration of the register-only loop.")
+        .const_u32("UNROLL", UNROLL.into());
+    if tile.staging == Staging::Workgroup {
+        w.line("// A's [TK][TM] slice, then B's [TK][TN] slice.")
+            .line("const B0: u32 = TK * TM;")
+            .line(format!("var<workgroup> smem: array<f32, {}>;", tile.k * (tile.m + tile.n)));
+    }
+}
+
+/// Workgroup-memory staging: the workgroup loads TK-deep slices of A and B (consecutive
+/// invocations read consecutive k of A and consecutive columns of B), then each invocation
+/// multiplies its 4×4 block out of workgroup memory.
+fn shared_body(w: &mut Writer, tile: GemmTile) {
+    debug_assert_eq!((tile.rm, tile.rn), (4, 4), "the staged tile's inner loop is written for 4x4 blocks");
+    let threads = tile.threads();
+    super::acc_decls(w);
+    w.line("// Loads and multiply-adds are unrolled: the only loop steps TK at a time (see LOOP_LIMIT).");
+    w.open("for (var k0 = 0u; k0 < depth; k0 += TK)");
+    for r in 0..tile.k * tile.m / threads {
+        w.open("")
+            .line(format!("let e = lid + {r}u * WG;"))
+            .line("let mm = e / TK;")
+            .line("let kk = e % TK;")
+            .line("var v = 0.0;")
+            .open("if (m0 + mm < ROWS_ && k0 + kk < depth)")
+            .line("v = load_a(g, m0 + mm, k0 + kk);")
+            .close()
+            .line("smem[kk * TM + mm] = v;")
+            .close();
+    }
+    for r in 0..tile.k * tile.n / threads {
+        w.open("")
+            .line(format!("let e = lid + {r}u * WG;"))
+            .line("let kk = e / TN;")
+            .line("let nn = e % TN;")
+            .line("var v = 0.0;")
+            .open("if (n0 + nn < cols && k0 + kk < depth)")
+            .line("v = load_b(g, k0 + kk, n0 + nn);")
+            .close()
+            .line("smem[B0 + kk * TN + nn] = v;")
+            .close();
+    }
+    w.line("workgroupBarrier();");
+    for kk in 0..tile.k {
+        super::fma_step(w, &format!("{kk}u"));
+    }
+    w.line("workgroupBarrier();");
+    w.close();
+    for i in 0..4 {
+        for j in 0..4 {
+            w.open(format!("if (m0 + ty * 4u + {i}u < ROWS_ && n0 + tx * 4u + {j}u < cols)"))
+                .line(format!("store(g, m0 + ty * 4u + {i}u, n0 + tx * 4u + {j}u, acc{i}{j});"))
+                .close();
+        }
+    }
+}
+
+/// Registers only: each invocation reads its own operands and keeps an RM×RN block in named
+/// variables. Its rows are consecutive (so the invocations of a SIMD group share A's loads)
+/// and its columns TX apart (so neighbouring invocations read neighbouring B elements).
+/// Rows and columns past the edge are clamped to the last one, computed and not stored, which
+/// keeps the inner loop free of branches.
+fn register_body(w: &mut Writer, tile: GemmTile) {
+    for i in 0..tile.rm {
+        w.line(format!("let r{i} = min(m0 + ty * RM + {i}u, ROWS_ - 1u);"));
+    }
+    for j in 0..tile.rn {
+        w.line(format!("let c{j} = min(n0 + tx + {j}u * TX, cols - 1u);"));
+    }
+    for i in 0..tile.rm {
+        for j in 0..tile.rn {
+            w.line(format!("var acc{i}_{j} = 0.0;"));
+        }
+    }
+    w.line("// UNROLL steps of the reduction per iteration, then the rest one by one (see LOOP_LIMIT).");
+    w.line("var k = 0u;");
+    w.open("for (; k + UNROLL <= depth; k += UNROLL)");
+    for u in 0..UNROLL {
+        register_step(w, tile, &format!("k + {u}u"));
+    }
+    w.close();
+    w.open("for (; k < depth; k++)");
+    register_step(w, tile, "k");
+    w.close();
+    for i in 0..tile.rm {
+        for j in 0..tile.rn {
+            w.open(format!("if (m0 + ty * RM + {i}u < ROWS_ && n0 + tx + {j}u * TX < cols)"))
+                .line(format!("store(g, r{i}, c{j}, acc{i}_{j});"))
+                .close();
+        }
+    }
+}
+
+/// One step of the reduction at `k` for every element of an invocation's register block.
+fn register_step(w: &mut Writer, tile: GemmTile, k: &str) {
+    w.open("");
+    for i in 0..tile.rm {
+        w.line(format!("let a{i} = load_a(g, r{i}, {k});"));
+    }
+    for j in 0..tile.rn {
+        w.line(format!("let b{j} = load_b(g, {k}, c{j});"));
+    }
+    for i in 0..tile.rm {
+        for j in 0..tile.rn {
+            w.line(format!("acc{i}_{j} += a{i} * b{j};"));
+        }
+    }
+    w.close();
+}
+
+/// Whether a kernel of `op` in `role` is a GEMM instance when its algorithm says so.
+pub fn has_instance(op: &NodeOp, role: Role) -> bool {
+    matches!(
+        (op, role),
+        (NodeOp::Conv(_) | NodeOp::Linear(_), Role::Forward | Role::Backward(Wrt::Input | Wrt::Weight))
+    )
+}
+
+/// The convolution computing a stride-1 conv's input gradient: dy's channels in, x's
+/// channels out, padding K - 1 - pad.
+pub fn input_gradient_conv(c: &ConvNode) -> ConvNode {
+    ConvNode { in_channels: c.out_channels, in_h: c.out_h, in_w: c.out_w, out_channels: c.in_channels, out_h: c.in_h, out_w: c.in_w, pad: c.kernel - 1 - c.pad, ..*c }
+}
