@@ -266,6 +266,7 @@ fn algo_tokens(a: &plan::Algo) -> TokenStream {
         plan::Algo::PerElement { threads } => quote! { ::alexnet::__private::Algo::PerElement { threads: #threads } },
         plan::Algo::RowReduce { threads } => quote! { ::alexnet::__private::Algo::RowReduce { threads: #threads } },
         plan::Algo::PerImage { threads } => quote! { ::alexnet::__private::Algo::PerImage { threads: #threads } },
+        plan::Algo::ChannelScan { threads } => quote! { ::alexnet::__private::Algo::ChannelScan { threads: #threads } },
         plan::Algo::Gemm(t) => {
             let t = gemm_tile(t);
             quote! { ::alexnet::__private::Algo::Gemm(#t) }

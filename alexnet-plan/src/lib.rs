@@ -493,6 +493,10 @@ pub enum Algo {
     RowReduce { threads: u32 },
     /// One workgroup per image (softmax, and a linear layer fused with its softmax).
     PerImage { threads: u32 },
+    /// One invocation per pixel of an image, walking its channels in order with a sliding
+    /// window (the fused backward of ReLU, LRN and max-pool: each channel's pool gradient
+    /// and LRN denominator is computed once and reused by its LRN neighbours).
+    ChannelScan { threads: u32 },
     /// A GEMM (conv as implicit GEMM over image patches, linear layers over the batch, and
     /// their gradients), tiled as the tile says.
     Gemm(GemmTile),
@@ -507,7 +511,7 @@ impl Algo {
     /// Invocations per workgroup.
     pub const fn threads(&self) -> u32 {
         match *self {
-            Algo::PerElement { threads } | Algo::RowReduce { threads } | Algo::PerImage { threads } => threads,
+            Algo::PerElement { threads } | Algo::RowReduce { threads } | Algo::PerImage { threads } | Algo::ChannelScan { threads } => threads,
             Algo::Gemm(tile) | Algo::ConvBlock { tile, .. } => tile.threads(),
         }
     }
@@ -518,6 +522,7 @@ impl Algo {
             Algo::PerElement { threads } => format!("per-element wg{threads}"),
             Algo::RowReduce { threads } => format!("row-reduce wg{threads}"),
             Algo::PerImage { threads } => format!("per-image wg{threads}"),
+            Algo::ChannelScan { threads } => format!("channel-scan wg{threads}"),
             Algo::Gemm(t) => match t.staging {
                 Staging::Workgroup => format!("gemm {}x{}x{} block {}x{} workgroup-memory", t.m, t.n, t.k, t.rm, t.rn),
                 Staging::Registers => format!("gemm {}x{} block {}x{} registers", t.m, t.n, t.rm, t.rn),

@@ -41,6 +41,23 @@ alexnet! {
     }
 }
 
+alexnet! {
+    /// Every chain whose input gradients run as one kernel, at odd sizes: ReLU + LRN + an
+    /// overlapping padded pool over a channel count the LRN window does not divide, LRN + pool
+    /// without ReLU, ReLU + an LRN of even size (an asymmetric window), ReLU + a pool after a
+    /// grouped conv; and a pool before an LRN, which keeps a kernel per op.
+    Chains {
+        input: [3, 13, 11],
+        max_batch: 8,
+        a: conv(7, k = 3, p = 1) -> relu -> lrn(n = 5, alpha = 0.5, beta = 0.75, k = 1) -> maxpool(k = 3, s = 2, p = 1),
+        b: conv(6, k = 3) -> lrn(n = 3, alpha = 0.4, beta = 0.75, k = 2) -> maxpool(k = 2, s = 1),
+        c: conv(5, k = 1) -> relu -> lrn(n = 4, alpha = 0.3, beta = 0.6, k = 1),
+        e: conv(6, k = 1) -> maxpool(k = 2, s = 1) -> lrn(n = 3, alpha = 0.2, beta = 0.75, k = 1),
+        d: conv(8, k = 1, groups = 2) -> relu -> maxpool(k = 2, s = 1),
+        out: linear(4),
+    }
+}
+
 fn labels(plan: &Plan, batch: usize, seed: u64) -> Vec<u32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     (0..batch).map(|_| rng.random_range(0..plan.classes())).collect()
@@ -104,6 +121,25 @@ fn every_backward_kernel_matches_the_reference() {
     let plan = &Every::PLAN;
     check_step(plan, &he_weights(plan, 6), 3, 8, false);
     check_step(plan, &he_weights(plan, 5), 5, 8, true);
+}
+
+#[test]
+fn fused_chain_gradients_match_the_reference() {
+    let plan = &Chains::PLAN;
+    let backward: Vec<&str> = plan
+        .training
+        .dispatches()
+        .map(|k| &plan.kernels[k as usize])
+        .filter(|k| k.role == alexnet::plan::Role::Backward(alexnet::plan::Wrt::Input))
+        .map(|k| &*k.name)
+        .collect();
+    assert_eq!(backward, ["out_linear_bwd_x", "d_block_bwd_x", "d_conv_bwd_x", "e_lrn_bwd_x", "e_maxpool_bwd_x", "e_conv_bwd_x", "c_block_bwd_x", "c_conv_bwd_x", "b_block_bwd_x", "b_conv_bwd_x", "a_block_bwd_x"]);
+    let scan = |name: &str| plan.kernels.iter().find(|k| k.name == name).map(|k| k.algo);
+    assert!(matches!(scan("a_block_bwd_x"), Some(alexnet::plan::Algo::ChannelScan { .. })));
+    assert!(matches!(scan("d_block_bwd_x"), Some(alexnet::plan::Algo::PerElement { .. })));
+    // The per-op kernels the chains replaced are not in the plan at all.
+    assert_eq!(scan("a_lrn_bwd_x"), None);
+    check_step(plan, &he_weights(plan, 4), 5, 8, false);
 }
 
 #[test]

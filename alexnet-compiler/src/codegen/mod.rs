@@ -110,8 +110,13 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
             Binding::Labels => (read, "labels"),
             Binding::Loss => (write, "loss"),
         };
-        // A kernel fused with its softmax writes the logits (`y`) and the probabilities.
-        let name = if name == "y" && names.contains(&"y") { "probs" } else { name };
+        // A kernel fused with its softmax writes the logits (`y`) and the probabilities; a
+        // fused ReLU / LRN / max-pool gradient reads LRN's input (`x`) and the pool's (`xp`).
+        let name = match name {
+            "y" if names.contains(&"y") => "probs",
+            "x" if names.contains(&"x") => "xp",
+            _ => name,
+        };
         let ty = match name {
             "params" => "Params",
             "labels" => "array<u32>",
@@ -126,6 +131,10 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
         }
         _ => None,
     });
+    if kernel.role == Role::Backward(Wrt::Input) && kernel.covers.len() > 1 {
+        training::chain_input(&mut w, plan, kernel);
+        return w.finish();
+    }
     let row0 = part.map(|(p, _)| p.start);
     let has_bias = names.contains(&"b");
     match &node.op {
@@ -349,8 +358,13 @@ fn lrn_body(w: &mut Writer) {
 }
 
 fn pool_consts(w: &mut Writer, p: &PoolNode) {
-    w.const_u32("C", p.channels.into())
-        .const_u32("IH", p.in_h.into())
+    w.const_u32("C", p.channels.into());
+    pool_window_consts(w, p);
+}
+
+/// A max-pool's input and output sizes and window, less its channels.
+pub(crate) fn pool_window_consts(w: &mut Writer, p: &PoolNode) {
+    w.const_u32("IH", p.in_h.into())
         .const_u32("IW", p.in_w.into())
         .const_u32("OH", p.out_h.into())
         .const_u32("OW", p.out_w.into())

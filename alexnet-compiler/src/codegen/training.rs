@@ -8,7 +8,7 @@
 //! (`params.accumulate`).
 
 use super::writer::Writer;
-use alexnet_plan::{Algo, Dispatch, Kernel, NodeOp, Plan, Role, Wrt};
+use alexnet_plan::{Algo, Binding, Dispatch, Kernel, NodeOp, Plan, Role, Wrt};
 
 /// Writes `main` of a training kernel; the op's constants are already declared.
 pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
@@ -230,10 +230,15 @@ fn lrn_input(w: &mut Writer) {
 /// Each output's gradient goes to the first maximum of its window in row-major order (the
 /// reference's tie rule); an input gathers from every window that covers it.
 fn pool_input(w: &mut Writer) {
-    w.line("let nc = i / (IH * IW);")
-        .line("let iy = (i / IW) % IH;")
-        .line("let ix = i % IW;")
-        .line("let xbase = nc * IH * IW;")
+    w.line("let nc = i / (IH * IW);").line("let iy = (i / IW) % IH;").line("let ix = i % IW;");
+    pool_gather(w, "x");
+    w.line("dx[i] = acc;");
+}
+
+/// `acc` = the gradient of max-pool input (nc, iy, ix): the sum of the output gradients `dy`
+/// of the windows whose first maximum in `x` it is.
+fn pool_gather(w: &mut Writer, x: &str) {
+    w.line("let xbase = nc * IH * IW;")
         .line("// Outputs whose window [o * S - PAD, o * S - PAD + K) covers the input.")
         .line("let oy_lo = select(0u, (iy + PAD + S - K) / S, iy + PAD + 1u >= K);")
         .line("let oy_hi = min((iy + PAD) / S, OH - 1u);")
@@ -255,7 +260,7 @@ fn pool_input(w: &mut Writer) {
         .line("continue;")
         .close()
         .line("let at = u32(wy) * IW + u32(wx);")
-        .line("let v = x[xbase + at];")
+        .line(format!("let v = {x}[xbase + at];"))
         .open("if (arg == 0xffffffffu || v > best)")
         .line("best = v;")
         .line("arg = at;")
@@ -263,7 +268,96 @@ fn pool_input(w: &mut Writer) {
     w.close().close();
     w.open("if (arg == iy * IW + ix)").line("acc += dy[(nc * OH + oy) * OW + ox];").close();
     w.close().close();
-    w.line("dx[i] = acc;");
+}
+
+/// The input gradient of a ReLU / LRN / max-pool chain after a conv, in one kernel: the same
+/// arithmetic as the per-op kernels in the same order, without storing the gradients between
+/// the ops. `x` is ReLU's output (= LRN's input when both are there), `xp` the pool's input
+/// when that is another tensor. With an LRN, an invocation walks one pixel's channels in
+/// order, keeping the last SIZE channels' terms in a ring, so each channel's pool gradient
+/// and LRN denominator is computed once; without, an invocation computes one element.
+pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
+    let ops: Vec<NodeOp> = kernel.covers.iter().map(|&n| plan.nodes[n as usize].op).collect();
+    let relu = ops.contains(&NodeOp::Relu);
+    let lrn = ops.iter().find_map(|op| if let NodeOp::Lrn(l) = op { Some(*l) } else { None });
+    let pool = ops.iter().find_map(|op| if let NodeOp::MaxPool(p) = op { Some(*p) } else { None });
+    let reads = kernel.bindings.iter().filter(|b| matches!(b, Binding::Activation { write: false, .. })).count();
+    let pool_x = if reads > 1 { "xp" } else { "x" };
+    match (lrn, pool) {
+        (Some(l), _) => {
+            super::lrn_consts(w, &l);
+            w.line("// Channels whose terms the ring keeps.").const_u32("SIZE", l.size.into());
+        }
+        (None, Some(p)) => {
+            w.const_u32("C", p.channels.into()).const_u32("HW", u64::from(p.in_h) * u64::from(p.in_w));
+        }
+        (None, None) => unreachable!("a backward chain holds an LRN or a max-pool"),
+    }
+    if let Some(p) = &pool {
+        super::pool_window_consts(w, p);
+    }
+    w.line("");
+    w.line(if pool.is_some() {
+        "// The gradient of the pool's input at image n, channel c, pixel pix."
+    } else {
+        "// The gradient of the chain's output at image n, channel c, pixel pix."
+    });
+    w.open("fn grad(n: u32, c: u32, pix: u32) -> f32");
+    match pool {
+        Some(_) => {
+            w.line("let nc = n * C + c;").line("let iy = pix / IW;").line("let ix = pix % IW;");
+            pool_gather(w, pool_x);
+            w.line("return acc;");
+        }
+        None => {
+            w.line("return dy[(n * C + c) * HW + pix];");
+        }
+    }
+    w.close();
+    let mask = |v: &str, at: &str| if relu { format!("select(0.0, {v}, x[{at}] > 0.0)") } else { v.to_string() };
+    if lrn.is_some() {
+        lrn_denominator(w);
+    }
+    w.line("");
+    w.line("@compute @workgroup_size(WG)");
+    w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
+    w.line("let i = flat_index(wid, nwg, lid, WG);");
+    w.open("if (i >= params.batch * THREADS)").line("return;").close();
+    if lrn.is_none() {
+        w.line("let n = i / (C * HW);").line("let c = (i / HW) % C;").line("let g = grad(n, c, i % HW);");
+        w.line(format!("dx[i] = {};", mask("g", "i")));
+        w.close();
+        return;
+    }
+    w.line("let n = i / HW;")
+        .line("let pix = i % HW;")
+        .line("// LRN: y_j = x_j * D_j^-beta with D_j over j's window, so")
+        .line("// dx_c = g_c * D_c^-beta - 2 alpha beta x_c * sum over j whose window holds c of g_j x_j D_j^(-beta-1).")
+        .line("// u_j = g_j D_j^-beta and t_j = g_j x_j D_j^(-beta-1) of the last SIZE channels j.")
+        .line("var u: array<f32, SIZE>;")
+        .line("var t: array<f32, SIZE>;");
+    w.open("for (var j = 0u; j < C + LO; j++)");
+    w.open("if (j < C)")
+        .line("let g = grad(n, j, pix);")
+        .line("let d = denominator(n, j, pix);")
+        .line("u[j % SIZE] = g * pow(d, -BETA);")
+        .line("t[j % SIZE] = g * x[(n * C + j) * HW + pix] * pow(d, -BETA - 1.0);")
+        .close();
+    w.line("// Channel c = j - LO has every term it needs once j's are in.")
+        .open("if (j >= LO)")
+        .line("let c = j - LO;")
+        .line("let lo = select(0u, c - HI, c >= HI);")
+        .line("let hi = min(C - 1u, j);")
+        .line("var cross = 0.0;")
+        .open("for (var m = lo; m <= hi; m++)")
+        .line("cross += t[m % SIZE];")
+        .close()
+        .line("let at = (n * C + c) * HW + pix;")
+        .line("let v = u[c % SIZE] - 2.0 * ALPHA * BETA * x[at] * cross;")
+        .line(format!("dx[at] = {};", mask("v", "at")))
+        .close();
+    w.close();
+    w.close();
 }
 
 /// A softmax inside the network: dx = y * (dy - sum(dy * y)), y recomputed from x.

@@ -80,16 +80,32 @@ fn gemm_shape(nodes: &[Node], params: &[Param], kernel: &Kernel) -> Option<(u32,
     }
 }
 
-/// Iterations of the reduction loop of one invocation of a GEMM kernel at `batch` images
-/// (`None` for other kernels): what must stay under [`LOOP_LIMIT`].
-pub fn gemm_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> {
-    let Algo::Gemm(tile) = kernel.algo else { return None };
-    let (_, _, _, depth, _) = gemm_shape(&plan.nodes, &plan.params, kernel)?;
-    let depth = depth.at(batch);
-    Some(match tile.staging {
-        Staging::Registers => depth / u64::from(crate::codegen::UNROLL) + u64::from(crate::codegen::UNROLL),
-        Staging::Workgroup => depth.div_ceil(u64::from(tile.k)),
-    })
+/// Iterations of the longest loop of one invocation at `batch` images: a GEMM's reduction,
+/// or the innermost pooling-window loop of a channel scan summed over its channels; `None` for
+/// kernels whose loops are short. What must stay under [`LOOP_LIMIT`].
+pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> {
+    match kernel.algo {
+        Algo::Gemm(tile) => {
+            let (_, _, _, depth, _) = gemm_shape(&plan.nodes, &plan.params, kernel)?;
+            let depth = depth.at(batch);
+            Some(match tile.staging {
+                Staging::Registers => depth / u64::from(crate::codegen::UNROLL) + u64::from(crate::codegen::UNROLL),
+                Staging::Workgroup => depth.div_ceil(u64::from(tile.k)),
+            })
+        }
+        Algo::ChannelScan { .. } => {
+            let (mut channels, mut per_channel) = (0, 1);
+            for &n in kernel.covers.iter() {
+                match plan.nodes[n as usize].op {
+                    NodeOp::Lrn(l) => channels = u64::from(l.channels + l.size),
+                    NodeOp::MaxPool(p) => per_channel = u64::from(p.kernel.div_ceil(p.stride)).pow(2) * u64::from(p.kernel * p.kernel),
+                    NodeOp::Conv(_) | NodeOp::Linear(_) | NodeOp::Relu | NodeOp::Softmax | NodeOp::Dropout(_) => {}
+                }
+            }
+            Some(channels * per_channel)
+        }
+        Algo::PerElement { .. } | Algo::RowReduce { .. } | Algo::PerImage { .. } | Algo::ConvBlock { .. } => None,
+    }
 }
 
 /// Loop iterations one invocation may run on Mesa's software rasterisers before they end the

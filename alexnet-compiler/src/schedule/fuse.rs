@@ -109,3 +109,27 @@ fn block_tail(ops: &[NodeOp]) -> bool {
         [] | [NodeOp::Lrn(_)] | [NodeOp::MaxPool(_)] | [NodeOp::Lrn(_), NodeOp::MaxPool(_)] | [NodeOp::MaxPool(_), NodeOp::Lrn(_)]
     )
 }
+
+/// The chains after a conv whose input gradients training computes in one kernel (with
+/// `fusion: on`): an optional ReLU, then LRN, max-pool or both, LRN first, so every gradient
+/// the chain passes through is at the conv's resolution and one invocation can walk a pixel's
+/// channels. Each chain lists its nodes in forward order. A chain with a dropout inside it, or
+/// of a single op, is left to the per-op kernels.
+pub fn backward_chains(nodes: &[Node], fusion: Fusion) -> Vec<Vec<u32>> {
+    if fusion != Fusion::Blocks {
+        return Vec::new();
+    }
+    fuse(nodes, fusion)
+        .into_iter()
+        .filter_map(|group| match group {
+            Group::ConvBlock { relu, post, dropouts, .. } => {
+                let chain: Vec<u32> = relu.into_iter().chain(post.iter().copied()).collect();
+                let tail: Vec<NodeOp> = post.iter().map(|&n| nodes[n as usize].op).collect();
+                let lrn_first = matches!(tail.as_slice(), [NodeOp::Lrn(_)] | [NodeOp::MaxPool(_)] | [NodeOp::Lrn(_), NodeOp::MaxPool(_)]);
+                let last = *chain.last()?;
+                (lrn_first && chain.len() > 1 && dropouts.iter().all(|&d| d > last)).then_some(chain)
+            }
+            Group::LinearRelu { .. } | Group::LinearSoftmax { .. } | Group::Single(_) | Group::Identity(_) => None,
+        })
+        .collect()
+}

@@ -173,7 +173,9 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
             }
         }
     }
-    let training_steps = training_steps(&mut kernels, per_op, &nodes, &params, fusion);
+    let mut training_steps = training_steps(&mut kernels, per_op, &nodes, &params, fusion);
+    let mut inspect_steps: Vec<Step> = (0..per_op as u32).filter(|&k| kernels[k as usize].role == plan::Role::Forward).map(Step::Dispatch).collect();
+    prune(&mut kernels, &mut [&mut inference_steps, &mut training_steps, &mut inspect_steps]);
     for k in &mut kernels {
         algo::choose(&nodes, &params, k);
     }
@@ -215,12 +217,33 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         k.variants = variants.into();
     }
     plan.kernels = kernels.into();
-    let inspect_steps: Vec<Step> = (0..per_op as u32).filter(|&k| plan.kernels[k as usize].role == plan::Role::Forward).map(Step::Dispatch).collect();
     let [(_, _, inf_in, inf_out), (_, _, train_in, train_out), _] = programs_io(&plan);
     plan.inference = memory::program(&plan, inference_steps, &inf_in, &inf_out, Reuse::Share);
     plan.training = memory::program(&plan, training_steps, &train_in, &train_out, Reuse::Share);
     plan.inspect = memory::program(&plan, inspect_steps, &inf_in, &inf_out, Reuse::Never);
     plan
+}
+
+/// Drops the kernels no program runs (per-op kernels that fusion replaced everywhere) and
+/// renumbers the steps, so the plan lists, compiles and ships only what runs.
+fn prune(kernels: &mut Vec<plan::Kernel>, programs: &mut [&mut Vec<Step>]) {
+    let used: std::collections::BTreeSet<u32> = programs.iter().flat_map(|steps| steps.iter()).filter_map(|s| match *s {
+        Step::Dispatch(k) => Some(k),
+        Step::Copy { .. } => None,
+    }).collect();
+    let index: BTreeMap<u32, u32> = used.iter().enumerate().map(|(new, &old)| (old, new as u32)).collect();
+    let mut old = 0u32;
+    kernels.retain(|_| {
+        old += 1;
+        used.contains(&(old - 1))
+    });
+    for steps in programs.iter_mut() {
+        for step in steps.iter_mut() {
+            if let Step::Dispatch(k) = step {
+                *k = index[k];
+            }
+        }
+    }
 }
 
 fn empty_program() -> plan::Program {
@@ -291,7 +314,23 @@ fn training_steps(kernels: &mut Vec<plan::Kernel>, per_op: usize, nodes: &[plan:
             steps.extend(per_op_of(kernels, n, Role::Dropout).into_iter().map(|k| Step::Dispatch(k as u32)));
         }
     }
-    steps.extend((0..per_op).filter(|&k| !matches!(kernels[k].role, Role::Forward | Role::Dropout)).map(|k| Step::Dispatch(k as u32)));
+    let mut backward: Vec<usize> = (0..per_op).filter(|&k| !matches!(kernels[k].role, Role::Forward | Role::Dropout)).collect();
+    // A ReLU / LRN / max-pool chain's input gradients run as one kernel, where the chain's
+    // first per-op gradient kernel ran.
+    for chain in fuse::backward_chains(nodes, fusion) {
+        let per_op_grads: Vec<usize> = backward
+            .iter()
+            .enumerate()
+            .filter(|&(_, &k)| kernels[k].role == Role::Backward(plan::Wrt::Input) && kernels[k].covers.len() == 1 && chain.contains(&kernels[k].covers[0]))
+            .map(|(at, _)| at)
+            .collect();
+        let Some(&at) = per_op_grads.first() else { continue };
+        backward[at] = resolve(Planned::New(training::chain_kernel(nodes, &chain)), kernels, per_op)[0];
+        for &gone in per_op_grads[1..].iter().rev() {
+            backward.remove(gone);
+        }
+    }
+    steps.extend(backward.into_iter().map(|k| Step::Dispatch(k as u32)));
     steps
 }
 

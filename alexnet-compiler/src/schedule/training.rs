@@ -136,6 +136,45 @@ pub fn training_kernels(
     backward
 }
 
+/// The input-gradient kernel of a ReLU / LRN / max-pool chain (`fuse::backward_chains`): it
+/// reads what the chain's per-op gradient kernels read (ReLU's output, LRN's input, the pool's
+/// input; each tensor once) and the gradient of the chain's output, and writes the gradient of
+/// its input, so the gradients between the ops are never stored. With an LRN it walks each
+/// pixel's channels (`Algo::ChannelScan`); without, it runs an invocation per element.
+pub fn chain_kernel(nodes: &[plan::Node], chain: &[u32]) -> plan::Kernel {
+    use plan::Binding as B;
+    let (first, last) = (&nodes[chain[0] as usize], &nodes[chain[chain.len() - 1] as usize]);
+    let mut reads: Vec<u32> = Vec::new();
+    let mut shape = None;
+    for &n in chain {
+        let node = &nodes[n as usize];
+        let (read, dims) = match node.op {
+            plan::NodeOp::Relu => (node.output, None),
+            plan::NodeOp::Lrn(l) => (node.input, Some((l.channels, l.h, l.w, true))),
+            plan::NodeOp::MaxPool(p) => (node.input, Some((p.channels, p.in_h, p.in_w, false))),
+            op => unreachable!("a backward chain holds no {}", op.name()),
+        };
+        if !reads.contains(&read) {
+            reads.push(read);
+        }
+        shape = shape.or(dims);
+    }
+    let (channels, h, w, lrn) = shape.expect("a backward chain holds an LRN or a max-pool");
+    let mut bindings = vec![B::Uniform];
+    bindings.extend(reads.iter().map(|&index| B::Activation { index, write: false }));
+    bindings.push(B::Grad { index: last.output, write: false });
+    bindings.push(B::Grad { index: first.input, write: true });
+    let pixels = u64::from(h) * u64::from(w);
+    let threads = if lrn { pixels } else { u64::from(channels) * pixels };
+    let mut k = kernel(nodes, chain[0], format!("{}_block_bwd_x", first.layer), threads, plan::Role::Backward(plan::Wrt::Input), bindings);
+    k.covers = chain.to_vec().into();
+    if lrn {
+        k.algo = plan::Algo::ChannelScan { threads: super::algo::WORKGROUP };
+        k.workgroup_size = k.algo.threads();
+    }
+    k
+}
+
 /// `base`, or `base_partI` when a parameter has several parts.
 fn part_name(base: String, part: u32, parts: usize) -> String {
     if parts == 1 {

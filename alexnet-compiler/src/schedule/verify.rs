@@ -33,7 +33,7 @@ fn verify_program(plan: &Plan, program: &Program, inputs: &[Tensor], outputs: &[
                     kernel.algo.threads()
                 ));
             }
-            let iterations = super::algo::gemm_iterations(plan, &kernel, u64::from(plan.micro_batch)).unwrap_or(0);
+            let iterations = super::algo::loop_iterations(plan, &kernel, u64::from(plan.micro_batch)).unwrap_or(0);
             if iterations >= super::algo::LOOP_LIMIT {
                 return Err(format!(
                     "kernel `{}` ({}) loops {iterations} times per invocation at the micro-batch, over the {} software adapters allow",
