@@ -276,6 +276,10 @@ pub struct Uniforms {
     pub decay: f32,
     /// `1 / images in the whole batch`: the loss is the batch mean.
     pub grad_scale: f32,
+    /// 1 when dropout masks apply (a training step with dropout on), 0 otherwise: a kernel
+    /// with dropout in its epilogue runs in training and at inference, like PyTorch's
+    /// train and eval modes.
+    pub dropout: u32,
 }
 
 impl Uniforms {
@@ -294,7 +298,7 @@ impl Uniforms {
             self.momentum.to_bits(),
             self.decay.to_bits(),
             self.grad_scale.to_bits(),
-            0,
+            self.dropout,
             0,
             0,
         ];

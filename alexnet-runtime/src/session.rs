@@ -346,6 +346,7 @@ impl<'g> Session<'g> {
                 momentum: config.momentum,
                 decay: config.decay,
                 grad_scale: 1.0 / batch as f32,
+                dropout: u32::from(config.dropout),
             };
             let logit_bytes = u64::from(classes) * n as u64 * 4;
             let loss_at = 2 * u64::from(classes) * u64::from(self.capacity) * 4;

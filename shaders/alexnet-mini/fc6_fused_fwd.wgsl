@@ -14,7 +14,8 @@ struct Params {
     momentum: f32,
     decay: f32,
     grad_scale: f32,
-    pad0: u32,
+    // 1 when dropout masks apply (training with dropout on).
+    dropout: u32,
     pad1: u32,
     pad2: u32,
 }
@@ -45,8 +46,33 @@ fn load_a(g: u32, m: u32, k: u32) -> f32 {
 fn load_b(g: u32, k: u32, n: u32) -> f32 {
     return x[n * IN + k];
 }
+// The dropout after ReLU, applied when training with dropout on (params.dropout).
+const ELEMS: u32 = 256u;
+const STREAM: u32 = 0u;
+// Kept when the top 24 bits of the element's hash are at least THRESHOLD (= ceil(p * 2^24)).
+const THRESHOLD: u32 = 8388608u;
+// Inverted dropout: kept elements are scaled by 1 / (1 - p) at training, so inference is the identity.
+const SCALE: f32 = 2.0;
+
+fn mix32(v: u32) -> u32 {
+    var x = v;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+// Element i of this pass is element (image0 * ELEMS + i) of the whole batch.
+fn keep(i: u32) -> bool {
+    let h = mix32((params.image0 * ELEMS + i) ^ mix32(STREAM ^ mix32(params.step ^ mix32(params.seed))));
+    return (h >> 8u) >= THRESHOLD;
+}
 fn store(g: u32, m: u32, n: u32, v: f32) {
-    y[n * OUT + ROW0 + m] = max(v + b[m], 0.0);
+    let at = n * OUT + ROW0 + m;
+    let a = max(v + b[m], 0.0);
+    y[at] = select(a, select(0.0, a * SCALE, keep(at)), params.dropout == 1u);
 }
 
 // GEMM tile: 32 rows x 32 columns per workgroup, a 4x4 block per invocation.

@@ -14,7 +14,8 @@ struct Params {
     momentum: f32,
     decay: f32,
     grad_scale: f32,
-    pad0: u32,
+    // 1 when dropout masks apply (training with dropout on).
+    dropout: u32,
     pad1: u32,
     pad2: u32,
 }

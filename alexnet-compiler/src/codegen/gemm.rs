@@ -86,7 +86,23 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
             w.line("// A: the part's weight rows; B: the images, one column each.");
             w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return w[m * IN + k];").close();
             w.open("fn load_b(g: u32, k: u32, n: u32) -> f32").line("return x[n * IN + k];").close();
-            w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line(format!("y[n * OUT + ROW0 + m] = {};", act(&format!("v{}", bias("m"))))).close();
+            let value = act(&format!("v{}", bias("m")));
+            match crate::schedule::fuse::epilogue_dropout(&plan.nodes, &kernel.covers) {
+                Some(d) => {
+                    let NodeOp::Dropout(d) = plan.nodes[d as usize].op else { unreachable!("epilogue_dropout names a dropout") };
+                    w.line("// The dropout after ReLU, applied when training with dropout on (params.dropout).");
+                    super::dropout_consts(w, &d);
+                    super::training::mix32(w);
+                    w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
+                        .line("let at = n * OUT + ROW0 + m;")
+                        .line(format!("let a = {value};"))
+                        .line("y[at] = select(a, select(0.0, a * SCALE, keep(at)), params.dropout == 1u);")
+                        .close();
+                }
+                None => {
+                    w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line(format!("y[n * OUT + ROW0 + m] = {value};")).close();
+                }
+            }
             Shape { groups: "1u", rows: "ROWS".into(), cols: "params.batch", depth: "IN" }
         }
         (NodeOp::Linear(_), Role::Backward(Wrt::Input)) => {

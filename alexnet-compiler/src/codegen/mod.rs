@@ -207,7 +207,7 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
     w.finish()
 }
 
-fn dropout_consts(w: &mut Writer, d: &DropoutNode) {
+pub(crate) fn dropout_consts(w: &mut Writer, d: &DropoutNode) {
     w.const_u32("ELEMS", d.elems.into())
         .const_u32("STREAM", d.stream.into())
         .line("// Kept when the top 24 bits of the element's hash are at least THRESHOLD (= ceil(p * 2^24)).")

@@ -63,7 +63,7 @@ pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
 }
 
 /// The dropout hash (`alexnet_plan::mix32`) and the keep decision of element `i`.
-fn mix32(w: &mut Writer) {
+pub(crate) fn mix32(w: &mut Writer) {
     w.line("")
         .open("fn mix32(v: u32) -> u32")
         .line("var x = v;")
@@ -281,6 +281,7 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     let relu = ops.contains(&NodeOp::Relu);
     let lrn = ops.iter().find_map(|op| if let NodeOp::Lrn(l) = op { Some(*l) } else { None });
     let pool = ops.iter().find_map(|op| if let NodeOp::MaxPool(p) = op { Some(*p) } else { None });
+    let dropout = ops.iter().find_map(|op| if let NodeOp::Dropout(d) = op { Some(*d) } else { None });
     let reads = kernel.bindings.iter().filter(|b| matches!(b, Binding::Activation { write: false, .. })).count();
     let pool_x = if reads > 1 { "xp" } else { "x" };
     match (lrn, pool) {
@@ -291,7 +292,12 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
         (None, Some(p)) => {
             w.const_u32("C", p.channels.into()).const_u32("HW", u64::from(p.in_h) * u64::from(p.in_w));
         }
-        (None, None) => unreachable!("a backward chain holds an LRN or a max-pool"),
+        (None, None) => {
+            let d = dropout.expect("a backward chain holds an LRN, a max-pool or a dropout");
+            w.line("// ReLU's output, masked in place by the dropout: dx = dy * SCALE where it is positive.");
+            w.const_u32("C", d.elems.into()).const_u32("HW", 1);
+            super::dropout_consts(w, &d);
+        }
     }
     if let Some(p) = &pool {
         super::pool_window_consts(w, p);
@@ -314,7 +320,8 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
         }
     }
     w.close();
-    let mask = |v: &str, at: &str| if relu { format!("select(0.0, {v}, x[{at}] > 0.0)") } else { v.to_string() };
+    let scaled = |v: &str| if dropout.is_some() { format!("{v} * select(1.0, SCALE, params.dropout == 1u)") } else { v.to_string() };
+    let mask = |v: &str, at: &str| if relu { format!("select(0.0, {}, x[{at}] > 0.0)", scaled(v)) } else { scaled(v) };
     if lrn.is_some() {
         lrn_denominator(w);
     }

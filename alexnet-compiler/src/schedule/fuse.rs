@@ -110,18 +110,39 @@ fn block_tail(ops: &[NodeOp]) -> bool {
     )
 }
 
-/// The chains after a conv whose input gradients training computes in one kernel (with
+/// The dropout a linear kernel covering `covers` applies in its epilogue: the one dropout
+/// after the linear layer's ReLU (`linear -> relu -> dropout`, the paper's fc6 and fc7).
+/// A dropout before the linear layer (torchvision's) masks an input another kernel wrote, and
+/// stays a kernel of its own.
+pub fn epilogue_dropout(nodes: &[Node], covers: &[u32]) -> Option<u32> {
+    let op = |n: &u32| nodes[*n as usize].op;
+    let first = covers.iter().find(|n| !matches!(op(n), NodeOp::Dropout(_)))?;
+    let relu = covers.iter().find(|n| op(n) == NodeOp::Relu)?;
+    let after: Vec<u32> = covers.iter().copied().filter(|n| n > relu && matches!(op(n), NodeOp::Dropout(_))).collect();
+    match (op(first), after.as_slice()) {
+        (NodeOp::Linear(_), [dropout]) => Some(*dropout),
+        _ => None,
+    }
+}
+
+/// The chains whose input gradients training computes in one kernel. After a conv (with
 /// `fusion: on`): an optional ReLU, then LRN, max-pool or both, LRN first, so every gradient
 /// the chain passes through is at the conv's resolution and one invocation can walk a pixel's
-/// channels. Each chain lists its nodes in forward order. A chain with a dropout inside it, or
-/// of a single op, is left to the per-op kernels.
+/// channels. After a linear layer (with any fusion): its ReLU and the dropout in its epilogue
+/// (`epilogue_dropout`). Each chain lists its nodes in forward order. A chain with a dropout
+/// inside it, or of a single op, is left to the per-op kernels.
 pub fn backward_chains(nodes: &[Node], fusion: Fusion) -> Vec<Vec<u32>> {
-    if fusion != Fusion::Blocks {
+    if fusion == Fusion::Off {
         return Vec::new();
     }
     fuse(nodes, fusion)
         .into_iter()
         .filter_map(|group| match group {
+            Group::LinearRelu { relu, .. } => {
+                let covers = group.covers();
+                epilogue_dropout(nodes, &covers).map(|dropout| vec![relu, dropout])
+            }
+            Group::ConvBlock { .. } if fusion != Fusion::Blocks => None,
             Group::ConvBlock { relu, post, dropouts, .. } => {
                 let chain: Vec<u32> = relu.into_iter().chain(post.iter().copied()).collect();
                 let tail: Vec<NodeOp> = post.iter().map(|&n| nodes[n as usize].op).collect();
@@ -129,7 +150,7 @@ pub fn backward_chains(nodes: &[Node], fusion: Fusion) -> Vec<Vec<u32>> {
                 let last = *chain.last()?;
                 (lrn_first && chain.len() > 1 && dropouts.iter().all(|&d| d > last)).then_some(chain)
             }
-            Group::LinearRelu { .. } | Group::LinearSoftmax { .. } | Group::Single(_) | Group::Identity(_) => None,
+            Group::LinearSoftmax { .. } | Group::Single(_) | Group::Identity(_) => None,
         })
         .collect()
 }

@@ -310,7 +310,9 @@ fn training_steps(kernels: &mut Vec<plan::Kernel>, per_op: usize, nodes: &[plan:
         for p in planned {
             steps.extend(resolve(p, kernels, per_op).into_iter().map(|k| Step::Dispatch(k as u32)));
         }
-        for n in dropouts(false) {
+        // A dropout in a linear kernel's epilogue needs no kernel of its own.
+        let in_epilogue = if fusable { fuse::epilogue_dropout(nodes, &covers) } else { None };
+        for n in dropouts(false).filter(|&n| Some(n) != in_epilogue) {
             steps.extend(per_op_of(kernels, n, Role::Dropout).into_iter().map(|k| Step::Dispatch(k as u32)));
         }
     }

@@ -136,11 +136,12 @@ pub fn training_kernels(
     backward
 }
 
-/// The input-gradient kernel of a ReLU / LRN / max-pool chain (`fuse::backward_chains`): it
-/// reads what the chain's per-op gradient kernels read (ReLU's output, LRN's input, the pool's
-/// input; each tensor once) and the gradient of the chain's output, and writes the gradient of
-/// its input, so the gradients between the ops are never stored. With an LRN it walks each
-/// pixel's channels (`Algo::ChannelScan`); without, it runs an invocation per element.
+/// The input-gradient kernel of a ReLU / LRN / max-pool or ReLU / dropout chain
+/// (`fuse::backward_chains`): it reads what the chain's per-op gradient kernels read (ReLU's
+/// output, LRN's input, the pool's input; each tensor once) and the gradient of the chain's
+/// output, and writes the gradient of its input, so the gradients between the ops are never
+/// stored. With an LRN it walks each pixel's channels (`Algo::ChannelScan`); without, it runs
+/// an invocation per element.
 pub fn chain_kernel(nodes: &[plan::Node], chain: &[u32]) -> plan::Kernel {
     use plan::Binding as B;
     let (first, last) = (&nodes[chain[0] as usize], &nodes[chain[chain.len() - 1] as usize]);
@@ -152,6 +153,8 @@ pub fn chain_kernel(nodes: &[plan::Node], chain: &[u32]) -> plan::Kernel {
             plan::NodeOp::Relu => (node.output, None),
             plan::NodeOp::Lrn(l) => (node.input, Some((l.channels, l.h, l.w, true))),
             plan::NodeOp::MaxPool(p) => (node.input, Some((p.channels, p.in_h, p.in_w, false))),
+            // In place on ReLU's output, which holds the mask (zero where dropped).
+            plan::NodeOp::Dropout(d) => (node.input, Some((d.elems, 1, 1, false))),
             op => unreachable!("a backward chain holds no {}", op.name()),
         };
         if !reads.contains(&read) {
@@ -159,7 +162,7 @@ pub fn chain_kernel(nodes: &[plan::Node], chain: &[u32]) -> plan::Kernel {
         }
         shape = shape.or(dims);
     }
-    let (channels, h, w, lrn) = shape.expect("a backward chain holds an LRN or a max-pool");
+    let (channels, h, w, lrn) = shape.expect("a backward chain holds an LRN, a max-pool or a dropout");
     let mut bindings = vec![B::Uniform];
     bindings.extend(reads.iter().map(|&index| B::Activation { index, write: false }));
     bindings.push(B::Grad { index: last.output, write: false });
