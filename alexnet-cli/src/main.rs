@@ -307,11 +307,23 @@ fn plan_of(name: &str) -> Result<&'static Plan> {
 }
 
 fn main() {
+    quiet_headless_wayland();
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALEXNET_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("alexnet_runtime=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Mesa's software Vulkan driver links libwayland, which prints "error: XDG_RUNTIME_DIR is
+/// invalid or not set in the environment." on a headless machine as soon as the GPU is opened.
+/// No display is ever used here, so when the variable is unset it is pointed at a path that
+/// holds no Wayland socket: the driver's probe then fails quietly. Called first in `main`,
+/// before any thread exists, so changing the environment races with nothing.
+fn quiet_headless_wayland() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|v| v.is_empty()) {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir().join("alexnet-no-display"));
     }
 }
 
