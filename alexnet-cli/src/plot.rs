@@ -1,5 +1,6 @@
-//! The PNG of a run's curves: loss on the left, accuracies on the right, one point per epoch,
-//! drawn with plotters from `metrics.jsonl`.
+//! The PNG of a run's curves: loss on the left (every step's, from `steps.jsonl`, and each
+//! epoch's mean), accuracies on the right (one point per epoch, from `metrics.jsonl`), drawn
+//! with plotters.
 
 use anyhow::{Context, Result};
 use plotters::prelude::*;
@@ -30,9 +31,22 @@ struct Point {
     test: Option<f64>,
 }
 
-/// Reads `metrics` and writes the plot to `out`. Returns `Ok(false)` (after saying why) when
-/// no font is available: the run goes on without a plot.
-pub fn plot(metrics: &Path, out: &Path) -> Result<bool> {
+/// Every step's loss from `steps.jsonl` (one `{"step", "epoch", "loss"}` line per step, the
+/// epoch fractional), as points of a curve over epochs.
+fn step_losses(path: &Path) -> Result<Vec<(f64, Option<f64>)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut points = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
+        let epoch = v["epoch"].as_f64().with_context(|| format!("{}:{}: no epoch", path.display(), n + 1))?;
+        points.push((epoch, v["loss"].as_f64()));
+    }
+    Ok(points)
+}
+
+/// Reads `metrics` (and `steps`, when given) and writes the plot to `out`. Returns
+/// `Ok(false)` (after saying why) when no font is available: the run goes on without a plot.
+pub fn plot(metrics: &Path, steps: Option<&Path>, out: &Path) -> Result<bool> {
     if let Err(why) = font() {
         eprintln!("warning: no plot: {why}");
         return Ok(false);
@@ -55,9 +69,17 @@ pub fn plot(metrics: &Path, out: &Path) -> Result<bool> {
         let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("drawing: {e:?}"))?;
         let (left, right) = root.split_horizontally(w / 2);
-        let last = points.iter().map(|p| p.epoch).fold(1.0, f64::max);
-        let max_loss = points.iter().filter_map(|p| p.loss).fold(0.1, f64::max) * 1.1;
-        draw(&left, "training loss", last, max_loss, &[("train loss", RED, points.iter().map(|p| (p.epoch, p.loss)).collect())])?;
+        let per_step = match steps {
+            Some(path) => step_losses(path)?,
+            None => Vec::new(),
+        };
+        let last = points.iter().map(|p| p.epoch).chain(per_step.iter().map(|p| p.0)).fold(1.0, f64::max);
+        let max_loss = points.iter().filter_map(|p| p.loss).chain(per_step.iter().filter_map(|p| p.1)).fold(0.1, f64::max) * 1.1;
+        let mut losses = vec![("epoch mean", RED, points.iter().map(|p| (p.epoch, p.loss)).collect())];
+        if !per_step.is_empty() {
+            losses.insert(0, ("each step", RGBColor(240, 160, 160), per_step));
+        }
+        draw(&left, "training loss", last, max_loss, &losses)?;
         let series = [
             ("train", RED, points.iter().map(|p| (p.epoch, p.train)).collect()),
             ("validation", BLUE, points.iter().map(|p| (p.epoch, p.val)).collect()),
@@ -93,7 +115,10 @@ fn draw(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, title: &str, 
             .map_err(e)?
             .label(*name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
-        chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(e)?;
+        // Markers where points are few (one per epoch); a per-step curve is a line.
+        if line.len() <= 100 {
+            chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(e)?;
+        }
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(e)?;
     Ok(())

@@ -9,9 +9,9 @@ use alexnet::runtime::StepConfig;
 use alexnet::{Gpu, Plan, Session, Weights};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The Fashion-MNIST folder named by `--dataset`.
 fn dataset_dir(name: &str) -> PathBuf {
@@ -59,6 +59,40 @@ fn log_metrics(path: &Path, line: &str) -> Result<()> {
     writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
 }
 
+/// Seconds between plain progress lines when stderr is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+
+/// Holds OUT/.lock for the run, so a second `alexnet train` on the same folder stops with a
+/// clear error instead of interleaving its checkpoints with this one's. The OS releases the
+/// lock when the process ends, however it ends (a killed run leaves no stale lock).
+fn lock_out(out: &Path) -> Result<std::fs::File> {
+    let path = out.join(".lock");
+    let file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!("{}: another `alexnet train` is writing to this folder (it holds {}); wait for it to finish or choose another --out", out.display(), path.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+/// Drops the lines of OUT/steps.jsonl after `step` (steps run after the checkpoint a run
+/// resumes from, which it runs again), so the curve has each step once.
+fn truncate_steps(path: &Path, step: u32) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= u64::from(step)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    Ok(alexnet::runtime::weights::write_atomic(path, kept.as_bytes())?)
+}
+
 /// Training, validation and (optional) test images.
 type Splits = (Box<dyn Source>, Box<dyn Source>, Option<Box<dyn Source>>);
 
@@ -70,6 +104,8 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         bail!("--lr must be a positive number");
     }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let _lock = lock_out(&args.out)?;
     let (train_set, val_set, test_set): Splits = if is_idx(&args.dataset) {
         let (mut train_set, mut test_set) = load(plan, &args.dataset)?;
         if let Some(n) = args.eval_limit {
@@ -122,15 +158,18 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let ckpt_path = args.out.join("checkpoint.safetensors");
     let metrics = args.out.join("metrics.jsonl");
+    let steps_log = args.out.join("steps.jsonl");
     let (weights, momentum, state) = if args.resume {
         let c = Checkpoint::load(plan, &ckpt_path).with_context(|| "--resume needs the checkpoint of an earlier run in --out")?;
         if c.state.seed != args.seed {
             bail!("{}: the run used seed {}, but --seed is {}", ckpt_path.display(), c.state.seed, args.seed);
         }
         eprintln!("resuming at epoch {}, step {} (lr {})", c.state.epoch + 1, c.state.step, c.state.lr);
+        truncate_steps(&steps_log, c.state.step)?;
         (c.weights, Some(c.momentum), c.state)
     } else {
         let _ = std::fs::remove_file(&metrics);
+        let _ = std::fs::remove_file(&steps_log);
         let weights = match args.init {
             InitKind::Paper => Weights::init(plan, u64::from(args.seed)),
             InitKind::He => Weights::init_he(plan, u64::from(args.seed)),
@@ -156,15 +195,32 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let per_epoch = (train_set.len() / args.batch) as u32;
     let run_start = Instant::now();
     let mut trainer = Trainer::new(&mut session, plan, options.clone(), state, ckpt_path.clone(), args.max_steps);
+    // A bar on a terminal; in a log or a pipe (where a bar is not drawn), a plain line for the
+    // first step, then every PLAIN_EVERY, and at the end of each epoch.
+    let plain = !std::io::stderr().is_terminal();
+    let mut last_line: Option<Instant> = None;
+    let mut step_lines = std::fs::OpenOptions::new().create(true).append(true).open(&steps_log).with_context(|| format!("opening {}", steps_log.display()))?;
     while !trainer.finished() {
         let epoch = trainer.state().epoch;
         let progress = bar(u64::from(per_epoch), "{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}");
         progress.set_prefix(format!("epoch {}/{}", epoch + 1, options.epochs));
         progress.set_position(u64::from(trainer.state().batch_in_epoch));
+        let mut logged = Ok(());
         let outcome = trainer.run_epoch(train_set.as_ref(), val_set.as_ref(), test_set.as_deref(), |s| {
-            progress.set_message(format!("loss {:.4} acc {:.1}% {:.0} img/s", s.loss, 100.0 * s.accuracy, s.images_per_s));
+            let message = format!("loss {:.4} acc {:.1}% {:.0} img/s", s.loss, 100.0 * s.accuracy, s.images_per_s);
+            if plain && (last_line.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) || s.batch_in_epoch == per_epoch) {
+                eprintln!("epoch {}/{} step {}/{per_epoch}: {message}", epoch + 1, options.epochs, s.batch_in_epoch);
+                last_line = Some(Instant::now());
+            }
+            progress.set_message(message);
             progress.set_position(u64::from(s.batch_in_epoch));
+            let at = f64::from(epoch) + f64::from(s.batch_in_epoch) / f64::from(per_epoch.max(1));
+            let line = serde_json::json!({ "step": s.step, "epoch": at, "loss": s.batch_loss });
+            if logged.is_ok() {
+                logged = writeln!(step_lines, "{line}").with_context(|| format!("writing {}", steps_log.display()));
+            }
         })?;
+        logged?;
         let report = match outcome {
             Epoch::Stopped => {
                 progress.abandon();
@@ -197,7 +253,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             if report.lr_divided { format!("; learning rate now {}", trainer.state().lr) } else { String::new() }
         );
         trainer.session().read_weights()?.save(plan, &args.out.join("weights.safetensors"))?;
-        crate::plot::plot(&metrics, &args.out.join("curves.png"))?;
+        crate::plot::plot(&metrics, Some(&steps_log), &args.out.join("curves.png"))?;
     }
     eprintln!(
         "done in {:.0} s: weights in {}, metrics in {} (curves in curves.png)",

@@ -25,7 +25,9 @@ const SMALL: [&str; 12] = ["--limit", "256", "--val", "64", "--eval-limit", "64"
 fn interrupted_and_resumed_equals_uninterrupted() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    ok(&alexnet(&[&["train", "--out", p(&a)][..], &SMALL].concat()));
+    let full = ok(&alexnet(&[&["train", "--out", p(&a)][..], &SMALL].concat()));
+    // stderr is a pipe here: plain progress lines, not a bar that is never drawn.
+    assert!(full.contains("epoch 1/1 step 1/8: loss") && full.contains("epoch 1/1 step 8/8: loss"), "{full}");
     let stopped = ok(&alexnet(&[&["train", "--out", p(&b), "--max-steps", "3"][..], &SMALL].concat()));
     assert!(stopped.contains("stopped at step 3"), "{stopped}");
     assert!(b.join("checkpoint.safetensors").exists() && !b.join("weights.safetensors").exists());
@@ -33,6 +35,11 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     assert!(resumed.contains("resuming at epoch 1, step 3"), "{resumed}");
     let (wa, wb) = (std::fs::read(a.join("weights.safetensors")).unwrap(), std::fs::read(b.join("weights.safetensors")).unwrap());
     assert!(wa == wb, "resumed weights differ from the uninterrupted run's");
+    // Every step's loss, once each, the same after a resume as without one.
+    let steps = std::fs::read_to_string(a.join("steps.jsonl")).unwrap();
+    let numbers: Vec<u64> = steps.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (1..=8).collect::<Vec<u64>>(), "{steps}");
+    assert_eq!(steps, std::fs::read_to_string(b.join("steps.jsonl")).unwrap());
     let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 1, "{metrics}");
     assert!(metrics.contains("\"epoch\":1,") && metrics.contains("\"step\":8,") && metrics.contains("\"test_top1\":0."), "{metrics}");
@@ -59,6 +66,15 @@ fn training_errors_are_clear() {
     let out = alexnet(&["train", "--model", "alexnet", "--out", p(&dir.path().join("r"))]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("images are 1×28×28, but AlexNet takes [3, 227, 227]"), "{err}");
+    // A second run on a folder a running one holds is refused.
+    let busy = dir.path().join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    let held = std::fs::File::create(busy.join(".lock")).unwrap();
+    held.try_lock().unwrap();
+    let out = alexnet(&["train", "--out", p(&busy)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("another `alexnet train` is writing to this folder"), "{err}");
+    drop(held);
     let out = alexnet(&["train", "--resume", "--out", p(&dir.path().join("none"))]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--resume needs the checkpoint"), "{err}");

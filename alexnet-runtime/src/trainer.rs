@@ -21,6 +21,8 @@ pub struct StepReport {
     pub step: u32,
     /// Batches of this epoch done, this one included.
     pub batch_in_epoch: u32,
+    /// This step's mean loss over its batch.
+    pub batch_loss: f64,
     /// Mean loss and top-1 accuracy over the epoch's images so far.
     pub loss: f64,
     pub accuracy: f64,
@@ -119,6 +121,7 @@ impl<'s, 'g> Trainer<'s, 'g> {
                 on_step(&StepReport {
                     step: self.state.step,
                     batch_in_epoch: self.state.batch_in_epoch,
+                    batch_loss: out.loss,
                     loss: loss_sum / seen as f64,
                     accuracy: correct as f64 / seen as f64,
                     images_per_s: seen as f64 / start.elapsed().as_secs_f64(),
