@@ -212,7 +212,8 @@ fn bad_labels_and_inference_sessions_are_errors() {
     assert!(err.contains("1 labels for a batch of 2"), "{err}");
     let mut infer = Session::new(&gpu, plan, 2).unwrap();
     infer.load_weights(&he_weights(plan, 1)).unwrap();
-    assert!(infer.train_step(&input, &[1, 2], 2, &StepConfig::paper(1, 0)).is_err());
+    let err = infer.train_step(&input, &[1, 2], 2, &StepConfig::paper(1, 0)).unwrap_err();
+    assert!(matches!(err, alexnet::runtime::Error::NotTraining), "{err}");
 }
 
 #[test]
