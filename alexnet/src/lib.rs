@@ -33,7 +33,7 @@
 //! - `#[weights = "features.0"]` before a layer names its parameters `features.0.weight` and
 //!   `features.0.bias` (default: `conv1.weight`, `conv1.bias`).
 //! - Parameters are initialised as in the paper: N(0, 0.01²) weights; biases 1 in the 2nd,
-//!   4th and 5th conv layers and every linear layer, 0 elsewhere.
+//!   4th and 5th conv layers and the hidden linear layers, 0 elsewhere (the output layer's too).
 
 // Lets the built-in models use the same `::alexnet::__private` path as user code.
 extern crate self as alexnet;

@@ -4,8 +4,9 @@ use crate::alexnet;
 use crate::Plan;
 
 alexnet! {
-    /// ImageNet classifier of Krizhevsky, Sutskever & Hinton (NIPS 2012), split over two
-    /// devices: 227×227 input, grouped conv2/conv4/conv5, LRN after conv1 and conv2.
+    /// ImageNet classifier of Krizhevsky, Sutskever & Hinton (NIPS 2012): 227×227 input,
+    /// grouped conv2/conv4/conv5, LRN after conv1 and conv2. Declared for two devices as in
+    /// the paper; until two-device placement lands every layer runs on device 0.
     pub AlexNet {
         input: [3, 227, 227],
         devices: 2,

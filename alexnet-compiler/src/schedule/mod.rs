@@ -99,7 +99,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
             Op::Loss | Op::Grad { .. } | Op::Sgd { .. } => unreachable!("training ops are filtered out"),
             Op::Conv(c) => {
                 convs_seen += 1;
-                // The paper sets biases to 1 in conv2, conv4 and conv5 (and the FC layers).
+                // The paper sets biases to 1 in conv2, conv4 and conv5 (and the hidden FC layers).
                 let bias_one = matches!(convs_seen, 2 | 4 | 5);
                 let (weight, bias) = add_params(&mut params, node, &info.parts[&id], &shape_conv(c, &in_shape), bias_one, c.bias);
                 let (oh, ow) = (shape[1], shape[2]);
@@ -156,6 +156,11 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         nodes.push(plan::Node { layer: node.layer.clone().into(), op, input: in_act.expect("ops have an input"), output: out, device: node.device });
         let covers = [node_index];
         kernels.extend(kernels_for(&nodes, &covers, &params, &format!("{}_fwd", node.layer), shape.iter().map(|&d| u64::from(d)).product()));
+    }
+    // The paper's constant-1 biases are the hidden layers': the output layer's start at 0.
+    let output_bias = nodes.iter().rev().find_map(|n| if let plan::NodeOp::Linear(l) = n.op { Some(l.bias) } else { None });
+    if let Some(Some(b)) = output_bias {
+        params[b as usize].init = plan::Init::Constant { value: 0.0 };
     }
     kernels.extend(training::training_kernels(graph, info, &nodes, &params, &node_of, &act_of, logits));
     let per_op = kernels.len();
