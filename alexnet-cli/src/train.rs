@@ -77,6 +77,20 @@ fn lock_out(out: &Path) -> Result<std::fs::File> {
     }
 }
 
+/// Removes the temporary files of atomic writes (`.NAME.tmpPID`) that a run killed in the
+/// middle of a write left in OUT. Called with OUT's lock held, so no writer is running.
+fn remove_stale_temporaries(out: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))? {
+        let path = entry.with_context(|| format!("reading {}", out.display()))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let stale = name.starts_with('.') && name.rsplit_once(".tmp").is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if stale {
+            std::fs::remove_file(&path).with_context(|| format!("removing the stale {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Drops the lines of OUT/steps.jsonl after `step` (steps run after the checkpoint a run
 /// resumes from, which it runs again), so the curve has each step once.
 fn truncate_steps(path: &Path, step: u32) -> Result<()> {
@@ -106,6 +120,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let _lock = lock_out(&args.out)?;
+    remove_stale_temporaries(&args.out)?;
     let (train_set, val_set, test_set): Splits = if is_idx(&args.dataset) {
         let (mut train_set, mut test_set) = load(plan, &args.dataset)?;
         if let Some(n) = args.eval_limit {
@@ -199,6 +214,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     // first step, then every PLAIN_EVERY, and at the end of each epoch.
     let plain = !std::io::stderr().is_terminal();
     let mut last_line: Option<Instant> = None;
+    let mut saved_at = None;
     let mut step_lines = std::fs::OpenOptions::new().create(true).append(true).open(&steps_log).with_context(|| format!("opening {}", steps_log.display()))?;
     while !trainer.finished() {
         let epoch = trainer.state().epoch;
@@ -253,7 +269,14 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             if report.lr_divided { format!("; learning rate now {}", trainer.state().lr) } else { String::new() }
         );
         trainer.session().read_weights()?.save(plan, &args.out.join("weights.safetensors"))?;
+        saved_at = Some(trainer.state().step);
         crate::plot::plot(&metrics, Some(&steps_log), &args.out.join("curves.png"))?;
+    }
+    // A run stopped after its last checkpoint but before writing its weights (killed, say)
+    // resumes as finished: its weights are the checkpoint's.
+    if saved_at != Some(trainer.state().step) {
+        eprintln!("the checkpoint is of a finished run; writing its weights");
+        trainer.session().read_weights()?.save(plan, &args.out.join("weights.safetensors"))?;
     }
     eprintln!(
         "done in {:.0} s: weights in {}, metrics in {} (curves in curves.png)",

@@ -51,6 +51,109 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     assert!(eval.contains("on 100 test images: top-1") && eval.contains("test image    2:"), "{eval}");
 }
 
+/// SIGKILL at pseudo-random moments, with a checkpoint written every step and every write
+/// paused halfway so that many kills land during a write, then `--resume` (or a fresh start before the first checkpoint) until
+/// the run ends: every resume loads a whole checkpoint, and the weights and the per-step
+/// losses equal an uninterrupted run's.
+#[test]
+fn killed_at_random_moments_and_resumed_equals_uninterrupted() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    // 256 steps of 2 images: enough that 50 kills land before the run ends.
+    let run = ["--limit", "576", "--val", "64", "--eval-limit", "64", "--batch", "2", "--epochs", "1", "--seed", "9", "--save-every", "1"];
+    ok(&alexnet(&[&["train", "--out", p(&a)][..], &run].concat()));
+    // A fixed LCG: the kill times are the same on every run of the test.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut delay = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        Duration::from_millis(150 + (state >> 33) % 2500)
+    };
+    let (mut kills, mut resumes, mut in_writes) = (0, 0, 0);
+    let mut resumed_at = Vec::new();
+    let temporaries = |dir: &Path| std::fs::read_dir(dir).map_or(0, |d| d.filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().contains(".tmp"))).count());
+    let finished = loop {
+        let resume = b.join("checkpoint.safetensors").exists();
+        let mut args = vec!["train", "--out", p(&b)];
+        args.extend(run);
+        if resume {
+            args.push("--resume");
+            resumes += 1;
+        }
+        // Every atomic write pauses mid-file, so many kills land inside a write.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_alexnet"))
+            .args(&args)
+            .env("ALEXNET_WRITE_DELAY_MS", "100")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let wait = if kills < 50 { delay() } else { Duration::from_secs(600) };
+        let start = Instant::now();
+        let exited = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if start.elapsed() >= wait {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        match exited {
+            Some(status) => {
+                let out = child.wait_with_output().unwrap();
+                assert!(status.success(), "a run after {kills} kills failed:\n{}", String::from_utf8_lossy(&out.stderr));
+                break kills;
+            }
+            None => {
+                child.kill().unwrap();
+                let out = child.wait_with_output().unwrap();
+                kills += 1;
+                // A write cut short leaves its temporary file (the next run removes it).
+                in_writes += usize::from(temporaries(&b) > 0);
+                let text = String::from_utf8_lossy(&out.stderr);
+                if let Some(step) = text.split("resuming at epoch 1, step ").nth(1).and_then(|t| t.split_whitespace().next()) {
+                    resumed_at.push(step.parse::<u32>().unwrap());
+                }
+            }
+        }
+    };
+    eprintln!("{finished} kills ({in_writes} during a checkpoint write), {resumes} resumes, at steps {resumed_at:?}");
+    assert!(finished >= 50 && resumes > 0 && in_writes > 0, "{finished} kills ({in_writes} during a write), {resumes} resumes");
+    // A kill never loses a step already checkpointed, and leaves no temporary behind a run.
+    assert!(resumed_at.windows(2).all(|w| w[0] <= w[1]), "resumed at steps {resumed_at:?}");
+    assert_eq!(temporaries(&b), 0, "stale temporary files in {}", b.display());
+    let (wa, wb) = (std::fs::read(a.join("weights.safetensors")).unwrap(), std::fs::read(b.join("weights.safetensors")).unwrap());
+    assert!(wa == wb, "after {finished} kills the weights differ from the uninterrupted run's");
+    let steps = |dir: &Path| std::fs::read_to_string(dir.join("steps.jsonl")).unwrap();
+    assert_eq!(steps(&a), steps(&b), "after {finished} kills the per-step losses differ");
+}
+
+/// A write that fails for lack of space (here: files capped at 1 MiB with `ulimit -f`, so the
+/// 2.7 MB checkpoint fails with EFBIG as a full disk fails with ENOSPC) stops training with
+/// an error naming the file, and leaves the previous checkpoint whole and resumable.
+#[test]
+fn a_failed_checkpoint_write_is_a_clear_error_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    ok(&alexnet(&[&["train", "--out", p(&out), "--max-steps", "2"][..], &SMALL].concat()));
+    let checkpoint = out.join("checkpoint.safetensors");
+    let before = std::fs::read(&checkpoint).unwrap();
+    // SIGXFSZ ignored, so the write returns an error instead of killing the process.
+    let capped = Command::new("bash")
+        .args(["-c", "trap '' XFSZ; ulimit -f 1024; exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_alexnet")])
+        .args([&["train", "--out", p(&out), "--resume", "--save-every", "1"][..], &SMALL].concat())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&capped.stderr);
+    assert!(!capped.status.success() && err.contains("checkpoint.safetensors: File too large"), "{err}");
+    assert!(std::fs::read(&checkpoint).unwrap() == before, "the failed save changed the checkpoint");
+    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.contains(".tmp")), "a temporary file was left: {names:?}");
+    let resumed = ok(&alexnet(&[&["train", "--out", p(&out), "--resume"][..], &SMALL].concat()));
+    assert!(resumed.contains("resuming at epoch 1, step 2"), "{resumed}");
+}
+
 #[test]
 fn training_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();

@@ -131,7 +131,11 @@ impl Weights {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file, fsync and rename.
+/// Writes `bytes` to `path` through a temporary file, fsync and rename, then fsyncs the
+/// folder. A crash at any point leaves either the old file or the new one, whole.
+///
+/// `ALEXNET_WRITE_DELAY_MS` (a fault-injection hook for crash tests) pauses that long between
+/// the two halves of the temporary file, so a test can kill a process in mid-write.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -139,7 +143,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let delay = std::env::var("ALEXNET_WRITE_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()).filter(|&ms| ms > 0);
+        match delay {
+            Some(ms) => {
+                let (first, rest) = bytes.split_at(bytes.len() / 2);
+                f.write_all(first)?;
+                f.flush()?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                f.write_all(rest)?;
+            }
+            None => f.write_all(bytes)?,
+        }
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Ok(d) = std::fs::File::open(dir) {
