@@ -37,7 +37,7 @@ bin=target/release/alexnet
 
 $bin devices
 $bin info --model alexnet-mini
-echo "==> training AlexNetMini on 4,000 Fashion-MNIST images (one epoch; a few minutes on lavapipe)"
+echo "==> training AlexNetMini on 4,000 Fashion-MNIST images (one epoch; about 2-3 minutes on a 2-core lavapipe machine)"
 $bin train --model alexnet-mini --init he --limit 4000 --val 500 --eval-limit 1000 --epochs 1 --batch 64 --seed 0 --out "$data/mini-run"
 echo "==> evaluating on 1,000 test images, showing 8"
 $bin eval --model alexnet-mini --weights "$data/mini-run/weights.safetensors" --limit 1000 --show 8
