@@ -77,20 +77,6 @@ fn lock_out(out: &Path) -> Result<std::fs::File> {
     }
 }
 
-/// Removes the temporary files of atomic writes (`.NAME.tmpPID`) that a run killed in the
-/// middle of a write left in OUT. Called with OUT's lock held, so no writer is running.
-fn remove_stale_temporaries(out: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))? {
-        let path = entry.with_context(|| format!("reading {}", out.display()))?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let stale = name.starts_with('.') && name.rsplit_once(".tmp").is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
-        if stale {
-            std::fs::remove_file(&path).with_context(|| format!("removing the stale {}", path.display()))?;
-        }
-    }
-    Ok(())
-}
-
 /// Drops the lines of OUT/steps.jsonl after `step` (steps run after the checkpoint a run
 /// resumes from, which it runs again), so the curve has each step once.
 fn truncate_steps(path: &Path, step: u32) -> Result<()> {
@@ -120,7 +106,8 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let _lock = lock_out(&args.out)?;
-    remove_stale_temporaries(&args.out)?;
+    // The lock is held, so temporaries here are what killed runs left.
+    alexnet::runtime::weights::remove_stale_temporaries(&args.out)?;
     let (train_set, val_set, test_set): Splits = if is_idx(&args.dataset) {
         let (mut train_set, mut test_set) = load(plan, &args.dataset)?;
         if let Some(n) = args.eval_limit {
@@ -138,7 +125,6 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         }
         let base = alexnet::runtime::folder::base_side(plan.input[1]);
         let pca = Pca::of(&folder, base, 256)?;
-        std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
         let pca_path = args.out.join("pca.txt");
         let text = format!("# RGB covariance of the training images (0-255): eigenvalues, then eigenvectors as columns\n{:?}\n{:?}\n", pca.eigenvalues, pca.eigenvectors);
         alexnet::runtime::weights::write_atomic(&pca_path, text.as_bytes())?;
@@ -170,10 +156,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         flip: !args.no_flip,
         save_every: args.save_every.max(1),
     };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let ckpt_path = args.out.join("checkpoint.safetensors");
     let metrics = args.out.join("metrics.jsonl");
     let steps_log = args.out.join("steps.jsonl");
+    let weights_path = args.out.join("weights.safetensors");
     let (weights, momentum, state) = if args.resume {
         let c = Checkpoint::load(plan, &ckpt_path).with_context(|| "--resume needs the checkpoint of an earlier run in --out")?;
         if c.state.seed != args.seed {
@@ -268,7 +254,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             100.0 * report.val_top1,
             if report.lr_divided { format!("; learning rate now {}", trainer.state().lr) } else { String::new() }
         );
-        trainer.session().read_weights()?.save(plan, &args.out.join("weights.safetensors"))?;
+        trainer.session().read_weights()?.save(plan, &weights_path)?;
         saved_at = Some(trainer.state().step);
         crate::plot::plot(&metrics, Some(&steps_log), &args.out.join("curves.png"))?;
     }
@@ -276,12 +262,12 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     // resumes as finished: its weights are the checkpoint's.
     if saved_at != Some(trainer.state().step) {
         eprintln!("the checkpoint is of a finished run; writing its weights");
-        trainer.session().read_weights()?.save(plan, &args.out.join("weights.safetensors"))?;
+        trainer.session().read_weights()?.save(plan, &weights_path)?;
     }
     eprintln!(
         "done in {:.0} s: weights in {}, metrics in {} (curves in curves.png)",
         run_start.elapsed().as_secs_f64(),
-        args.out.join("weights.safetensors").display(),
+        weights_path.display(),
         metrics.display()
     );
     Ok(())

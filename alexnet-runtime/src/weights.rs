@@ -131,6 +131,21 @@ impl Weights {
     }
 }
 
+/// Removes the temporary files (`.NAME.tmpPID`) that [`write_atomic`] calls cut short by a
+/// crash left in `dir`. Only for a folder no other process is writing to.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
+    let io = |source| Error::Io { path: dir.to_path_buf(), source };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let stale = name.starts_with('.') && name.rsplit_once(".tmp").is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if stale {
+            std::fs::remove_file(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` through a temporary file, fsync and rename, then fsyncs the
 /// folder. A crash at any point leaves either the old file or the new one, whole.
 ///
@@ -141,14 +156,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| io(std::io::Error::other("the path names no file")))?;
     let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    static DELAY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let delay = *DELAY.get_or_init(|| std::env::var("ALEXNET_WRITE_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()).filter(|&ms| ms > 0));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        let delay = std::env::var("ALEXNET_WRITE_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()).filter(|&ms| ms > 0);
         match delay {
             Some(ms) => {
                 let (first, rest) = bytes.split_at(bytes.len() / 2);
                 f.write_all(first)?;
-                f.flush()?;
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 f.write_all(rest)?;
             }

@@ -71,8 +71,11 @@ fn keep(i: u32) -> bool {
 }
 fn store(g: u32, m: u32, n: u32, v: f32) {
     let at = n * OUT + ROW0 + m;
-    let a = max(v + b[m], 0.0);
-    y[at] = select(a, select(0.0, a * SCALE, keep(at)), params.dropout == 1u);
+    var a = max(v + b[m], 0.0);
+    if (params.dropout == 1u) {
+        a = select(0.0, a * SCALE, keep(at));
+    }
+    y[at] = a;
 }
 
 // GEMM tile: 32 rows x 32 columns per workgroup, a 4x4 block per invocation.

@@ -33,10 +33,6 @@ const THREADS: u32 = 4096u;
 // ReLU's output, masked in place by the dropout: dx = dy * SCALE where it is positive.
 const C: u32 = 4096u;
 const HW: u32 = 1u;
-const ELEMS: u32 = 4096u;
-const STREAM: u32 = 0u;
-// Kept when the top 24 bits of the element's hash are at least THRESHOLD (= ceil(p * 2^24)).
-const THRESHOLD: u32 = 8388608u;
 // Inverted dropout: kept elements are scaled by 1 / (1 - p) at training, so inference is the identity.
 const SCALE: f32 = 2.0;
 

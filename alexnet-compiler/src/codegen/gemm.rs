@@ -93,10 +93,14 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
                     w.line("// The dropout after ReLU, applied when training with dropout on (params.dropout).");
                     super::dropout_consts(w, &d);
                     super::training::mix32(w);
+                    // A branch, not a select: inference (dropout off) skips the hash.
                     w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
                         .line("let at = n * OUT + ROW0 + m;")
-                        .line(format!("let a = {value};"))
-                        .line("y[at] = select(a, select(0.0, a * SCALE, keep(at)), params.dropout == 1u);")
+                        .line(format!("var a = {value};"))
+                        .open("if (params.dropout == 1u)")
+                        .line("a = select(0.0, a * SCALE, keep(at));")
+                        .close()
+                        .line("y[at] = a;")
                         .close();
                 }
                 None => {
@@ -287,14 +291,6 @@ fn register_step(w: &mut Writer, tile: GemmTile, k: &str) {
         }
     }
     w.close();
-}
-
-/// Whether a kernel of `op` in `role` is a GEMM instance when its algorithm says so.
-pub fn has_instance(op: &NodeOp, role: Role) -> bool {
-    matches!(
-        (op, role),
-        (NodeOp::Conv(_) | NodeOp::Linear(_), Role::Forward | Role::Backward(Wrt::Input | Wrt::Weight))
-    )
 }
 
 /// The convolution computing a stride-1 conv's input gradient: dy's channels in, x's

@@ -154,11 +154,9 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
         NodeOp::Dropout(d) => dropout_consts(&mut w, d),
         NodeOp::Relu => {}
     }
-    let gemm_tile = match kernel.algo {
-        Algo::Gemm(tile) if gemm::has_instance(&node.op, kernel.role) => Some(tile),
-        _ => None,
-    };
-    if let (Some((range, index)), Role::Backward(_) | Role::Update | Role::Forward) = (part, kernel.role) {
+    // `algo::choose` makes a kernel a GEMM exactly where it has a GEMM instance.
+    let gemm_tile = if let Algo::Gemm(tile) = kernel.algo { Some(tile) } else { None };
+    if let Some((range, index)) = part {
         w.line("// Rows of the weight part this kernel covers; later parts add to the first's input gradient.")
             .const_u32("ROWS", range.rows.into())
             .line(format!("const ACCUM: bool = {};", index > 0));
@@ -211,8 +209,13 @@ pub(crate) fn dropout_consts(w: &mut Writer, d: &DropoutNode) {
     w.const_u32("ELEMS", d.elems.into())
         .const_u32("STREAM", d.stream.into())
         .line("// Kept when the top 24 bits of the element's hash are at least THRESHOLD (= ceil(p * 2^24)).")
-        .const_u32("THRESHOLD", alexnet_plan::dropout_threshold(d.p).into())
-        .line("// Inverted dropout: kept elements are scaled by 1 / (1 - p) at training, so inference is the identity.")
+        .const_u32("THRESHOLD", alexnet_plan::dropout_threshold(d.p).into());
+    dropout_scale(w, d);
+}
+
+/// The scale of kept elements, all a dropout's gradient needs besides ReLU's masked output.
+pub(crate) fn dropout_scale(w: &mut Writer, d: &DropoutNode) {
+    w.line("// Inverted dropout: kept elements are scaled by 1 / (1 - p) at training, so inference is the identity.")
         .const_f32("SCALE", if d.p < 1.0 { 1.0 / (1.0 - d.p) } else { 0.0 });
 }
 

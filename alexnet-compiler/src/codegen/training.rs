@@ -296,7 +296,7 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
             let d = dropout.expect("a backward chain holds an LRN, a max-pool or a dropout");
             w.line("// ReLU's output, masked in place by the dropout: dx = dy * SCALE where it is positive.");
             w.const_u32("C", d.elems.into()).const_u32("HW", 1);
-            super::dropout_consts(w, &d);
+            super::dropout_scale(w, &d);
         }
     }
     if let Some(p) = &pool {

@@ -131,20 +131,18 @@ pub fn epilogue_dropout(nodes: &[Node], covers: &[u32]) -> Option<u32> {
 /// channels. After a linear layer (with any fusion): its ReLU and the dropout in its epilogue
 /// (`epilogue_dropout`). Each chain lists its nodes in forward order. A chain with a dropout
 /// inside it, or of a single op, is left to the per-op kernels.
-pub fn backward_chains(nodes: &[Node], fusion: Fusion) -> Vec<Vec<u32>> {
+/// `groups` are `fuse(nodes, fusion)`.
+pub fn backward_chains(nodes: &[Node], groups: &[Group], fusion: Fusion) -> Vec<Vec<u32>> {
     if fusion == Fusion::Off {
         return Vec::new();
     }
-    fuse(nodes, fusion)
-        .into_iter()
+    groups
+        .iter()
         .filter_map(|group| match group {
-            Group::LinearRelu { relu, .. } => {
-                let covers = group.covers();
-                epilogue_dropout(nodes, &covers).map(|dropout| vec![relu, dropout])
-            }
+            Group::LinearRelu { relu, .. } => epilogue_dropout(nodes, &group.covers()).map(|dropout| vec![*relu, dropout]),
             Group::ConvBlock { .. } if fusion != Fusion::Blocks => None,
             Group::ConvBlock { relu, post, dropouts, .. } => {
-                let chain: Vec<u32> = relu.into_iter().chain(post.iter().copied()).collect();
+                let chain: Vec<u32> = relu.iter().chain(post.iter()).copied().collect();
                 let tail: Vec<NodeOp> = post.iter().map(|&n| nodes[n as usize].op).collect();
                 let lrn_first = matches!(tail.as_slice(), [NodeOp::Lrn(_)] | [NodeOp::MaxPool(_)] | [NodeOp::Lrn(_), NodeOp::MaxPool(_)]);
                 let last = *chain.last()?;

@@ -171,19 +171,22 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
     let ir_id: BTreeMap<u32, NodeId> = node_of.iter().map(|(&id, &n)| (n, id)).collect();
     for group in &groups {
         for planned in group_kernels(group, &nodes, &params, "fused_fwd") {
-            for k in resolve(planned, &mut kernels, per_op) {
-                inference_steps.push(Step::Dispatch(k as u32));
-                let covered: Vec<String> = kernels[k].covers.iter().map(|n| format!("{} {}", ir_id[n], nodes[*n as usize].op.name())).collect();
-                let _ = writeln!(ir, "#   {} = {} ; {}", kernels[k].name, covered.join(" + "), kernels[k].algo.describe());
-            }
+            inference_steps.extend(resolve(planned, &mut kernels, per_op).into_iter().map(|k| Step::Dispatch(k as u32)));
         }
     }
-    let mut training_steps = training_steps(&mut kernels, per_op, &nodes, &params, fusion);
+    let mut training_steps = training_steps(&mut kernels, per_op, &nodes, &params, &groups, fusion);
     let mut inspect_steps: Vec<Step> = (0..per_op as u32).filter(|&k| kernels[k as usize].role == plan::Role::Forward).map(Step::Dispatch).collect();
-    prune(&mut kernels, &mut [&mut inference_steps, &mut training_steps, &mut inspect_steps]);
     for k in &mut kernels {
         algo::choose(&nodes, &params, k);
     }
+    // Listed once the algorithms are chosen, so the dump says what runs.
+    for step in &inference_steps {
+        let Step::Dispatch(k) = *step else { continue };
+        let k = &kernels[k as usize];
+        let covered: Vec<String> = k.covers.iter().map(|n| format!("{} {}", ir_id[n], nodes[*n as usize].op.name())).collect();
+        let _ = writeln!(ir, "#   {} = {} ; {}", k.name, covered.join(" + "), k.algo.describe());
+    }
+    prune(&mut kernels, &mut [&mut inference_steps, &mut training_steps, &mut inspect_steps]);
     let mut plan = plan::Plan {
         name: name.to_string().into(),
         doc: doc.to_string().into(),
@@ -276,7 +279,7 @@ pub fn programs_io(plan: &plan::Plan) -> [(&'static str, &plan::Program, Vec<Ten
 /// backward kernels and the updates in the order `training::training_kernels` gave them.
 /// Kernels it needs beyond the first `per_op` are appended to `kernels`, reusing an identical
 /// inference kernel where there is one.
-fn training_steps(kernels: &mut Vec<plan::Kernel>, per_op: usize, nodes: &[plan::Node], params: &[plan::Param], fusion: plan::Fusion) -> Vec<Step> {
+fn training_steps(kernels: &mut Vec<plan::Kernel>, per_op: usize, nodes: &[plan::Node], params: &[plan::Param], groups: &[Group], fusion: plan::Fusion) -> Vec<Step> {
     use plan::Role;
     let backward_reads: std::collections::BTreeSet<u32> = kernels[..per_op]
         .iter()
@@ -324,7 +327,7 @@ fn training_steps(kernels: &mut Vec<plan::Kernel>, per_op: usize, nodes: &[plan:
     let mut backward: Vec<usize> = (0..per_op).filter(|&k| !matches!(kernels[k].role, Role::Forward | Role::Dropout)).collect();
     // A ReLU / LRN / max-pool chain's input gradients run as one kernel, where the chain's
     // first per-op gradient kernel ran.
-    for chain in fuse::backward_chains(nodes, fusion) {
+    for chain in fuse::backward_chains(nodes, groups, fusion) {
         let per_op_grads: Vec<usize> = backward
             .iter()
             .enumerate()
