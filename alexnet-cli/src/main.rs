@@ -95,6 +95,25 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Run every kernel of a model alone on the adapter against the CPU reference (f64) and
+    /// print a table; exits non-zero naming each kernel that is wrong. Run it when a new driver
+    /// gives strange results, or to check a hand-edited shader (--shaders).
+    Selftest {
+        #[arg(long, value_parser = model_name)]
+        model: String,
+        /// Images per check (the reference is plain f64 loops: keep it small).
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        /// Seed of the random weights, input, labels and momentum.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Folder of WGSL files named as `alexnet shaders --out` writes them (NAME.wgsl,
+        /// NAME.cpu.wgsl); each replaces the compiled form of the same name.
+        #[arg(long)]
+        shaders: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -349,6 +368,7 @@ fn run(cli: Cli) -> Result<()> {
             let mode = if train { Mode::Training } else if unfused { Mode::Inspect } else { Mode::Inference };
             bench(plan_of(&model)?, batch, iters, mode, kernels, &device)
         }
+        Command::Selftest { model, batch, seed, shaders, device } => selftest(plan_of(&model)?, batch, seed, shaders.as_deref(), &device),
         Command::Train(args) => train::train(&args),
         Command::Eval(args) => train::eval(&args),
         Command::Step(args) => train::step(&args),
@@ -538,6 +558,80 @@ fn infer(args: &InferArgs) -> Result<()> {
         npy::write_2d(path, &out.logits, batch, out.classes)?;
         eprintln!("wrote logits [{batch}, {}] to {}", out.classes, path.display());
     }
+    Ok(())
+}
+
+/// `plan` with each kernel form that `dir` holds a file for (`NAME.wgsl`, `NAME.TARGET.wgsl`)
+/// replaced by that file's WGSL; the names replaced, in kernel order.
+fn with_shaders(plan: &Plan, dir: &Path) -> Result<(Plan, Vec<String>)> {
+    if !dir.is_dir() {
+        bail!("{}: not a folder of WGSL files", dir.display());
+    }
+    let mut plan = plan.clone();
+    let mut replaced = Vec::new();
+    for kernel in plan.kernels.to_mut() {
+        let name = kernel.name.to_string();
+        let mut read = |file: String| -> Result<Option<String>> {
+            let path = dir.join(&file);
+            if !path.exists() {
+                return Ok(None);
+            }
+            replaced.push(file);
+            Ok(Some(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?))
+        };
+        if let Some(wgsl) = read(format!("{name}.wgsl"))? {
+            kernel.wgsl = wgsl.into();
+        }
+        for v in kernel.variants.to_mut() {
+            if let Some(wgsl) = read(format!("{name}.{}.wgsl", v.target.as_str()))? {
+                v.wgsl = wgsl.into();
+            }
+        }
+    }
+    if replaced.is_empty() {
+        bail!("{}: no file names a kernel of {} (see `alexnet shaders --model {} --out DIR`)", dir.display(), plan.name, plan.name);
+    }
+    Ok((plan, replaced))
+}
+
+fn selftest(plan: &Plan, batch: usize, seed: u64, shaders: Option<&Path>, device: &DeviceArgs) -> Result<()> {
+    if batch == 0 || batch > plan.max_batch as usize {
+        bail!("--batch must be in 1..={}", plan.max_batch);
+    }
+    let (plan, replaced) = match shaders {
+        Some(dir) => with_shaders(plan, dir)?,
+        None => (plan.clone(), Vec::new()),
+    };
+    if !replaced.is_empty() {
+        let list = if replaced.len() <= 8 { replaced.join(", ") } else { format!("{} files", replaced.len()) };
+        eprintln!("kernels replaced from {}: {list}", shaders.map(|d| d.display().to_string()).unwrap_or_default());
+    }
+    let gpu = Gpu::open(&device.options(), &plan)?;
+    println!("{} on {}: every kernel alone against the CPU reference (f64), batch {batch}", plan.name, gpu.describe());
+    let bar = indicatif::ProgressBar::new(0);
+    let options = alexnet::runtime::selftest::Options { batch, seed };
+    let checks = alexnet::runtime::selftest::run(&gpu, &plan, &options, |done, total, name| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(name.to_string());
+    })?;
+    bar.finish_and_clear();
+    let width = checks.iter().map(|c| c.name().len()).max().unwrap_or(6).max(6);
+    println!("{:<width$}  {:<9} {:<8} {:>10} {:>9}  {:<4}  worst tensor", "kernel", "program", "role", "max error", "tolerance", "");
+    for c in &checks {
+        let program = match c.mode {
+            Mode::Inference => "inference",
+            Mode::Training => "training",
+            Mode::Inspect => "inspect",
+        };
+        let verdict = if c.passed() { "ok" } else { "FAIL" };
+        println!("{:<width$}  {program:<9} {:<8} {:>10.2e} {:>9.0e}  {verdict:<4}  {}", c.name(), c.role, c.error, c.tolerance, c.worst);
+    }
+    let failed: Vec<String> = checks.iter().filter(|c| !c.passed()).map(|c| c.name()).collect();
+    if !failed.is_empty() {
+        bail!("{} of {} kernel checks failed: {}", failed.len(), checks.len(), failed.join(", "));
+    }
+    println!("all {} kernel checks passed", checks.len());
     Ok(())
 }
 

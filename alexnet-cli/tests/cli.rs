@@ -186,3 +186,33 @@ fn devices_lists_an_adapter() {
     let bad = alexnet(&["devices", "--backend", "glide"]);
     assert!(stderr(&bad).contains("unknown backend `glide`"));
 }
+
+#[test]
+fn selftest_prints_a_table_and_names_a_broken_shader() {
+    let out = alexnet(&["selftest", "--model", "alexnet-mini"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let row = text.lines().find(|l| l.starts_with("fc7_sgd_w ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("training") && row.contains("update") && row.contains(" ok "), "{row}");
+    assert!(text.contains("kernel checks passed"), "{text}");
+
+    // A hand-edited shader (as a user optimising one would write it) with a bug.
+    let dir = tempfile::tempdir().unwrap();
+    assert!(alexnet(&["shaders", "--model", "alexnet-mini", "--out", p(dir.path())]).status.success());
+    for file in ["fc7_sgd_w.wgsl", "fc7_sgd_w.cpu.wgsl"] {
+        let path = dir.path().join(file);
+        if let Ok(wgsl) = std::fs::read_to_string(&path) {
+            assert!(wgsl.contains("m[i] = v;"));
+            std::fs::write(&path, wgsl.replace("m[i] = v;", "m[i] = v * 1.5;")).unwrap();
+        }
+    }
+    let out = alexnet(&["selftest", "--model", "alexnet-mini", "--shaders", p(dir.path())]);
+    assert!(!out.status.success());
+    let (text, err) = (stdout(&out), stderr(&out));
+    let row = text.lines().find(|l| l.starts_with("fc7_sgd_w ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("FAIL") && row.contains("momentum of fc7.weight"), "{row}");
+    assert!(err.contains("1 of ") && err.contains("kernel checks failed: fc7_sgd_w"), "{err}");
+
+    let out = alexnet(&["selftest", "--model", "alexnet-mini", "--shaders", "/nonexistent-shaders"]);
+    assert!(stderr(&out).contains("/nonexistent-shaders: not a folder of WGSL files"), "{}", stderr(&out));
+}

@@ -4,7 +4,7 @@
 //! It never builds shader text: every kernel arrives in the plan, generated and validated at
 //! build time. Code map: `gpu` (adapter choice, device with the plan's limits), `session`
 //! (buffers, pipelines, forward, training steps), `train` (data order, schedules,
-//! checkpoints), `trainer` (the training loop as a library type), `weights` (initialisation, safetensors), `reference` (CPU),
+//! checkpoints), `trainer` (the training loop as a library type), `weights` (initialisation, safetensors), `reference` (CPU), `selftest` (every kernel alone against it),
 //! `data` (image decoding and the paper's preprocessing), `idx` (MNIST-style datasets).
 
 pub mod data;
@@ -13,6 +13,7 @@ pub mod error;
 pub mod gpu;
 pub mod idx;
 pub mod reference;
+pub mod selftest;
 pub mod session;
 pub mod train;
 pub mod trainer;

@@ -36,10 +36,17 @@ fn dropout_factor(d: &alexnet_plan::DropoutNode, masks: DropoutMasks, index: usi
 
 /// [`activations_f64`] of a training step, dropout applied with `masks` when given.
 pub fn activations_train(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize, masks: Option<DropoutMasks>) -> Vec<Vec<f64>> {
+    forward_trace(plan, params, input, batch, masks).0
+}
+
+/// The forward pass, and for each node that works in place (`input == output`) the value
+/// its activation held before it ran.
+fn forward_trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize, masks: Option<DropoutMasks>) -> (Vec<Vec<f64>>, Vec<Option<Vec<f64>>>) {
+    let mut before = vec![None; plan.nodes.len()];
     let mut acts: Vec<Vec<f64>> = plan.activations.iter().map(|a| vec![0.0; a.elems_per_image() as usize * batch]).collect();
     acts[plan.input_activation as usize] = input;
     let w = |i: u32| -> Vec<f64> { params[i as usize].clone() };
-    for node in plan.nodes.iter() {
+    for (index, node) in plan.nodes.iter().enumerate() {
         let x = &acts[node.input as usize];
         let y = match node.op {
             NodeOp::Conv(c) => {
@@ -144,9 +151,13 @@ pub fn activations_train(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batc
                 y
             }
         };
-        acts[node.output as usize] = y;
+        if node.input == node.output {
+            before[index] = Some(std::mem::replace(&mut acts[node.output as usize], y));
+        } else {
+            acts[node.output as usize] = y;
+        }
     }
-    acts
+    (acts, before)
 }
 
 /// Logits and probabilities of `input` (a batch of images, NCHW).
@@ -200,13 +211,36 @@ pub fn backward(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usi
 
 /// [`backward`] of a training step whose dropout uses `masks`.
 pub fn backward_train(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize], batch: usize, masks: Option<DropoutMasks>) -> Gradients {
-    let acts = activations_train(plan, params, input, batch, masks);
+    trace(plan, params, input, labels, batch, masks).0
+}
+
+/// Every tensor of one training step, for checking kernels one at a time
+/// ([`crate::selftest`]): a kernel's inputs are set from here and its outputs compared.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    /// Every activation after the forward pass (in-place nodes applied).
+    pub activations: Vec<Vec<f64>>,
+    /// Every activation's gradient after the backward pass (the input's is in
+    /// [`Gradients::input`]).
+    pub grads: Vec<Vec<f64>>,
+    /// Per node working in place, its activation before it ran.
+    pub act_before: Vec<Option<Vec<f64>>>,
+    /// Per node working in place, its activation's gradient before its backward ran.
+    pub grad_before: Vec<Option<Vec<f64>>>,
+    /// Per-image cross-entropy.
+    pub losses: Vec<f64>,
+}
+
+/// [`backward_train`], keeping every intermediate tensor in a [`Trace`].
+pub fn trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize], batch: usize, masks: Option<DropoutMasks>) -> (Gradients, Trace) {
+    let (acts, act_before) = forward_trace(plan, params, input, batch, masks);
+    let mut grad_before = vec![None; plan.nodes.len()];
     let classes = plan.classes() as usize;
     let (loss, dlogits) = cross_entropy(&acts[plan.logits_activation as usize], labels, classes);
     let mut grads: Vec<Vec<f64>> = acts.iter().map(|a| vec![0.0; a.len()]).collect();
     let mut dparams: Vec<Vec<f64>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
     grads[plan.logits_activation as usize] = dlogits;
-    for node in plan.nodes.iter().rev() {
+    for (index, node) in plan.nodes.iter().enumerate().rev() {
         if matches!(node.op, NodeOp::Softmax) && Some(node.output) == plan.probs_activation {
             continue;
         }
@@ -351,7 +385,7 @@ pub fn backward_train(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels:
         // Views share activations, so gradients flowing into one add up; an in-place node
         // (dropout) replaces the gradient it read.
         if node.input == node.output {
-            grads[node.input as usize] = dx;
+            grad_before[index] = Some(std::mem::replace(&mut grads[node.input as usize], dx));
         } else {
             for (acc, d) in grads[node.input as usize].iter_mut().zip(dx) {
                 *acc += d;
@@ -359,5 +393,7 @@ pub fn backward_train(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels:
         }
     }
     let input = std::mem::take(&mut grads[plan.input_activation as usize]);
-    Gradients { loss, params: dparams, input }
+    let losses = (0..batch).map(|n| cross_entropy(&acts[plan.logits_activation as usize][n * classes..(n + 1) * classes], &labels[n..=n], classes).0).collect();
+    let trace = Trace { activations: acts, grads, act_before, grad_before, losses };
+    (Gradients { loss, params: dparams, input }, trace)
 }

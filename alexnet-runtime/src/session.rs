@@ -99,7 +99,7 @@ impl<'g> Session<'g> {
         }
     }
 
-    fn program(&self) -> &Program {
+    pub(crate) fn program(&self) -> &Program {
         Self::program_of(&self.plan, self.mode)
     }
 
@@ -110,19 +110,21 @@ impl<'g> Session<'g> {
         let capacity = capacity.clamp(1, plan.micro_batch.max(1));
         let classes = u64::from(plan.classes());
         let program = Self::program_of(plan, mode);
-        gpu.checked("creating buffers and pipelines", || {
-            let buffers: Vec<wgpu::Buffer> = program
-                .buffers
-                .iter()
-                .map(|b| {
-                    gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some(&b.name),
-                        size: b.size.at(u64::from(capacity)).max(16).next_multiple_of(4),
-                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-                        mapped_at_creation: false,
-                    })
+        // Each buffer and each kernel in an error scope of its own, so that an out-of-memory
+        // error names the buffer and a shader the driver rejects names its kernel.
+        let mut buffers = Vec::with_capacity(program.buffers.len());
+        for b in program.buffers.iter() {
+            let size = b.size.at(u64::from(capacity)).max(16).next_multiple_of(4);
+            buffers.push(gpu.checked(&format!("creating buffer `{}` ({size} bytes)", b.name), || {
+                gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(&b.name),
+                    size,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
                 })
-                .collect();
+            })?);
+        }
+        let (uniform, staging) = gpu.checked("creating the uniform and read-back buffers", || {
             let uniform = gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("params"),
                 size: Uniforms::SIZE as u64,
@@ -135,9 +137,12 @@ impl<'g> Session<'g> {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            let mut pipes: Vec<Option<(wgpu::ComputePipeline, wgpu::BindGroup)>> = plan.kernels.iter().map(|_| None).collect();
-            for k in program.dispatches() {
-                let kernel = &plan.kernels[k as usize];
+            (uniform, staging)
+        })?;
+        let mut pipes: Vec<Option<(wgpu::ComputePipeline, wgpu::BindGroup)>> = plan.kernels.iter().map(|_| None).collect();
+        for k in program.dispatches() {
+            let kernel = &plan.kernels[k as usize];
+            pipes[k as usize] = Some(gpu.checked(&format!("creating kernel `{}`", kernel.name), || {
                 let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(&kernel.name),
                     source: wgpu::ShaderSource::Wgsl(kernel.wgsl.clone()),
@@ -170,10 +175,10 @@ impl<'g> Session<'g> {
                     layout: &pipeline.get_bind_group_layout(0),
                     entries: &entries,
                 });
-                pipes[k as usize] = Some((pipeline, group));
-            }
-            Session { gpu, plan: plan.clone(), mode, capacity, buffers, uniform, pipes, staging, has_weights: false }
-        })
+                (pipeline, group)
+            })?);
+        }
+        Ok(Session { gpu, plan: plan.clone(), mode, capacity, buffers, uniform, pipes, staging, has_weights: false })
     }
 
     /// The buffer, byte offset and byte size of `tensor` in this session.
@@ -235,10 +240,7 @@ impl<'g> Session<'g> {
         let mut probs = Vec::with_capacity(batch * classes);
         for (chunk_index, chunk) in input.chunks(self.capacity as usize * per_image).enumerate() {
             let n = chunk.len() / per_image;
-            let (l, p) = self.run_chunk(chunk, n).map_err(|e| match e {
-                Error::Gpu { what, message } => Error::Gpu { what: format!("{what} (chunk {chunk_index})"), message },
-                other => other,
-            })?;
+            let (l, p) = self.run_chunk(chunk, n).map_err(|e| self.blame(e, n, &format!(" (chunk {chunk_index})")))?;
             logits.extend(l);
             probs.extend(p);
         }
@@ -296,6 +298,28 @@ impl<'g> Session<'g> {
                 }
             }
         }
+    }
+
+    /// Adds to a GPU error from running the program which kernel the device rejects: each
+    /// dispatch is recorded alone in an error scope of its own (never submitted) until one
+    /// fails validation. Other errors pass unchanged.
+    fn blame(&self, error: Error, n: usize, context: &str) -> Error {
+        let Error::Gpu { what, message } = error else { return error };
+        let device = &self.gpu.device;
+        for k in self.program().dispatches() {
+            let name = &self.plan.kernels[k as usize].name;
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(name) });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes: None });
+                self.dispatch(&mut pass, k, n);
+            }
+            drop(encoder.finish());
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Error::Gpu { what: format!("{what}{context}, in kernel `{name}`"), message: e.to_string() };
+            }
+        }
+        Error::Gpu { what: format!("{what}{context}"), message }
     }
 
     /// Records kernel `k` over `n` images: a 2-D dispatch once the workgroups pass the
@@ -369,7 +393,8 @@ impl<'g> Session<'g> {
                 encoder.copy_buffer_to_buffer(logits_buf, logits_at, &self.staging, 0, logit_bytes);
                 encoder.copy_buffer_to_buffer(loss_buf, loss_buf_at, &self.staging, loss_at, n as u64 * 4);
                 gpu.queue.submit([encoder.finish()])
-            })?;
+            })
+            .map_err(|e| self.blame(e, n, &format!(" (micro-batch {c})")))?;
             gpu.wait(index)?;
             logits.extend(self.read_staging(0, logit_bytes)?);
             losses.extend(self.read_staging(loss_at, n as u64 * 4)?);
@@ -458,6 +483,39 @@ impl<'g> Session<'g> {
         self.training_only()?;
         Weights { tensors: momentum.to_vec() }.check(&self.plan)?;
         self.write_params(momentum, |index, part| Tensor::Momentum { index, part })
+    }
+
+    /// Overwrites `tensor` (all of it, for the session's capacity) with `bytes`.
+    pub(crate) fn write_tensor(&self, tensor: Tensor, bytes: &[u8]) -> Result<()> {
+        let (buf, at, size) = self.held(tensor)?;
+        let bytes = &bytes[..bytes.len().min(size as usize)];
+        self.gpu.queue.write_buffer(buf, at, bytes);
+        Ok(())
+    }
+
+    /// Reads `tensor` for `batch` images.
+    pub(crate) fn read_tensor(&self, tensor: Tensor, batch: usize) -> Result<Vec<f32>> {
+        let (buf, at, _) = self.held(tensor)?;
+        read_range(self.gpu, buf, at, self.plan.tensor_size(tensor).at(batch as u64))
+    }
+
+    /// Runs `kernels` alone, in order, over `batch` images with `uniforms`, and waits; an
+    /// error names the kernels.
+    pub(crate) fn run_kernels(&self, kernels: &[u32], batch: usize, uniforms: &Uniforms) -> Result<()> {
+        let gpu = self.gpu;
+        let names: Vec<&str> = kernels.iter().map(|&k| &*self.plan.kernels[k as usize].name).collect();
+        let index = gpu.checked(&format!("running kernel `{}`", names.join("` + `")), || {
+            gpu.queue.write_buffer(&self.uniform, 0, &uniforms.to_bytes());
+            let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("kernels") });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&names.join(" + ")), timestamp_writes: None });
+                for &k in kernels {
+                    self.dispatch(&mut pass, k, batch);
+                }
+            }
+            gpu.queue.submit([encoder.finish()])
+        })?;
+        gpu.wait(index)
     }
 
     fn training_only(&self) -> Result<()> {

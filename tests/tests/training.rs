@@ -5,7 +5,7 @@
 
 use alexnet::models::{AlexNet, AlexNetMini};
 use alexnet::runtime::reference::{backward_train, DropoutMasks};
-use alexnet::runtime::{StepConfig, Weights};
+use alexnet::runtime::{selftest, StepConfig, Weights};
 use alexnet::{alexnet, Plan, Session};
 use alexnet::plan::Target;
 use alexnet_tests::{gpu, gpu_with, he_weights, random_input, rel_err};
@@ -237,4 +237,90 @@ fn loss_decreases_on_real_fashion_mnist() {
     // Dropout makes single steps noisy; three-step means fall by about 0.35 here.
     let (first, last) = (losses[..3].iter().sum::<f64>() / 3.0, losses[9..].iter().sum::<f64>() / 3.0);
     assert!(last < first - 0.2, "the loss did not fall: {losses:?}");
+}
+
+/// `alexnet selftest`'s check: every kernel of every program, alone, in both variants.
+fn selftest_passes(plan: &alexnet::Plan) {
+    for target in Target::ALL {
+        let gpu = gpu_with(plan, target);
+        let checks = selftest::run(&gpu, plan, &selftest::Options::default(), |_, _, _| {}).unwrap();
+        let bad: Vec<String> = checks.iter().filter(|c| !c.passed()).map(|c| format!("{} ({:e} in {})", c.name(), c.error, c.worst)).collect();
+        assert!(bad.is_empty(), "{} ({} kernels): {}", plan.name, target.as_str(), bad.join(", "));
+        // Every kernel any program dispatches was checked.
+        for program in [&plan.inference, &plan.inspect, &plan.training] {
+            for k in program.dispatches() {
+                let name = &plan.kernels[k as usize].name;
+                assert!(checks.iter().any(|c| c.kernels.iter().any(|n| n == name)), "{}: `{name}` was not checked", plan.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn selftest_passes_every_kernel_of_the_test_nets() {
+    selftest_passes(&Every::PLAN);
+    selftest_passes(&SplitTrain::PLAN);
+    selftest_passes(&Chains::PLAN);
+    selftest_passes(&AlexNetMini::PLAN);
+}
+
+/// `plan` with `from` replaced by `to` in the WGSL that `target` runs of kernel `name`.
+fn inject(plan: &alexnet::Plan, name: &str, target: Target, from: &str, to: &str) -> alexnet::Plan {
+    let mut plan = plan.clone();
+    let kernel = plan.kernels.to_mut().iter_mut().find(|k| k.name == name).unwrap_or_else(|| panic!("no kernel `{name}`"));
+    let wgsl = match kernel.variants.to_mut().iter_mut().find(|v| v.target == target) {
+        Some(v) => &mut v.wgsl,
+        None => &mut kernel.wgsl,
+    };
+    assert!(wgsl.contains(from), "`{name}` has no `{from}` to replace");
+    *wgsl = wgsl.replace(from, to).into();
+    plan
+}
+
+#[test]
+fn selftest_names_exactly_the_kernels_a_fault_was_injected_into() {
+    let gpu = gpu(&AlexNetMini::PLAN);
+    let target = gpu.target;
+    // A wrong momentum update, and a ReLU gradient that stops halfway (the rest stays NaN).
+    let plan = inject(&AlexNetMini::PLAN, "fc7_sgd_w", target, "m[i] = v;", "m[i] = v * 1.5;");
+    let plan = inject(&plan, "conv4_relu_bwd_x", target, "if (i >= params.batch * THREADS) {", "if (i >= params.batch * THREADS / 2u) {");
+    let checks = selftest::run(&gpu, &plan, &selftest::Options::default(), |_, _, _| {}).unwrap();
+    let failed: Vec<String> = checks.iter().filter(|c| !c.passed()).map(|c| c.name()).collect();
+    assert_eq!(failed, ["conv4_relu_bwd_x", "fc7_sgd_w"]);
+    let relu = checks.iter().find(|c| c.name() == "conv4_relu_bwd_x").unwrap();
+    assert!(relu.error.is_infinite() && relu.worst == "∂conv4.conv", "{relu:?}");
+    let sgd = checks.iter().find(|c| c.name() == "fc7_sgd_w").unwrap();
+    assert!(sgd.error > 0.1 && sgd.worst == "momentum of fc7.weight", "{sgd:?}");
+}
+
+#[test]
+fn a_shader_the_driver_rejects_is_an_error_naming_its_kernel() {
+    let gpu = gpu(&AlexNetMini::PLAN);
+    let plan = inject(&AlexNetMini::PLAN, "conv3_sgd_b", gpu.target, "m[i] = v;", "m[i] = undefined_name;");
+    let err = match Session::for_training(&gpu, &plan, 2) {
+        Ok(_) => panic!("an invalid shader opened"),
+        Err(e) => e,
+    };
+    let text = err.to_string();
+    assert!(matches!(err, alexnet::runtime::Error::Gpu { .. }) && text.contains("creating kernel `conv3_sgd_b`"), "{text}");
+}
+
+#[test]
+fn a_dispatch_the_device_rejects_is_an_error_naming_its_kernel() {
+    let gpu = gpu(&AlexNetMini::PLAN);
+    // A plan whose conv4 ReLU gradient claims more invocations than a 2-D dispatch can hold.
+    let mut plan = AlexNetMini::PLAN.for_target(gpu.target);
+    let kernel = plan.kernels.to_mut().iter_mut().find(|k| k.name == "conv4_relu_bwd_x").unwrap();
+    assert_eq!(kernel.dispatch, alexnet::plan::Dispatch::PerInvocation);
+    kernel.threads_per_image = 1 << 40;
+    let mut session = Session::for_training(&gpu, &plan, 2).unwrap();
+    session.load_weights(&he_weights(&plan, 1)).unwrap();
+    let input = random_input(&plan, 2, 2);
+    let err = session.train_step(&input, &[0, 1], 2, &StepConfig::paper(1, 0)).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("running a training step (micro-batch 0), in kernel `conv4_relu_bwd_x`"), "{text}");
+    // The session stays usable for a correct program afterwards: the error left nothing behind.
+    let mut good = Session::for_training(&gpu, &AlexNetMini::PLAN, 2).unwrap();
+    good.load_weights(&he_weights(&plan, 1)).unwrap();
+    assert!(good.train_step(&input, &[0, 1], 2, &StepConfig::paper(1, 0)).unwrap().loss.is_finite());
 }
