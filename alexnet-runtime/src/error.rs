@@ -22,6 +22,8 @@ pub enum Error {
     Gpu { what: String, message: String },
     #[error("timed out after {0:?} waiting for the GPU (raise ALEXNET_GPU_TIMEOUT_SECS for slow software devices)")]
     Timeout(Duration),
+    #[error("the device `{adapter}` was lost ({reason}); restart the program (with --resume when training)")]
+    DeviceLost { adapter: String, reason: String },
     #[error("waiting for the GPU failed: {0}")]
     Poll(String),
     #[error("{}: {message}", path.display())]

@@ -10,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use alexnet_plan::{Plan, Target};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How to pick an adapter.
@@ -46,6 +47,8 @@ pub struct Gpu {
     pub timeout: Duration,
     /// The kernel variants sessions on this device run.
     pub target: Target,
+    /// Why the device was lost, once it has been (set by wgpu's device-lost callback).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 /// The variant for an adapter of kind `device_type`, unless `chosen` or `ALEXNET_VARIANT` names one.
@@ -184,7 +187,14 @@ impl Gpu {
             .map_err(|e| Error::RequestDevice { adapter: name.clone(), message: e.to_string() })?;
         let timeout = std::env::var("ALEXNET_GPU_TIMEOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
         tracing::info!(adapter = %name, variant = target.as_str(), "opened device");
-        Ok(Gpu { adapter, device, queue, timeout: Duration::from_secs(timeout), target })
+        let lost = Arc::new(Mutex::new(None));
+        let record = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut slot) = record.lock() {
+                *slot = Some(format!("{reason:?}: {message}"));
+            }
+        });
+        Ok(Gpu { adapter, device, queue, timeout: Duration::from_secs(timeout), target, lost })
     }
 
     /// Name, backend and kind of the adapter, and the kernel variants it runs.
@@ -193,22 +203,40 @@ impl Gpu {
         format!("{} ({:?}, {:?}, {} kernels)", info.name, info.backend, info.device_type, self.target.as_str())
     }
 
+    /// An error if the device has been lost (a driver reset, a removed GPU, a hang).
+    pub fn alive(&self) -> Result<()> {
+        match self.lost.lock().map(|l| l.clone()) {
+            Ok(Some(reason)) => Err(Error::DeviceLost { adapter: self.describe(), reason }),
+            _ => Ok(()),
+        }
+    }
+
+    /// `error`, unless the device has been lost, which explains it better. (A destroyed device
+    /// reports its loss from wgpu's maintenance, which a non-blocking poll runs.)
+    pub fn lost_or(&self, error: Error) -> Error {
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        self.alive().err().unwrap_or(error)
+    }
+
     /// Waits, at most `self.timeout`, for `submission` to finish.
     pub fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
         match self.device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: Some(self.timeout) }) {
-            Ok(_) => Ok(()),
-            Err(wgpu::PollError::Timeout) => Err(Error::Timeout(self.timeout)),
-            Err(e) => Err(Error::Poll(e.to_string())),
+            Ok(_) => self.alive(),
+            // A lost device is the better explanation of a failed wait.
+            Err(wgpu::PollError::Timeout) => Err(self.lost_or(Error::Timeout(self.timeout))),
+            Err(e) => Err(self.lost_or(Error::Poll(e.to_string()))),
         }
     }
 
     /// Runs `f` inside an error scope and turns any validation or out-of-memory error into
     /// an [`Error::Gpu`] naming `what`.
     pub fn checked<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        self.alive()?;
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let value = f();
         let errors = [pollster::block_on(oom.pop()), pollster::block_on(validation.pop())];
+        self.alive()?;
         match errors.into_iter().flatten().next() {
             Some(e) => Err(Error::Gpu { what: what.to_string(), message: e.to_string() }),
             None => Ok(value),

@@ -576,9 +576,9 @@ fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Res
         let _ = tx.send(r);
     });
     match gpu.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(gpu.timeout) }) {
-        Ok(_) => {}
-        Err(wgpu::PollError::Timeout) => return Err(Error::Timeout(gpu.timeout)),
-        Err(e) => return Err(Error::Poll(e.to_string())),
+        Ok(_) => gpu.alive()?,
+        Err(wgpu::PollError::Timeout) => return Err(gpu.lost_or(Error::Timeout(gpu.timeout))),
+        Err(e) => return Err(gpu.lost_or(Error::Poll(e.to_string()))),
     }
     match rx.try_recv() {
         Ok(Ok(())) => {}

@@ -324,3 +324,31 @@ fn a_dispatch_the_device_rejects_is_an_error_naming_its_kernel() {
     good.load_weights(&he_weights(&plan, 1)).unwrap();
     assert!(good.train_step(&input, &[0, 1], 2, &StepConfig::paper(1, 0)).unwrap().loss.is_finite());
 }
+
+#[test]
+fn a_lost_device_is_an_error_not_a_panic() {
+    let gpu = gpu(&AlexNetMini::PLAN);
+    let mut session = Session::for_training(&gpu, &AlexNetMini::PLAN, 2).unwrap();
+    session.load_weights(&he_weights(&AlexNetMini::PLAN, 1)).unwrap();
+    let input = random_input(&AlexNetMini::PLAN, 2, 2);
+    gpu.device.destroy();
+    let err = session.train_step(&input, &[0, 1], 2, &StepConfig::paper(1, 0)).unwrap_err();
+    assert!(matches!(err, alexnet::runtime::Error::DeviceLost { .. }), "{err}");
+    assert!(err.to_string().contains("was lost (Destroyed"), "{err}");
+    assert!(matches!(session.forward(&input, 2), Err(alexnet::runtime::Error::DeviceLost { .. })));
+}
+
+#[test]
+fn a_wait_longer_than_the_timeout_is_an_error() {
+    let mut gpu = gpu(&AlexNetMini::PLAN);
+    // No wait may last at all: a 64-image training step (seconds on lavapipe, and far more
+    // than nothing anywhere) cannot finish in time.
+    gpu.timeout = std::time::Duration::ZERO;
+    let mut session = Session::for_training(&gpu, &AlexNetMini::PLAN, 64).unwrap();
+    session.load_weights(&he_weights(&AlexNetMini::PLAN, 1)).unwrap();
+    let input = random_input(&AlexNetMini::PLAN, 64, 2);
+    let labels: Vec<u32> = (0..64).map(|i| i % 10).collect();
+    let err = session.train_step(&input, &labels, 64, &StepConfig::paper(1, 0)).unwrap_err();
+    assert!(matches!(err, alexnet::runtime::Error::Timeout(_)), "{err}");
+    assert!(err.to_string().contains("raise ALEXNET_GPU_TIMEOUT_SECS"), "{err}");
+}
