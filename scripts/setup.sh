@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what alexnet needs on a fresh Debian/Ubuntu machine, skipping what is present:
-# Mesa's software Vulkan (lavapipe) for CPU-only machines, DejaVu fonts for the training plots,
+# Mesa's software Vulkan (lavapipe) for CPU-only machines, the Khronos validation layer the tests run under, DejaVu fonts for the training plots,
 # and the Python packages of the independent references (onnx, onnxruntime, jax) used by the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in mesa-vulkan-drivers libvulkan1 fonts-dejavu-core "$@"; do
+for pkg in mesa-vulkan-drivers libvulkan1 vulkan-validationlayers fonts-dejavu-core "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -98,6 +98,9 @@ fn adapters(options: &GpuOptions, all: bool) -> Result<(Vec<wgpu::Adapter>, wgpu
     let enumerate = |backends: wgpu::Backends| {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backends;
+        // WGPU_VALIDATION and WGPU_DEBUG override the build's defaults (the Vulkan validation
+        // run of the tests turns debug info off; see scripts/test.sh).
+        desc.flags = wgpu::InstanceFlags::from_build_config().with_env();
         let instance = wgpu::Instance::new(desc);
         let mut list = pollster::block_on(instance.enumerate_adapters(backends));
         list.sort_by_key(|a| rank(&a.get_info()));
