@@ -1,11 +1,10 @@
 //! The `alexnet` command: inspect built-in models, compile DSL files, initialise weights,
 //! train, evaluate and run inference on any wgpu adapter.
 
-mod npy;
 mod plot;
 mod train;
 
-use alexnet::runtime::{data, gpu::list_adapters, Mode};
+use alexnet::runtime::{data, gpu::list_adapters, npy, Mode};
 use alexnet::{Gpu, GpuOptions, Plan, Session, Weights};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -1,6 +1,7 @@
 //! `alexnet train`, `eval` and `step`.
 
-use crate::{npy, plan_of, EvalArgs, InitKind, StepArgs, TrainArgs};
+use crate::{plan_of, EvalArgs, InitKind, StepArgs, TrainArgs};
+use alexnet::runtime::npy;
 use alexnet::runtime::folder::{ImageFolder, Pca};
 use alexnet::runtime::idx::{FashionMnist, FASHION_MNIST_DIR};
 use alexnet::runtime::train::{self, Checkpoint, Dataset, FolderSet, Schedule, Source, TrainOptions, TrainState};

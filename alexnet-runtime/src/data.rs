@@ -39,7 +39,9 @@ pub fn decode(path: &Path) -> Result<image::DynamicImage> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(16_384);
     limits.max_image_height = Some(16_384);
-    limits.max_alloc = Some(512 << 20);
+    // A decoded image may take 128 MiB (a 7,000 × 6,000 RGB photo); a file whose header claims
+    // more is refused before anything is allocated (decompression bombs).
+    limits.max_alloc = Some(128 << 20);
     reader.limits(limits);
     reader.decode().map_err(|e| err(format!("cannot decode: {e}")))
 }

@@ -39,6 +39,8 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     Image { path: PathBuf, message: String },
     #[error("{}: {message}", path.display())]
+    Npy { path: PathBuf, message: String },
+    #[error("{}: {message}", path.display())]
     Dataset { path: PathBuf, message: String },
     #[error("the session holds no weights yet: load or initialise them first")]
     NoWeights,

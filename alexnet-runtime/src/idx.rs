@@ -4,7 +4,7 @@
 //! (`/usr/share/datasets/fashion-mnist/*-ubyte.gz`); [`FashionMnist::load`] takes that folder.
 
 use crate::error::{Error, Result};
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 /// Where Debian's `dataset-fashion-mnist` installs the data.
@@ -31,55 +31,57 @@ fn err(path: &Path, message: impl Into<String>) -> Error {
     Error::Dataset { path: path.to_path_buf(), message: message.into() }
 }
 
-/// Reads the whole file, gunzipping when it starts with gzip's magic bytes.
-fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| err(path, format!("corrupt gzip data: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
+/// The most data an IDX file may hold, uncompressed (Fashion-MNIST's largest holds 47 MB).
+pub const MAX_BYTES: usize = 1 << 30;
 
-/// Parses the header `0 0 0x08 ndim` and `ndim` big-endian sizes; returns sizes and payload.
-fn parse<'a>(path: &Path, bytes: &'a [u8], ndim: u8) -> Result<(Vec<usize>, &'a [u8])> {
+/// Reads an IDX file of `ndim` dimensions, gunzipping when it starts with gzip's magic bytes:
+/// the header `0 0 0x08 ndim` and `ndim` big-endian sizes, then exactly the bytes they make.
+/// The header is checked before the data is read, so a file (or a gzip bomb) whose header
+/// claims more than [`MAX_BYTES`] is refused without allocating it, and the data is read
+/// through a limit, so a stream longer than its header says is refused too.
+fn read_idx(path: &Path, ndim: u8) -> Result<(Vec<usize>, Vec<u8>)> {
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let gz = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+    let mut reader: Box<dyn Read> = if gz { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
+    let corrupt = |e: std::io::Error| if gz { err(path, format!("corrupt gzip data: {e}")) } else { io(e) };
     let header = 4 + 4 * usize::from(ndim);
-    let truncated = || err(path, format!("truncated: {} bytes, shorter than the {header}-byte IDX header", bytes.len()));
-    if bytes.len() < 4 {
+    let mut head = Vec::with_capacity(header);
+    (&mut reader).take(header as u64).read_to_end(&mut head).map_err(corrupt)?;
+    let truncated = || err(path, format!("truncated: {} bytes, shorter than the {header}-byte IDX header", head.len()));
+    if head.len() < 4 {
         return Err(truncated());
     }
-    if bytes[0..2] != [0, 0] || bytes[2] != 0x08 {
-        return Err(err(path, format!("not an unsigned-byte IDX file (magic {:02x?})", &bytes[0..4])));
+    if head[0..2] != [0, 0] || head[2] != 0x08 {
+        return Err(err(path, format!("not an unsigned-byte IDX file (magic {:02x?})", &head[0..4])));
     }
-    if bytes[3] != ndim {
-        return Err(err(path, format!("has {} dimensions, expected {ndim}", bytes[3])));
+    if head[3] != ndim {
+        return Err(err(path, format!("has {} dimensions, expected {ndim}", head[3])));
     }
-    if bytes.len() < header {
+    if head.len() < header {
         return Err(truncated());
     }
-    let dims: Vec<usize> = bytes[4..header].chunks(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
-    let expected = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| err(path, "sizes overflow"))?;
-    let payload = &bytes[header..];
+    let dims: Vec<usize> = head[4..header].chunks(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
+    let expected = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_BYTES);
+    let expected = expected.ok_or_else(|| err(path, format!("header {dims:?} claims more than the {MAX_BYTES}-byte limit")))?;
+    let mut payload = Vec::new();
+    reader.take(expected as u64 + 1).read_to_end(&mut payload).map_err(corrupt)?;
     if payload.len() != expected {
-        return Err(err(path, format!("holds {} bytes of data, but its header {dims:?} says {expected}", payload.len())));
+        let got = if payload.len() > expected { "more".to_string() } else { payload.len().to_string() };
+        return Err(err(path, format!("holds {got} bytes of data, but its header {dims:?} says {expected}")));
     }
     Ok((dims, payload))
 }
 
 /// Reads an IDX image file (3 dimensions: count, rows, cols).
 pub fn read_images(path: &Path) -> Result<Images> {
-    let bytes = read_bytes(path)?;
-    let (dims, payload) = parse(path, &bytes, 3)?;
-    Ok(Images { count: dims[0], rows: dims[1], cols: dims[2], pixels: payload.to_vec() })
+    let (dims, pixels) = read_idx(path, 3)?;
+    Ok(Images { count: dims[0], rows: dims[1], cols: dims[2], pixels })
 }
 
 /// Reads an IDX label file (1 dimension).
 pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    let bytes = read_bytes(path)?;
-    let (_, payload) = parse(path, &bytes, 1)?;
-    Ok(payload.to_vec())
+    Ok(read_idx(path, 1)?.1)
 }
 
 /// One split of a labelled image set.

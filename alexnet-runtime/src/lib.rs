@@ -12,6 +12,7 @@ pub mod folder;
 pub mod error;
 pub mod gpu;
 pub mod idx;
+pub mod npy;
 pub mod reference;
 pub mod selftest;
 pub mod session;

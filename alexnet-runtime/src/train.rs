@@ -327,8 +327,12 @@ impl Checkpoint {
         let mut problems = Vec::new();
         let mut read = |name: &str, want: &[u32]| -> Vec<f32> {
             match file.tensor(name) {
-                Ok(v) if v.dtype() == safetensors::Dtype::F32 && v.shape().iter().map(|&d| d as u32).eq(want.iter().copied()) => {
-                    v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+                Ok(v) if v.dtype() == safetensors::Dtype::F32 && v.shape().iter().map(|&d| d as u64).eq(want.iter().map(|&d| u64::from(d))) => {
+                    let t: Vec<f32> = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    if let Some(i) = t.iter().position(|v| !v.is_finite()) {
+                        problems.push(format!("`{name}` element {i} is {} (a checkpoint must be finite)", t[i]));
+                    }
+                    t
                 }
                 Ok(v) => {
                     problems.push(format!("`{name}` is {:?} {:?}, expected F32 {want:?}", v.dtype(), v.shape()));

@@ -82,7 +82,11 @@ impl Weights {
                     } else if view.shape() != want.as_slice() {
                         problems.push(format!("`{}` has shape {:?}, expected {:?} ({})", p.name, view.shape(), want, p.layout.as_str()));
                     } else {
-                        tensors.push(view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+                        let t: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                        if let Some(i) = t.iter().position(|v| !v.is_finite()) {
+                            problems.push(format!("`{}` element {i} is {} (weights must be finite)", p.name, t[i]));
+                        }
+                        tensors.push(t);
                     }
                 }
             }
