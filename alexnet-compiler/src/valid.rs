@@ -33,7 +33,7 @@ pub struct GraphInfo {
 
 /// Bytes of `elems` f32 values.
 fn bytes(elems: u64) -> u64 {
-    elems * 4
+    elems.saturating_mul(4)
 }
 
 /// Validates `graph` for `target`.
@@ -51,7 +51,8 @@ pub fn validate(graph: &Graph, target: Target) -> Result<GraphInfo, Errors> {
     for &id in &order {
         let node = graph.node(id);
         let shape = node.shape.as_ref().expect("internal compiler error: shapes ran before validation");
-        let per_image = bytes(shape.iter().map(|&d| u64::from(d)).product());
+        // Saturating: a declaration with absurd sizes must reach the error below, not overflow.
+        let per_image = bytes(shape.iter().fold(1u64, |a, &d| a.saturating_mul(u64::from(d))));
         // Views, in-place dropout and the output node bind nothing of their own; gradients
         // have the size of what they differentiate, so they fit wherever it fits.
         let owns_binding = match node.op {

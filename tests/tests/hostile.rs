@@ -170,6 +170,7 @@ fn corpus_errors_say_what_is_wrong() {
         ("images", "bomb-wide-but-thin-data.png", "cannot decode"),
         ("dsl", "unclosed-brace.alexnet", "cannot read the declaration"),
         ("npy", "fuzz-shape-product-overflow.npy", "needs more data than the file"),
+        ("dsl", "fuzz-shape-overflow.alexnet", "storage binding limit"),
     ];
     for (kind, file, want) in cases {
         let got = refused(kind, file);

@@ -98,7 +98,13 @@ pub fn infer(graph: &mut Graph) -> Result<(), Errors> {
                 sink.push(span, format!("{layer}: `{}` needs a [C, H, W] input, got {}", node.op.mnemonic(), dims(other)));
                 None
             }
-            (Op::Flatten, Some(s)) => Some(vec![s.iter().product()]),
+            (Op::Flatten, Some(s)) => match s.iter().try_fold(1u32, |a, &d| a.checked_mul(d)) {
+                Some(n) => Some(vec![n]),
+                None => {
+                    sink.push(span, format!("{layer}: flattening {} gives more than {} features", dims(s), u32::MAX));
+                    None
+                }
+            },
             (Op::Linear(l), Some(&[_])) => Some(vec![l.out_features]),
             (Op::Linear(_), Some(other)) => {
                 sink.push(span, format!("{layer}: `linear` needs a flat input, got {}", dims(other)));
