@@ -261,11 +261,7 @@ pub fn run(gpu: &Gpu, plan: &Plan, options: &Options, mut progress: impl FnMut(u
     let mut seen = vec![false; plan.kernels.len()];
     let mut units: Vec<(Mode, Vec<u32>)> = Vec::new();
     for mode in modes {
-        let program = match mode {
-            Mode::Inference => &plan.inference,
-            Mode::Training => &plan.training,
-            Mode::Inspect => &plan.inspect,
-        };
+        let program = Session::program_of(plan, mode);
         let first = units.len();
         for k in program.dispatches() {
             let kernel = &plan.kernels[k as usize];

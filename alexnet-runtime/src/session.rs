@@ -91,7 +91,7 @@ impl<'g> Session<'g> {
     }
 
     /// The program a mode runs.
-    fn program_of(plan: &Plan, mode: Mode) -> &Program {
+    pub(crate) fn program_of(plan: &Plan, mode: Mode) -> &Program {
         match mode {
             Mode::Inference => &plan.inference,
             Mode::Training => &plan.training,
