@@ -453,6 +453,14 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
     );
     // A session runs at most a micro-batch at a time; larger batches reuse its buffers.
     let pass = batch.min(u64::from(plan.micro_batch));
+    if let Some((kernel, flops)) = plan.heaviest_dispatch(pass) {
+        println!(
+            "heaviest dispatch at {pass} images per pass: `{}`, {:.2} GFLOP (budget {:.1} GFLOP per dispatch)",
+            kernel.name,
+            flops as f64 / 1e9,
+            plan.limits.max_dispatch_flops as f64 / 1e9
+        );
+    }
     println!("GPU memory at batch {batch} ({pass} images per pass), from the memory plan:");
     for device in 0..plan.devices {
         let programs = [("inference", &plan.inference), ("training", &plan.training)];

@@ -5,7 +5,7 @@ use alexnet::runtime::npy;
 use alexnet::runtime::folder::{ImageFolder, Pca};
 use alexnet::runtime::idx::{FashionMnist, FASHION_MNIST_DIR};
 use alexnet::runtime::train::{self, Checkpoint, Dataset, FolderSet, Schedule, Source, TrainOptions, TrainState};
-use alexnet::runtime::trainer::{Epoch, Trainer};
+use alexnet::runtime::trainer::{Epoch, EpochReport, Trainer};
 use alexnet::runtime::StepConfig;
 use alexnet::{Gpu, Plan, Session, Weights};
 use anyhow::{bail, Context, Result};
@@ -60,6 +60,24 @@ fn log_metrics(path: &Path, line: &str) -> Result<()> {
     writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
 }
 
+/// One epoch's line of OUT/metrics.jsonl.
+fn metrics_line(report: &EpochReport) -> String {
+    let (test_top1, test_top5) = report.test.unwrap_or((f64::NAN, f64::NAN));
+    serde_json::json!({
+        "epoch": report.epoch,
+        "step": report.step,
+        "lr": format!("{}", report.lr).parse::<f64>().unwrap_or(f64::NAN),
+        "train_loss": report.train_loss,
+        "train_acc": report.train_accuracy,
+        "val_acc": report.val_top1,
+        "test_top1": test_top1,
+        "test_top5": test_top5,
+        "images_per_s": report.images_per_s,
+        "epoch_seconds": report.seconds,
+    })
+    .to_string()
+}
+
 /// Seconds between plain progress lines when stderr is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(10);
 
@@ -78,9 +96,9 @@ fn lock_out(out: &Path) -> Result<std::fs::File> {
     }
 }
 
-/// Drops the lines of OUT/steps.jsonl after `step` (steps run after the checkpoint a run
-/// resumes from, which it runs again), so the curve has each step once.
-fn truncate_steps(path: &Path, step: u32) -> Result<()> {
+/// Drops the lines of a JSON-lines log whose `key` is above `max` (steps or epochs run after the
+/// checkpoint a run resumes from, which it runs again), so each is recorded once.
+fn truncate_jsonl(path: &Path, key: &str, max: u64) -> Result<()> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -88,7 +106,7 @@ fn truncate_steps(path: &Path, step: u32) -> Result<()> {
     };
     let kept: String = text
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= u64::from(step)))
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v[key].as_u64()).is_some_and(|v| v <= max))
         .map(|l| format!("{l}\n"))
         .collect();
     Ok(alexnet::runtime::weights::write_atomic(path, kept.as_bytes())?)
@@ -167,7 +185,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             bail!("{}: the run used seed {}, but --seed is {}", ckpt_path.display(), c.state.seed, args.seed);
         }
         eprintln!("resuming at epoch {}, step {} (lr {})", c.state.epoch + 1, c.state.step, c.state.lr);
-        truncate_steps(&steps_log, c.state.step)?;
+        // Lines written after the checkpoint (by the run that was then stopped or killed) are
+        // written again as the run repeats that work.
+        truncate_jsonl(&steps_log, "step", u64::from(c.state.step))?;
+        truncate_jsonl(&metrics, "epoch", u64::from(c.state.epoch))?;
         (c.weights, Some(c.momentum), c.state)
     } else {
         let _ = std::fs::remove_file(&metrics);
@@ -209,20 +230,27 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         progress.set_prefix(format!("epoch {}/{}", epoch + 1, options.epochs));
         progress.set_position(u64::from(trainer.state().batch_in_epoch));
         let mut logged = Ok(());
-        let outcome = trainer.run_epoch(train_set.as_ref(), val_set.as_ref(), test_set.as_deref(), |s| {
-            let message = format!("loss {:.4} acc {:.1}% {:.0} img/s", s.loss, 100.0 * s.accuracy, s.images_per_s);
-            if plain && (last_line.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) || s.batch_in_epoch == per_epoch) {
-                eprintln!("epoch {}/{} step {}/{per_epoch}: {message}", epoch + 1, options.epochs, s.batch_in_epoch);
-                last_line = Some(Instant::now());
-            }
-            progress.set_message(message);
-            progress.set_position(u64::from(s.batch_in_epoch));
-            let at = f64::from(epoch) + f64::from(s.batch_in_epoch) / f64::from(per_epoch.max(1));
-            let line = serde_json::json!({ "step": s.step, "epoch": at, "loss": s.batch_loss });
-            if logged.is_ok() {
-                logged = writeln!(step_lines, "{line}").with_context(|| format!("writing {}", steps_log.display()));
-            }
-        })?;
+        let outcome = trainer.run_epoch(
+            train_set.as_ref(),
+            val_set.as_ref(),
+            test_set.as_deref(),
+            |s| {
+                let message = format!("loss {:.4} acc {:.1}% {:.0} img/s", s.loss, 100.0 * s.accuracy, s.images_per_s);
+                if plain && (last_line.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) || s.batch_in_epoch == per_epoch) {
+                    eprintln!("epoch {}/{} step {}/{per_epoch}: {message}", epoch + 1, options.epochs, s.batch_in_epoch);
+                    last_line = Some(Instant::now());
+                }
+                progress.set_message(message);
+                progress.set_position(u64::from(s.batch_in_epoch));
+                let at = f64::from(epoch) + f64::from(s.batch_in_epoch) / f64::from(per_epoch.max(1));
+                let line = serde_json::json!({ "step": s.step, "epoch": at, "loss": s.batch_loss });
+                if logged.is_ok() {
+                    logged = writeln!(step_lines, "{line}").with_context(|| format!("writing {}", steps_log.display()));
+                }
+            },
+            // Written before the epoch's checkpoint: see `Trainer::run_epoch`.
+            |report| log_metrics(&metrics, &metrics_line(report)),
+        )?;
         logged?;
         let report = match outcome {
             Epoch::Stopped => {
@@ -234,20 +262,6 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         };
         progress.finish();
         let (test_top1, test_top5) = report.test.unwrap_or((f64::NAN, f64::NAN));
-        let line = serde_json::json!({
-            "epoch": report.epoch,
-            "step": report.step,
-            "lr": format!("{}", report.lr).parse::<f64>().unwrap_or(f64::NAN),
-            "train_loss": report.train_loss,
-            "train_acc": report.train_accuracy,
-            "val_acc": report.val_top1,
-            "test_top1": test_top1,
-            "test_top5": test_top5,
-            "images_per_s": report.images_per_s,
-            "epoch_seconds": report.seconds,
-        })
-        .to_string();
-        log_metrics(&metrics, &line)?;
         let test = if report.test.is_some() { format!(", test top-1 {:.2}% top-5 {:.2}%", 100.0 * test_top1, 100.0 * test_top5) } else { String::new() };
         eprintln!(
             "epoch {}: validation {:.2}%{test}{}",
@@ -262,8 +276,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     // A run stopped after its last checkpoint but before writing its weights (killed, say)
     // resumes as finished: its weights are the checkpoint's.
     if saved_at != Some(trainer.state().step) {
-        eprintln!("the checkpoint is of a finished run; writing its weights");
+        eprintln!("the checkpoint is of a finished run; writing its weights and curves");
         trainer.session().read_weights()?.save(plan, &weights_path)?;
+        crate::plot::plot(&metrics, Some(&steps_log), &args.out.join("curves.png"))?;
     }
     eprintln!(
         "done in {:.0} s: weights in {}, metrics in {} (curves in curves.png)",

@@ -127,6 +127,24 @@ fn killed_at_random_moments_and_resumed_equals_uninterrupted() {
     assert!(wa == wb, "after {finished} kills the weights differ from the uninterrupted run's");
     let steps = |dir: &Path| std::fs::read_to_string(dir.join("steps.jsonl")).unwrap();
     assert_eq!(steps(&a), steps(&b), "after {finished} kills the per-step losses differ");
+    // The epoch's record is there once, with the numbers of the uninterrupted run (its
+    // training loss and accuracy cover the whole epoch, not the part after the last resume);
+    // only the timings differ.
+    let metrics = |dir: &Path| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        text.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let o = v.as_object_mut().unwrap();
+                assert!(o.remove("images_per_s").is_some() && o.remove("epoch_seconds").is_some(), "{l}");
+                v
+            })
+            .collect()
+    };
+    let (ma, mb) = (metrics(&a), metrics(&b));
+    assert_eq!(ma.len(), 1);
+    assert_eq!(ma, mb, "after {finished} kills the epoch's metrics differ");
+    assert!(b.join("curves.png").exists());
 }
 
 /// A write that fails for lack of space (here: files capped at 1 MiB with `ulimit -f`, so the

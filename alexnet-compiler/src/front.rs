@@ -12,6 +12,7 @@
 //!     devices: 1 | 2,              // default 1
 //!     max_batch: N,                // default 128
 //!     binding_limit: BYTES,        // target's max storage binding, default 134217728 (WebGPU)
+//!     dispatch_gflop: N,           // most work one dispatch may do (watchdogs), default 32
 //!     fusion: on | epilogue | off, // inference kernels per layer block (default), ReLU/softmax epilogues only, or per op
 //!     #[weights = "features.0"]    // optional: parameter name prefix (default: the layer name)
 //!     layer: op -> op -> ...,
@@ -32,6 +33,7 @@ mod kw {
     syn::custom_keyword!(devices);
     syn::custom_keyword!(max_batch);
     syn::custom_keyword!(binding_limit);
+    syn::custom_keyword!(dispatch_gflop);
     syn::custom_keyword!(fusion);
 }
 
@@ -54,6 +56,8 @@ pub struct NetDef {
     pub max_batch: u32,
     /// Target's largest storage buffer binding, in bytes.
     pub binding_limit: u64,
+    /// Most floating-point operations one dispatch may do.
+    pub dispatch_flops: u64,
     /// How much inference fuses each layer's chain of ops.
     pub fusion: alexnet_plan::Fusion,
     /// Layers in order.
@@ -114,6 +118,7 @@ struct RawNet {
     devices: Option<LitInt>,
     max_batch: Option<LitInt>,
     binding_limit: Option<LitInt>,
+    dispatch_gflop: Option<LitInt>,
     fusion: Option<Ident>,
     layers: Vec<RawLayer>,
     errors: Vec<Error>,
@@ -190,6 +195,7 @@ impl Parse for RawNet {
             devices: None,
             max_batch: None,
             binding_limit: None,
+            dispatch_gflop: None,
             fusion: None,
             layers: Vec::new(),
             errors: Vec::new(),
@@ -227,6 +233,11 @@ impl Parse for RawNet {
                 body.parse::<Token![:]>()?;
                 let v = body.parse()?;
                 net.set_field(kw.span, "binding_limit", v, |n| &mut n.binding_limit);
+            } else if lookahead.peek(kw::dispatch_gflop) {
+                let kw: kw::dispatch_gflop = body.parse()?;
+                body.parse::<Token![:]>()?;
+                let v = body.parse()?;
+                net.set_field(kw.span, "dispatch_gflop", v, |n| &mut n.dispatch_gflop);
             } else if lookahead.peek(kw::fusion) {
                 let kw: kw::fusion = body.parse()?;
                 body.parse::<Token![:]>()?;
@@ -346,6 +357,16 @@ impl RawNet {
                 }
             },
         };
+        let dispatch_flops = match &self.dispatch_gflop {
+            None => alexnet_plan::Limits::DEFAULT_DISPATCH_FLOPS,
+            Some(lit) => match lit.base10_parse::<u64>() {
+                Ok(v @ 1..=1_000_000) => v * 1_000_000_000,
+                _ => {
+                    errors.push(Error::new(lit.span(), "`dispatch_gflop` must be in 1..=1000000 (GFLOP per dispatch)"));
+                    alexnet_plan::Limits::DEFAULT_DISPATCH_FLOPS
+                }
+            },
+        };
         let fusion = match &self.fusion {
             None => alexnet_plan::Fusion::Blocks,
             Some(v) if v == "on" => alexnet_plan::Fusion::Blocks,
@@ -386,6 +407,7 @@ impl RawNet {
             devices,
             max_batch,
             binding_limit,
+            dispatch_flops,
             fusion,
             layers,
         };

@@ -47,9 +47,10 @@ pub fn compile(tokens: TokenStream) -> Result<Compiled, Errors> {
     }
     passes::place::place(&mut graph);
     passes::autodiff::differentiate(&mut graph);
-    let limits = plan::Limits { max_storage_buffer_binding_size: net.binding_limit, ..plan::Limits::WEBGPU_DEFAULT };
+    let limits = plan::Limits { max_storage_buffer_binding_size: net.binding_limit, max_dispatch_flops: net.dispatch_flops, ..plan::Limits::WEBGPU_DEFAULT };
     let info = valid::validate(&graph, valid::Target { limits, max_batch: net.max_batch })?;
     let mut plan = schedule::schedule(&graph, &info, &net.name.to_string(), &net.doc, net.fusion);
+    schedule::budget::fit(&mut plan, &graph)?;
     schedule::verify::verify(&plan).map_err(|e| Errors(vec![Error::new(proc_macro2::Span::call_site(), format!("internal compiler error: {e}"))]))?;
     codegen::generate(&mut plan, &info)?;
     Ok(Compiled { net, graph, plan })

@@ -190,6 +190,7 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
         max_compute_workgroups_per_dimension: l_wg,
         max_storage_buffers_per_shader_stage: l_sb,
         max_compute_invocations_per_workgroup: l_inv,
+        max_dispatch_flops: l_flops,
     } = p.limits;
     let (input_act, logits) = (p.input_activation, p.logits_activation);
     let probs = opt_u32(p.probs_activation);
@@ -224,6 +225,7 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
                 max_compute_workgroups_per_dimension: #l_wg,
                 max_storage_buffers_per_shader_stage: #l_sb,
                 max_compute_invocations_per_workgroup: #l_inv,
+                max_dispatch_flops: #l_flops,
             },
             ir: #ir,
             dot: #dot,

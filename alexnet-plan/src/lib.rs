@@ -70,16 +70,26 @@ pub struct Limits {
     pub max_storage_buffers_per_shader_stage: u32,
     /// Invocations per workgroup the kernels use.
     pub max_compute_invocations_per_workgroup: u32,
+    /// Floating-point operations one dispatch may do: a budget for the watchdogs of desktop
+    /// GPUs (Windows resets a GPU whose work runs over 2 s; macOS and Linux desktop drivers
+    /// have similar timeouts). The compiler cuts the micro-batch until every dispatch fits.
+    pub max_dispatch_flops: u64,
 }
 
 impl Limits {
-    /// WebGPU's default limits, which every conformant adapter meets.
+    /// WebGPU's default limits, which every conformant adapter meets, and a dispatch budget of
+    /// [`Limits::DEFAULT_DISPATCH_FLOPS`].
     pub const WEBGPU_DEFAULT: Limits = Limits {
         max_storage_buffer_binding_size: 128 << 20,
         max_compute_workgroups_per_dimension: 65_535,
         max_storage_buffers_per_shader_stage: 8,
         max_compute_invocations_per_workgroup: 256,
+        max_dispatch_flops: Self::DEFAULT_DISPATCH_FLOPS,
     };
+
+    /// 32 GFLOP: 0.32 s at 100 GFLOP/s (what a laptop's integrated GPU sustains on kernels
+    /// like these), a sixth of a 2 s watchdog.
+    pub const DEFAULT_DISPATCH_FLOPS: u64 = 32_000_000_000;
 }
 
 /// One activation tensor.
@@ -845,6 +855,16 @@ pub struct LayerStats {
 }
 
 impl Plan {
+    /// The kernel whose dispatch does the most floating-point operations at `batch` images (in
+    /// any variant), and that count: what [`Limits::max_dispatch_flops`] bounds at the
+    /// micro-batch.
+    pub fn heaviest_dispatch(&self, batch: u64) -> Option<(&Kernel, u64)> {
+        self.kernels
+            .iter()
+            .map(|k| (k, std::iter::once(k.cost).chain(k.variants.iter().map(|v| v.cost)).map(|c| c.flops.at(batch)).max().unwrap_or(0)))
+            .max_by_key(|&(_, flops)| flops)
+    }
+
     /// This plan with every kernel in its form for `target` (its variant for that target where
     /// it has one); what a session on an adapter of that kind runs.
     pub fn for_target(&self, target: Target) -> Plan {

@@ -248,11 +248,26 @@ pub struct TrainState {
     /// Best validation error so far, and epochs since it improved.
     pub best_val_error: f64,
     pub bad_epochs: u32,
+    /// Sum of the per-image losses, and images classified right, over the batches of this
+    /// epoch done so far: checkpointed, so an epoch resumed after a kill reports the same
+    /// training loss and accuracy as one run straight through.
+    pub epoch_loss_sum: f64,
+    pub epoch_correct: u64,
 }
 
 impl TrainState {
     pub fn new(options: &TrainOptions) -> TrainState {
-        TrainState { epoch: 0, batch_in_epoch: 0, step: 0, lr: options.lr, seed: options.seed, best_val_error: f64::INFINITY, bad_epochs: 0 }
+        TrainState {
+            epoch: 0,
+            batch_in_epoch: 0,
+            step: 0,
+            lr: options.lr,
+            seed: options.seed,
+            best_val_error: f64::INFINITY,
+            bad_epochs: 0,
+            epoch_loss_sum: 0.0,
+            epoch_correct: 0,
+        }
     }
 
     fn to_metadata(&self, plan: &Plan) -> HashMap<String, String> {
@@ -267,6 +282,8 @@ impl TrainState {
             ("seed".to_string(), self.seed.to_string()),
             ("best_val_error_bits".to_string(), self.best_val_error.to_bits().to_string()),
             ("bad_epochs".to_string(), self.bad_epochs.to_string()),
+            ("epoch_loss_sum_bits".to_string(), self.epoch_loss_sum.to_bits().to_string()),
+            ("epoch_correct".to_string(), self.epoch_correct.to_string()),
         ])
     }
 
@@ -283,6 +300,9 @@ impl TrainState {
             seed: get("seed")? as u32,
             best_val_error: f64::from_bits(get("best_val_error_bits")?),
             bad_epochs: get("bad_epochs")? as u32,
+            // Checkpoints from before these were kept resume mid-epoch with partial sums.
+            epoch_loss_sum: f64::from_bits(get("epoch_loss_sum_bits").unwrap_or(0)),
+            epoch_correct: get("epoch_correct").unwrap_or(0),
         })
     }
 }
@@ -472,6 +492,8 @@ impl TrainState {
     pub fn end_epoch(&mut self, schedule: &Schedule, val_error: f64) -> bool {
         self.epoch += 1;
         self.batch_in_epoch = 0;
+        self.epoch_loss_sum = 0.0;
+        self.epoch_correct = 0;
         let divide = match schedule {
             Schedule::Steps(at) => at.contains(&(self.epoch + 1)),
             Schedule::Plateau { patience } => {

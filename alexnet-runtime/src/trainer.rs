@@ -7,7 +7,7 @@
 //! epoch, atomically, so a run stopped anywhere resumes exactly. It does no printing and
 //! writes nothing but checkpoints; metrics files and plots are the front end's.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::session::Session;
 use crate::train::{self, Checkpoint, Source, TrainOptions, TrainState};
 use alexnet_plan::Plan;
@@ -96,11 +96,23 @@ impl<'s, 'g> Trainer<'s, 'g> {
 
     /// Runs the rest of the current epoch on `train_set` (batches prepared on worker threads),
     /// then evaluates on `val_set` and `test_set` and applies the schedule.
-    pub fn run_epoch(&mut self, train_set: &dyn Source, val_set: &dyn Source, test_set: Option<&dyn Source>, mut on_step: impl FnMut(&StepReport)) -> Result<Epoch> {
+    pub fn run_epoch<E>(
+        &mut self,
+        train_set: &dyn Source,
+        val_set: &dyn Source,
+        test_set: Option<&dyn Source>,
+        mut on_step: impl FnMut(&StepReport),
+        on_epoch: impl FnOnce(&EpochReport) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Epoch, E>
+    where
+        E: From<Error>,
+    {
         let epoch = self.state.epoch;
         let batch_size = self.options.batch;
         let classes = self.plan.classes() as usize;
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        // Images of this epoch done before this call (by a run that was then stopped or killed).
+        let before = self.state.batch_in_epoch as usize * batch_size;
+        let mut seen = 0usize;
         let start = Instant::now();
         let mut stopped = false;
         std::thread::scope(|scope| -> Result<()> {
@@ -115,15 +127,17 @@ impl<'s, 'g> Trainer<'s, 'g> {
                 train::check_finite(self.session, self.plan, out.loss, self.state.step)?;
                 self.state.step += 1;
                 self.state.batch_in_epoch += 1;
-                loss_sum += out.loss * batch_size as f64;
                 seen += batch_size;
-                correct += batch.labels.iter().enumerate().filter(|(i, &l)| argmax(&out.logits[i * classes..(i + 1) * classes]) == l as usize).count();
+                self.state.epoch_loss_sum += out.loss * batch_size as f64;
+                let right = batch.labels.iter().enumerate().filter(|(i, &l)| argmax(&out.logits[i * classes..(i + 1) * classes]) == l as usize).count();
+                self.state.epoch_correct += right as u64;
+                let done = (before + seen) as f64;
                 on_step(&StepReport {
                     step: self.state.step,
                     batch_in_epoch: self.state.batch_in_epoch,
                     batch_loss: out.loss,
-                    loss: loss_sum / seen as f64,
-                    accuracy: correct as f64 / seen as f64,
+                    loss: self.state.epoch_loss_sum / done,
+                    accuracy: self.state.epoch_correct as f64 / done,
                     images_per_s: seen as f64 / start.elapsed().as_secs_f64(),
                 });
                 if self.state.step % self.options.save_every == 0 {
@@ -143,20 +157,27 @@ impl<'s, 'g> Trainer<'s, 'g> {
             None => None,
         };
         let lr = self.state.lr;
+        let done = (before + seen).max(1) as f64;
+        let (train_loss, train_accuracy) = (self.state.epoch_loss_sum / done, self.state.epoch_correct as f64 / done);
         let lr_divided = self.state.end_epoch(&self.options.schedule, 1.0 - val_top1);
-        self.save()?;
-        Ok(Epoch::Done(EpochReport {
+        let report = EpochReport {
             epoch: epoch + 1,
             step: self.state.step,
             lr,
             lr_divided,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_accuracy: correct as f64 / seen.max(1) as f64,
+            train_loss,
+            train_accuracy,
             val_top1,
             test,
             images_per_s: seen as f64 / seconds,
             seconds,
-        }))
+        };
+        // The report is recorded before the checkpoint that ends the epoch: a kill between the
+        // two repeats the epoch's end on resume (the caller replaces its record), where the
+        // other order could lose the record for good.
+        on_epoch(&report)?;
+        self.save()?;
+        Ok(Epoch::Done(report))
     }
 }
 

@@ -20,7 +20,9 @@
 //! # Syntax
 //!
 //! - `input: [C, H, W]` (required); `devices: 1 | 2` (default 1); `max_batch: N` (default 128);
-//!   `binding_limit: BYTES`, the target's largest storage binding (default WebGPU's 128 MiB).
+//!   `binding_limit: BYTES`, the target's largest storage binding (default WebGPU's 128 MiB);
+//!   `dispatch_gflop: N`, the most work one dispatch may do (default 32 GFLOP, well inside a
+//!   desktop GPU's 2 s watchdog): larger batches run as several passes of the micro-batch.
 //! - `name: op -> op -> ...` declares a layer. Ops:
 //!   `conv(out, k = K, s = 1, p = 0, groups = 1, bias = true, floor)`, `relu`,
 //!   `lrn(n = 5, alpha = 1e-4, beta = 0.75, k = 2)`, `maxpool(k = K, s = K, p = 0, floor)`,

@@ -33,8 +33,9 @@ fn plan_facts_of_the_paper_net() {
     // 144 MiB does not fit WebGPU's 128 MiB binding limit: two halves.
     assert_eq!(fc6.parts.len(), 2);
     assert!(fc6.parts.iter().all(|p| u64::from(p.rows) * fc6.row_elems() * 4 <= 128 << 20));
-    // conv1's output at batch 128 is ~142 MiB: batches run in chunks of at most 115.
-    assert_eq!(plan.micro_batch, 115);
+    // conv1's output at batch 128 is ~142 MiB, which would cut batches to 115 images; the
+    // 32 GFLOP dispatch budget cuts them further (see the test below).
+    assert!(plan.micro_batch < 115);
     let biases: Vec<(String, f32)> = plan
         .params
         .iter()
@@ -45,6 +46,30 @@ fn plan_facts_of_the_paper_net() {
         .collect();
     let ones: Vec<&str> = biases.iter().filter(|(_, v)| *v == 1.0).map(|(n, _)| n.as_str()).collect();
     assert_eq!(ones, ["conv2.bias", "conv4.bias", "conv5.bias", "fc6.bias", "fc7.bias"]);
+}
+
+#[test]
+fn every_dispatch_of_the_paper_net_at_batch_128_fits_the_watchdog_budget() {
+    let plan = &alexnet::models::AlexNet::PLAN;
+    let budget = plan.limits.max_dispatch_flops;
+    assert_eq!(budget, 32_000_000_000);
+    // A batch of 128 runs as passes of the micro-batch; every dispatch of a pass, in every
+    // program and kernel variant, stays within the budget.
+    let pass = u64::from(plan.micro_batch);
+    assert!(pass < 128);
+    for k in plan.kernels.iter() {
+        let costs = std::iter::once((alexnet::plan::Target::Gpu, k.cost)).chain(k.variants.iter().map(|v| (v.target, v.cost)));
+        for (target, cost) in costs {
+            let flops = cost.flops.at(pass);
+            assert!(flops <= budget, "`{}` ({}) does {flops} FLOPs at {pass} images", k.name, target.as_str());
+        }
+    }
+    // The budget is what cuts the batch: one more image and the heaviest dispatch is over it.
+    let (heaviest, flops) = plan.heaviest_dispatch(pass).unwrap();
+    assert!(flops <= budget && plan.heaviest_dispatch(pass + 1).unwrap().1 > budget, "`{}`: {flops}", heaviest.name);
+    // conv2 is the paper's heaviest layer (224 M multiply-adds an image): the heaviest dispatch
+    // is one of its kernels, forward or backward.
+    assert_eq!(heaviest.layer, "conv2", "{}", heaviest.name);
 }
 
 #[test]

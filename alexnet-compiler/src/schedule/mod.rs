@@ -8,6 +8,7 @@
 //! programs with their memory plans ([`memory`]); [`verify`] checks the result.
 
 pub mod algo;
+pub mod budget;
 pub mod fuse;
 pub mod memory;
 pub mod training;
