@@ -566,9 +566,10 @@ impl Extent {
         Extent { per_image: 0, fixed: bytes }
     }
 
-    /// The value at `batch` images.
+    /// The value at `batch` images (saturating: absurd declarations reach the checks that
+    /// refuse them instead of overflowing).
     pub const fn at(&self, batch: u64) -> u64 {
-        self.per_image * batch + self.fixed
+        self.per_image.saturating_mul(batch).saturating_add(self.fixed)
     }
 
     /// Component-wise sum.
