@@ -11,19 +11,21 @@ use crate::ir::{dims, Graph, Op};
 /// Window arithmetic shared by conv and max-pool: the output length along one axis, or a
 /// message saying why there is none.
 fn window(len: u32, kernel: u32, stride: u32, pad: u32, floor: bool, axis: &str) -> Result<u32, String> {
-    let padded = len + 2 * pad;
-    if kernel > padded {
+    // In u64: a declared size near u32::MAX plus its padding must be an error, not an overflow.
+    let (len64, kernel64, stride64, pad64) = (u64::from(len), u64::from(kernel), u64::from(stride.max(1)), u64::from(pad));
+    let padded = len64 + 2 * pad64;
+    if kernel64 > padded {
         return Err(format!("kernel {kernel} is larger than the padded {axis} {padded}"));
     }
-    let span = padded - kernel;
-    if !span.is_multiple_of(stride) && !floor {
+    let span = padded - kernel64;
+    if !span.is_multiple_of(stride64) && !floor {
         let mut fix = Vec::new();
-        let bigger = (len + 1..len + stride + 1).find(|l| (l + 2 * pad - kernel).is_multiple_of(stride));
+        let bigger = (len64 + 1..len64 + stride64 + 1).find(|l| (l + 2 * pad64 - kernel64).is_multiple_of(stride64));
         if let Some(l) = bigger {
             fix.push(format!("use {l}"));
         }
-        if let Some(p) = (0..kernel).find(|p| (len + 2 * p).checked_sub(kernel).is_some_and(|s| s % stride == 0)) {
-            if p != pad {
+        if let Some(p) = (0..kernel64).find(|p| (len64 + 2 * p).checked_sub(kernel64).is_some_and(|s| s % stride64 == 0)) {
+            if p != pad64 {
                 fix.push(format!("pad {p}"));
             }
         }
@@ -31,7 +33,7 @@ fn window(len: u32, kernel: u32, stride: u32, pad: u32, floor: bool, axis: &str)
         let pad_text = if pad > 0 { format!(" and padding {pad}") } else { String::new() };
         return Err(format!("kernel {kernel} with stride {stride}{pad_text} does not tile {axis} {len} ({})", fix.join(", or ")));
     }
-    Ok(span / stride + 1)
+    u32::try_from(span / stride64 + 1).map_err(|_| format!("the output {axis} {} does not fit in 32 bits", span / stride64 + 1))
 }
 
 /// Output size of a square window over `[h, w]`; reports a failure on both axes once when
@@ -43,7 +45,7 @@ fn window(len: u32, kernel: u32, stride: u32, pad: u32, floor: bool, axis: &str)
 fn window2(sink: &mut Sink, span: proc_macro2::Span, layer: &str, h: u32, w: u32, k: u32, s: u32, p: u32, floor: bool, quiet: bool) -> Option<((u32, u32), bool)> {
     let oh = window(h, k, s, p, floor, if h == w { "height and width" } else { "height" });
     let ow = window(w, k, s, p, floor, "width");
-    let fallback = |len: u32| (len + 2 * p).checked_sub(k).map(|d| d / s + 1);
+    let fallback = |len: u32| (u64::from(len) + 2 * u64::from(p)).checked_sub(u64::from(k)).and_then(|d| u32::try_from(d / u64::from(s.max(1)) + 1).ok());
     match (oh, ow) {
         (Ok(oh), Ok(ow)) => Some(((oh, ow), false)),
         _ if quiet => Some(((fallback(h)?, fallback(w)?), true)),
