@@ -18,13 +18,13 @@ pub fn fit(plan: &mut Plan, graph: &Graph) -> Result<(), Errors> {
     // Per layer: the kernel with the most FLOPs over the budget, and with the longest loop.
     let mut over: BTreeMap<&str, [Option<(u64, String)>; 2]> = BTreeMap::new();
     let mut batch = u64::from(plan.micro_batch.max(1));
-    for kernel in plan.kernels.iter() {
+    for original in plan.kernels.iter() {
         for target in Target::ALL {
-            let kernel = kernel.for_target(target);
+            let kernel = original.for_target(target);
             let loops = |b: u64| algo::loop_iterations(plan, &kernel, b).unwrap_or(0);
             let fits = |b: u64| kernel.cost.flops.at(b) <= budget && loops(b) < algo::LOOP_LIMIT;
             if !fits(1) {
-                let worst = over.entry(plan.kernels.iter().find(|k| k.name == kernel.name).map_or("", |k| &*k.layer)).or_default();
+                let worst = over.entry(&*original.layer).or_default();
                 for (slot, amount, limit) in [(0, kernel.cost.flops.at(1), budget + 1), (1, loops(1), algo::LOOP_LIMIT)] {
                     if amount >= limit && worst[slot].as_ref().is_none_or(|(a, _)| amount > *a) {
                         worst[slot] = Some((amount, kernel.name.to_string()));
