@@ -91,6 +91,11 @@ enum Command {
         /// of the fused inference program, for comparison.
         #[arg(long, conflicts_with = "train")]
         unfused: bool,
+        /// Folder of WGSL files named as `alexnet shaders --out` writes them (NAME.wgsl,
+        /// NAME.cpu.wgsl): time these instead of the built-in kernels (check them first with
+        /// `alexnet selftest --shaders`).
+        #[arg(long)]
+        shaders: Option<PathBuf>,
         #[command(flatten)]
         device: DeviceArgs,
     },
@@ -363,9 +368,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Compile { file, emit } => compile(&file, emit),
         Command::Info { model, batch, kernels } => info(plan_of(&model)?, batch, kernels),
-        Command::Bench { model, batch, iters, train, kernels, unfused, device } => {
+        Command::Bench { model, batch, iters, train, kernels, unfused, shaders, device } => {
             let mode = if train { Mode::Training } else if unfused { Mode::Inspect } else { Mode::Inference };
-            bench(plan_of(&model)?, batch, iters, mode, kernels, &device)
+            let plan = replace_shaders(plan_of(&model)?, shaders.as_deref())?;
+            bench(&plan, batch, iters, mode, kernels, &device)
         }
         Command::Selftest { model, batch, seed, shaders, device } => selftest(plan_of(&model)?, batch, seed, shaders.as_deref(), &device),
         Command::Train(args) => train::train(&args),
@@ -601,18 +607,20 @@ fn with_shaders(plan: &Plan, dir: &Path) -> Result<(Plan, Vec<String>)> {
     Ok((plan, replaced))
 }
 
+/// `plan`, with its kernels replaced from `dir` when one is given (saying which on stderr).
+fn replace_shaders(plan: &Plan, dir: Option<&Path>) -> Result<Plan> {
+    let Some(dir) = dir else { return Ok(plan.clone()) };
+    let (plan, replaced) = with_shaders(plan, dir)?;
+    let list = if replaced.len() <= 8 { replaced.join(", ") } else { format!("{} files", replaced.len()) };
+    eprintln!("kernels replaced from {}: {list}", dir.display());
+    Ok(plan)
+}
+
 fn selftest(plan: &Plan, batch: usize, seed: u64, shaders: Option<&Path>, device: &DeviceArgs) -> Result<()> {
     if batch == 0 || batch > plan.max_batch as usize {
         bail!("--batch must be in 1..={}", plan.max_batch);
     }
-    let (plan, replaced) = match shaders {
-        Some(dir) => with_shaders(plan, dir)?,
-        None => (plan.clone(), Vec::new()),
-    };
-    if !replaced.is_empty() {
-        let list = if replaced.len() <= 8 { replaced.join(", ") } else { format!("{} files", replaced.len()) };
-        eprintln!("kernels replaced from {}: {list}", shaders.map(|d| d.display().to_string()).unwrap_or_default());
-    }
+    let plan = replace_shaders(plan, shaders)?;
     let gpu = Gpu::open(&device.options(), &plan)?;
     println!("{} on {}: every kernel alone against the CPU reference (f64), batch {batch}", plan.name, gpu.describe());
     let bar = indicatif::ProgressBar::new(0);

@@ -216,3 +216,20 @@ fn selftest_prints_a_table_and_names_a_broken_shader() {
     let out = alexnet(&["selftest", "--model", "alexnet-mini", "--shaders", "/nonexistent-shaders"]);
     assert!(stderr(&out).contains("/nonexistent-shaders: not a folder of WGSL files"), "{}", stderr(&out));
 }
+
+#[test]
+fn bench_times_hand_edited_shaders_and_names_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(alexnet(&["shaders", "--model", "alexnet-mini", "--out", p(dir.path())]).status.success());
+    let bench = ["bench", "--model", "alexnet-mini", "--batch", "2", "--iters", "1", "--shaders", p(dir.path())];
+    let out = alexnet(&bench);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("kernels replaced from {}", dir.path().display())), "{}", stderr(&out));
+    assert!(stdout(&out).contains("median"), "{}", stdout(&out));
+
+    // What is timed is the files' WGSL: a broken one stops the run, naming its kernel.
+    std::fs::write(dir.path().join("fc8_fused_fwd.wgsl"), "fn main( {").unwrap();
+    let out = alexnet(&bench);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("fc8_fused_fwd"), "{}", stderr(&out));
+}
