@@ -49,9 +49,13 @@ const ROW0: u32 = 0u;
 const ROWS: u32 = 384u;
 const ACCUM: bool = false;
 
-// A: the weight of (dy channel k / (K*K) of group g, x channel m), flipped in space.
+// A: the weight of (dy channel k / (K*K) of group g, x channel m), flipped in space; wrow is (ci, ky, kx = 0),
+// and kx steps backwards from it.
+fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32 {
+    return ((g * ICG + ci) * OCG + m) * K * K + (K - 1u - ky) * K + K - 1u;
+}
 fn load_a(g: u32, m: u32, k: u32) -> f32 {
-    return w[((g * ICG + k / (K * K)) * OCG + m) * K * K + (K - 1u - (k / K) % K) * K + (K - 1u - k % K)];
+    return w[wrow(g, m, k / (K * K), (k / K) % K) - k % K];
 }
 // B: the input under output pixel n of the batch at patch element k (channel, ky, kx); zero in the padding.
 fn load_b(g: u32, k: u32, n: u32) -> f32 {

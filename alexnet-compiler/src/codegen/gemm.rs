@@ -34,6 +34,31 @@ struct Shape {
     cols: &'static str,
     /// Reduction length (K), an expression that may read `params.batch`.
     depth: &'static str,
+    /// How the registers-only body walks the reduction.
+    walk: Walk,
+}
+
+/// How the registers-only body walks the reduction and reads its operands.
+///
+/// On a CPU adapter every index computation of the inner loop is paid per element (lavapipe
+/// runs invocations as SIMD lanes and cannot tell that an index is the same in all of them),
+/// so the convolution instances walk their reduction in its natural coordinates with each
+/// column's share computed once: about twice as fast as `load_a`/`load_b` per element,
+/// measured on lavapipe. The workgroup-memory body always uses the loaders.
+#[derive(Clone, Copy)]
+enum Walk {
+    /// `k = 0..depth`, `UNROLL` steps per iteration, `load_a(g, m, k)` and `load_b(g, k, n)`.
+    Flat,
+    /// A convolution's patches (forward, input gradient): columns are output pixels, the
+    /// reduction is (channel, ky, kx) of `input`. Per column the image's channel base and
+    /// the window's corner are computed once; the loop walks (channel, ky) with kx unrolled;
+    /// A is `w[wrow(g, m, ci, ky) ± kx]` (`flipped`: minus, the input gradient's flipped kernel).
+    Patch { input: &'static str, flipped: bool, kernel: u32 },
+    /// A convolution's weight gradient: columns are weights (channel, ky, kx), the reduction
+    /// is the batch's output pixels. Per column the input offset of its tap is computed once;
+    /// the loop walks (image, output row) with the row's pixels unrolled in steps of
+    /// `UNROLL` (the remainder written out: OW is a constant).
+    Pixels { width: u32 },
 }
 
 /// Writes the GEMM kernel of `kernel` (its constants are declared): the instance's loaders and
@@ -45,28 +70,29 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
     let accumulate = |at: &str, grad: &str| format!("{grad}[{at}] = select(v, {grad}[{at}] + v, params.accumulate == 1u);");
     w.line("");
     let shape = match (node.op, kernel.role) {
-        (NodeOp::Conv(_), Role::Forward) => {
-            w.line("// A: the weights, one row per output channel of the group, K*K*ICG columns.");
+        (NodeOp::Conv(c), Role::Forward) => {
+            w.line("// A: the weights, one row per output channel of the group, K*K*ICG columns; wrow is (ci, ky, kx = 0).");
+            w.open("fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32").line("return ((g * OCG + m) * ICG + ci) * K * K + ky * K;").close();
             w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return w[(g * OCG + m) * ICG * K * K + k];").close();
             patch_loader(w, "x");
             w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
                 .line("let oc = g * OCG + m;")
                 .line(format!("y[((n / (OH * OW)) * OC + oc) * OH * OW + n % (OH * OW)] = {};", act(&format!("v{}", bias("oc")))))
                 .close();
-            Shape { groups: "GROUPS", rows: "OCG".into(), cols: "params.batch * OH * OW", depth: "ICG * K * K" }
+            Shape { groups: "GROUPS", rows: "OCG".into(), cols: "params.batch * OH * OW", depth: "ICG * K * K", walk: Walk::Patch { input: "x", flipped: false, kernel: c.kernel } }
         }
-        (NodeOp::Conv(_), Role::Backward(Wrt::Input)) => {
+        (NodeOp::Conv(c), Role::Backward(Wrt::Input)) => {
             // The constants describe the convolution computing dx (see `kernel_wgsl`): ICG
             // counts the original output channels of a group, OCG its input channels.
-            w.line("// A: the weight of (dy channel k / (K*K) of group g, x channel m), flipped in space.");
-            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
-                .line("return w[((g * ICG + k / (K * K)) * OCG + m) * K * K + (K - 1u - (k / K) % K) * K + (K - 1u - k % K)];")
-                .close();
+            w.line("// A: the weight of (dy channel k / (K*K) of group g, x channel m), flipped in space; wrow is (ci, ky, kx = 0),");
+            w.line("// and kx steps backwards from it.");
+            w.open("fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32").line("return ((g * ICG + ci) * OCG + m) * K * K + (K - 1u - ky) * K + K - 1u;").close();
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return w[wrow(g, m, k / (K * K), (k / K) % K) - k % K];").close();
             patch_loader(w, "dy");
             w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line("dx[((n / (OH * OW)) * OC + g * OCG + m) * OH * OW + n % (OH * OW)] = v;").close();
-            Shape { groups: "GROUPS", rows: "OCG".into(), cols: "params.batch * OH * OW", depth: "ICG * K * K" }
+            Shape { groups: "GROUPS", rows: "OCG".into(), cols: "params.batch * OH * OW", depth: "ICG * K * K", walk: Walk::Patch { input: "dy", flipped: true, kernel: c.kernel } }
         }
-        (NodeOp::Conv(_), Role::Backward(Wrt::Weight)) => {
+        (NodeOp::Conv(c), Role::Backward(Wrt::Weight)) => {
             w.line("// A: dy of output channel m of the group at batch pixel k.");
             w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return dy[((k / (OH * OW)) * OC + g * OCG + m) * OH * OW + k % (OH * OW)];").close();
             w.line("// B: the input under weight column n (channel, ky, kx) at batch pixel k; zero in the padding.");
@@ -80,7 +106,7 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
                 .line("return x[(((k / (OH * OW)) * IC + g * ICG + n / (K * K)) * IH + u32(iy)) * IW + u32(ix)];")
                 .close();
             w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line("let at = (g * OCG + m) * ICG * K * K + n;").line(accumulate("at", "dw")).close();
-            Shape { groups: "GROUPS", rows: "OCG".into(), cols: "ICG * K * K", depth: "params.batch * OH * OW" }
+            Shape { groups: "GROUPS", rows: "OCG".into(), cols: "ICG * K * K", depth: "params.batch * OH * OW", walk: Walk::Pixels { width: c.out_w } }
         }
         (NodeOp::Linear(_), Role::Forward) => {
             w.line("// A: the part's weight rows; B: the images, one column each.");
@@ -107,7 +133,7 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
                     w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line(format!("y[n * OUT + ROW0 + m] = {value};")).close();
                 }
             }
-            Shape { groups: "1u", rows: "ROWS".into(), cols: "params.batch", depth: "IN" }
+            Shape { groups: "1u", rows: "ROWS".into(), cols: "params.batch", depth: "IN", walk: Walk::Flat }
         }
         (NodeOp::Linear(_), Role::Backward(Wrt::Input)) => {
             w.line("// dx = dy · W: A is the part's weight transposed (row m = input feature), B is dy of the part's rows.");
@@ -118,14 +144,14 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
                 .line("// Later weight parts add to the first's.")
                 .line("dx[at] = select(v, dx[at] + v, ACCUM);")
                 .close();
-            Shape { groups: "1u", rows: "IN".into(), cols: "params.batch", depth: "ROWS" }
+            Shape { groups: "1u", rows: "IN".into(), cols: "params.batch", depth: "ROWS", walk: Walk::Flat }
         }
         (NodeOp::Linear(_), Role::Backward(Wrt::Weight)) => {
             w.line("// dW = dyᵀ · x over the batch: A is dy of the part's rows, B the inputs.");
             w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return dy[k * OUT + ROW0 + m];").close();
             w.open("fn load_b(g: u32, k: u32, n: u32) -> f32").line("return x[k * IN + n];").close();
             w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line("let at = m * IN + n;").line(accumulate("at", "dw")).close();
-            Shape { groups: "1u", rows: "ROWS".into(), cols: "IN", depth: "params.batch" }
+            Shape { groups: "1u", rows: "ROWS".into(), cols: "IN", depth: "params.batch", walk: Walk::Flat }
         }
         (op, role) => unreachable!("no GEMM instance for {role:?} of {}", op.name()),
     };
@@ -148,7 +174,7 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
         .line("let ty = lid / TX;");
     match tile.staging {
         Staging::Workgroup => shared_body(w, tile),
-        Staging::Registers => register_body(w, tile),
+        Staging::Registers => register_body(w, tile, shape.walk),
     }
     w.close();
 }
@@ -245,28 +271,110 @@ fn shared_body(w: &mut Writer, tile: GemmTile) {
 /// and its columns TX apart (so neighbouring invocations read neighbouring B elements).
 /// Rows and columns past the edge are clamped to the last one, computed and not stored, which
 /// keeps the inner loop free of branches.
-fn register_body(w: &mut Writer, tile: GemmTile) {
+fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
     for i in 0..tile.rm {
         w.line(format!("let r{i} = min(m0 + ty * RM + {i}u, ROWS_ - 1u);"));
     }
     for j in 0..tile.rn {
         w.line(format!("let c{j} = min(n0 + tx + {j}u * TX, cols - 1u);"));
     }
+    match walk {
+        Walk::Flat => {}
+        Walk::Patch { .. } => {
+            w.line("// Column j: its image's first input channel of the group, and its window's top-left corner.");
+            for j in 0..tile.rn {
+                w.line(format!("let p{j} = c{j} % (OH * OW);"))
+                    .line(format!("let base{j} = i32(((c{j} / (OH * OW)) * IC + g * ICG) * IH * IW);"))
+                    .line(format!("let cy{j} = i32((p{j} / OW) * S) - i32(PAD);"))
+                    .line(format!("let cx{j} = i32((p{j} % OW) * S) - i32(PAD);"));
+            }
+        }
+        Walk::Pixels { .. } => {
+            w.line("// Row i: its dy channel; column j (channel, ky, kx): its tap's offset from an output pixel's window.");
+            for i in 0..tile.rm {
+                w.line(format!("let ra{i} = (g * OCG + r{i}) * OH * OW;"));
+            }
+            for j in 0..tile.rn {
+                w.line(format!("let dy{j} = i32((c{j} / K) % K) - i32(PAD);"))
+                    .line(format!("let dx{j} = i32(c{j} % K) - i32(PAD);"))
+                    .line(format!("let off{j} = i32((g * ICG + c{j} / (K * K)) * IH * IW) + dy{j} * i32(IW) + dx{j};"));
+            }
+        }
+    }
     for i in 0..tile.rm {
         for j in 0..tile.rn {
             w.line(format!("var acc{i}_{j} = 0.0;"));
         }
     }
-    w.line("// UNROLL steps of the reduction per iteration, then the rest one by one (see LOOP_LIMIT).");
-    w.line("var k = 0u;");
-    w.open("for (; k + UNROLL <= depth; k += UNROLL)");
-    for u in 0..UNROLL {
-        register_step(w, tile, &format!("k + {u}u"));
+    match walk {
+        Walk::Flat => {
+            w.line("// UNROLL steps of the reduction per iteration, then the rest one by one (see LOOP_LIMIT).");
+            w.line("var k = 0u;");
+            w.open("for (; k + UNROLL <= depth; k += UNROLL)");
+            for u in 0..UNROLL {
+                flat_step(w, tile, &format!("k + {u}u"));
+            }
+            w.close();
+            w.open("for (; k < depth; k++)");
+            flat_step(w, tile, "k");
+            w.close();
+        }
+        Walk::Patch { input, flipped, kernel } => {
+            w.line("// One iteration per (input channel, kernel row); the kernel's columns are unrolled.");
+            w.open("for (var q = 0u; q < ICG * K; q++)").line("let ci = q / K;").line("let ky = q % K;");
+            for i in 0..tile.rm {
+                w.line(format!("let wr{i} = wrow(g, r{i}, ci, ky);"));
+            }
+            for j in 0..tile.rn {
+                w.line(format!("let iy{j} = cy{j} + i32(ky);"))
+                    .line(format!("let in{j} = iy{j} >= 0 && iy{j} < i32(IH);"))
+                    .line(format!("let row{j} = base{j} + i32(ci * IH * IW) + iy{j} * i32(IW) + cx{j};"));
+            }
+            // Padding reads nothing: the index is clamped into the buffer and the value selected away.
+            for kx in 0..kernel {
+                w.open("");
+                let a = |i: u32| format!("w[wr{i} {} {kx}u]", if flipped { "-" } else { "+" });
+                let b = |j: u32| format!("select(0.0, {input}[u32(max(row{j} + {kx}, 0))], in{j} && cx{j} + {kx} >= 0 && cx{j} + {kx} < i32(IW))");
+                fma_block(w, tile, a, b);
+                w.close();
+            }
+            w.close();
+        }
+        Walk::Pixels { width } => {
+            w.line("// One iteration per (image, output row); the row's pixels are unrolled UNROLL at a time.");
+            w.open("for (var t = 0u; t < params.batch * OH; t++)")
+                .line("let img = t / OH;")
+                .line("let oy = t % OH;")
+                .line("let xb = i32(img * IC * IH * IW + oy * S * IW);")
+                .line("let ab = img * OC * OH * OW + oy * OW;");
+            for j in 0..tile.rn {
+                w.line(format!("let row{j} = xb + off{j};"))
+                    .line(format!("let iy{j} = i32(oy * S) + dy{j};"))
+                    .line(format!("let in{j} = iy{j} >= 0 && iy{j} < i32(IH);"));
+            }
+            let step = |w: &mut Writer, ox: &str| {
+                w.open("");
+                let a = |i: u32| format!("dy[ab + ra{i} + {ox}]");
+                let b = |j: u32| {
+                    format!("select(0.0, x[u32(max(row{j} + i32(({ox}) * S), 0))], in{j} && i32(({ox}) * S) + dx{j} >= 0 && i32(({ox}) * S) + dx{j} < i32(IW))")
+                };
+                fma_block(w, tile, a, b);
+                w.close();
+            };
+            let whole = width - width % UNROLL;
+            if whole > 0 {
+                w.open("for (var ox = 0u; ox < OW - OW % UNROLL; ox += UNROLL)");
+                for u in 0..UNROLL {
+                    step(w, &format!("ox + {u}u"));
+                }
+                w.close();
+            }
+            for ox in whole..width {
+                step(w, &format!("{ox}u"));
+            }
+            w.close();
+        }
     }
-    w.close();
-    w.open("for (; k < depth; k++)");
-    register_step(w, tile, "k");
-    w.close();
     for i in 0..tile.rm {
         for j in 0..tile.rn {
             w.open(format!("if (m0 + ty * RM + {i}u < ROWS_ && n0 + tx + {j}u * TX < cols)"))
@@ -276,21 +384,27 @@ fn register_body(w: &mut Writer, tile: GemmTile) {
     }
 }
 
-/// One step of the reduction at `k` for every element of an invocation's register block.
-fn register_step(w: &mut Writer, tile: GemmTile, k: &str) {
+/// One step of the flat reduction at `k` for every element of an invocation's register block.
+fn flat_step(w: &mut Writer, tile: GemmTile, k: &str) {
     w.open("");
+    fma_block(w, tile, |i| format!("load_a(g, r{i}, {k})"), |j| format!("load_b(g, {k}, c{j})"));
+    w.close();
+}
+
+/// Reads A's `a(i)` for every row and B's `b(j)` for every column of the register block, then
+/// adds their products to the accumulators.
+fn fma_block(w: &mut Writer, tile: GemmTile, a: impl Fn(u32) -> String, b: impl Fn(u32) -> String) {
     for i in 0..tile.rm {
-        w.line(format!("let a{i} = load_a(g, r{i}, {k});"));
+        w.line(format!("let a{i} = {};", a(i)));
     }
     for j in 0..tile.rn {
-        w.line(format!("let b{j} = load_b(g, {k}, c{j});"));
+        w.line(format!("let b{j} = {};", b(j)));
     }
     for i in 0..tile.rm {
         for j in 0..tile.rn {
             w.line(format!("acc{i}_{j} += a{i} * b{j};"));
         }
     }
-    w.close();
 }
 
 /// The convolution computing a stride-1 conv's input gradient: dy's channels in, x's

@@ -23,6 +23,53 @@ pub const CPU_GEMM: GemmTile = GemmTile::registers(32, 64, 4, 8);
 /// CPU tile of the linear products whose columns are images: 32 invocations of 4 × 4 blocks.
 pub const CPU_LINEAR_GEMM: GemmTile = GemmTile::registers(128, 4, 4, 4);
 
+/// Workgroups a CPU tile aims for when the columns do not grow with the batch (weight
+/// gradients): enough to keep the threads of a software adapter on a usual CPU busy.
+const CPU_WORKGROUPS: u64 = 8;
+
+/// The cost of re-reading operands: a workgroup streams its TM rows of A and TN columns of B
+/// through the reduction, so a tile's traffic per output is `1/TM + 1/TN`, weighted by this
+/// against its multiply-adds (fitted on lavapipe, 2-core AMD EPYC: a 16×16 tile of the Mini
+/// net's conv4 weight gradient took 1.14× as long as a 32×64 one for 28% less padded work).
+const CPU_REREAD: f64 = 11.0;
+
+/// The CPU tile of a GEMM over channels × pixels or a linear weight gradient: [`CPU_GEMM`]'s
+/// 4 × 8 register blocks (the fastest measured on lavapipe), in the workgroup shape with the
+/// least estimated time: padded rows and columns computed in vain, operands re-read by
+/// smaller tiles, and, where the columns are fixed (weight gradients, whose batch is the
+/// reduction), too few workgroups to spread over the CPU's threads (the Mini net's conv1
+/// weight gradient, 32 × 25, is one 32 × 64 tile, a single thread's work). Workgroups keep at
+/// least 8 invocations, a software adapter's SIMD width.
+fn cpu_tile(groups: u32, rows: u32, columns: Columns) -> GemmTile {
+    let (rm, rn) = (CPU_GEMM.rm, CPU_GEMM.rn);
+    let mut best = (f64::INFINITY, CPU_GEMM);
+    for m in [32, 16, 8] {
+        for n in [64, 32, 16, 8] {
+            let tile = GemmTile::registers(m, n, rm, rn);
+            if tile.threads() < 8 {
+                continue;
+            }
+            let row_tiles = u64::from(groups) * u64::from(rows.div_ceil(m));
+            let (work, workgroups) = match columns {
+                // Columns grow with the batch: only the rows' padding differs between shapes.
+                Columns::PerImage(_) if n != CPU_GEMM.n => continue,
+                Columns::PerImage(_) => (row_tiles * u64::from(m), CPU_WORKGROUPS),
+                Columns::Fixed(cols) => {
+                    let col_tiles = cols.div_ceil(u64::from(n));
+                    (row_tiles * u64::from(m) * col_tiles * u64::from(n), row_tiles * col_tiles)
+                }
+            };
+            let reread = 1.0 + CPU_REREAD * (1.0 / f64::from(m) + 1.0 / f64::from(n));
+            // Larger tiles first, replaced only by a strictly better one.
+            let time = work as f64 * reread / workgroups.min(CPU_WORKGROUPS) as f64;
+            if time < best.0 {
+                best = (time, tile);
+            }
+        }
+    }
+    best.1
+}
+
 /// Invocations per workgroup of per-element and row-reducing kernels.
 pub const WORKGROUP: u32 = 64;
 
@@ -88,9 +135,17 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
         Algo::Gemm(tile) => {
             let (_, _, _, depth, _) = gemm_shape(&plan.nodes, &plan.params, kernel)?;
             let depth = depth.at(batch);
-            Some(match tile.staging {
-                Staging::Registers => depth / u64::from(crate::codegen::UNROLL) + u64::from(crate::codegen::UNROLL),
-                Staging::Workgroup => depth.div_ceil(u64::from(tile.k)),
+            let unroll = u64::from(crate::codegen::UNROLL);
+            // The registers-only body walks a convolution in its own coordinates (`codegen::gemm`).
+            Some(match (tile.staging, plan.nodes[kernel.node as usize].op, kernel.role) {
+                // One iteration per (channel, kernel row).
+                (Staging::Registers, NodeOp::Conv(c), Role::Forward | Role::Backward(Wrt::Input)) => depth / u64::from(c.kernel),
+                // One per (image, output row), and within each one per UNROLL pixels of the row.
+                (Staging::Registers, NodeOp::Conv(c), Role::Backward(Wrt::Weight)) => {
+                    batch * u64::from(c.out_h) * (u64::from(c.out_w) / unroll).max(1)
+                }
+                (Staging::Registers, ..) => depth / unroll + unroll,
+                (Staging::Workgroup, ..) => depth.div_ceil(u64::from(tile.k)),
             })
         }
         Algo::ChannelScan { .. } => {
@@ -143,7 +198,7 @@ pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
     let Some((groups, rows, columns, _, linear)) = gemm_shape(nodes, params, kernel) else { return };
     let (gpu, cpu) = match (linear, columns) {
         (true, Columns::PerImage(_)) => (LINEAR_GEMM, CPU_LINEAR_GEMM),
-        _ => (CONV_GEMM, CPU_GEMM),
+        _ => (CONV_GEMM, cpu_tile(groups, rows, columns)),
     };
     (kernel.algo, kernel.workgroup_size, kernel.threads_per_image, kernel.dispatch) = gemm_form(gpu, groups, rows, columns);
     let (algo, workgroup_size, threads_per_image, dispatch) = gemm_form(cpu, groups, rows, columns);
