@@ -15,13 +15,16 @@ use alexnet_plan::{ConvNode, GemmTile, Kernel, NodeOp, Plan, Role, Staging, Wrt}
 
 /// Reduction steps unrolled into one loop iteration by the register-only tile.
 ///
-/// Mesa's software rasterisers (lavapipe, llvmpipe) end a loop silently once an invocation
-/// has run about 65,535 iterations of it in all (`LP_MAX_TGSI_LOOP_ITERATIONS`; re-entering
-/// the loop does not reset the count), so a reduction must take fewer iterations than that:
-/// the register-only loop takes `depth / UNROLL` (a conv weight gradient of the paper's
-/// conv1 at 115 images reduces over 347,875 pixels: 43,484 iterations), the staged one
-/// `depth / TK`, with its loads and multiply-adds unrolled. `LOOP_LIMIT` is checked against
-/// every GEMM of a plan at its micro-batch (`schedule::verify`).
+/// Mesa's software rasterisers (lavapipe, llvmpipe) end loops silently once an invocation
+/// has run about 65,535 iterations of them in all (`LP_MAX_TGSI_LOOP_ITERATIONS`: one
+/// limiter per shader, which neither re-entering a loop nor another loop resets), so a
+/// reduction must take fewer iterations than that: the flat register-only loop takes
+/// `depth / UNROLL`, a conv's patch walk one per (channel, kernel row), its weight-gradient
+/// walk one per (image, output row) plus one per UNROLL pixels of each row (the paper's conv1
+/// at 36 images: 36 · 55 · 7 = 13,860), the staged loop `depth / TK`, with its loads and
+/// multiply-adds unrolled. `schedule::algo::loop_iterations` counts them; the count is kept
+/// under `LOOP_LIMIT` for every GEMM of a plan at its micro-batch (`schedule::budget`,
+/// checked by `schedule::verify`).
 pub const UNROLL: u32 = 8;
 
 /// The sizes of one GEMM instance, as WGSL expressions.
@@ -330,7 +333,8 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
                     .line(format!("let in{j} = iy{j} >= 0 && iy{j} < i32(IH);"))
                     .line(format!("let row{j} = base{j} + i32(ci * IH * IW) + iy{j} * i32(IW) + cx{j};"));
             }
-            // Padding reads nothing: the index is clamped into the buffer and the value selected away.
+            // Padding reads nothing that is used: a negative index is clamped to 0, one past the end is
+            // bounds-checked by naga, and the value is selected away.
             for kx in 0..kernel {
                 w.open("");
                 let a = |i: u32| format!("w[wr{i} {} {kx}u]", if flipped { "-" } else { "+" });

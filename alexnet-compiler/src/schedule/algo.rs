@@ -127,9 +127,10 @@ fn gemm_shape(nodes: &[Node], params: &[Param], kernel: &Kernel) -> Option<(u32,
     }
 }
 
-/// Iterations of the longest loop of one invocation at `batch` images: a GEMM's reduction,
-/// or the innermost pooling-window loop of a channel scan summed over its channels; `None` for
-/// kernels whose loops are short. What must stay under [`LOOP_LIMIT`].
+/// Loop iterations one invocation runs at `batch` images, all its loops together (Mesa counts
+/// them in one limiter per shader): a GEMM's reduction, or the innermost pooling-window loop
+/// of a channel scan summed over its channels; `None` for kernels whose loops are short. What
+/// must stay under [`LOOP_LIMIT`].
 pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> {
     match kernel.algo {
         Algo::Gemm(tile) => {
@@ -140,9 +141,10 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
             Some(match (tile.staging, plan.nodes[kernel.node as usize].op, kernel.role) {
                 // One iteration per (channel, kernel row).
                 (Staging::Registers, NodeOp::Conv(c), Role::Forward | Role::Backward(Wrt::Input)) => depth / u64::from(c.kernel),
-                // One per (image, output row), and within each one per UNROLL pixels of the row.
+                // One per (image, output row), plus, inside each, one per UNROLL pixels of the
+                // row: the limit counts the iterations of all of an invocation's loops together.
                 (Staging::Registers, NodeOp::Conv(c), Role::Backward(Wrt::Weight)) => {
-                    batch * u64::from(c.out_h) * (u64::from(c.out_w) / unroll).max(1)
+                    batch * u64::from(c.out_h) * (1 + u64::from(c.out_w) / unroll)
                 }
                 (Staging::Registers, ..) => depth / unroll + unroll,
                 (Staging::Workgroup, ..) => depth.div_ceil(u64::from(tile.k)),
