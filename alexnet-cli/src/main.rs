@@ -437,6 +437,49 @@ fn compile(file: &Path, emit: Emit) -> Result<()> {
     }
 }
 
+/// The two-device split `passes::place` planned: where each layer lives, what each device
+/// holds, and what the devices exchange per image.
+fn towers(plan: &Plan, batch: u64) {
+    let place = |p: alexnet::plan::Place| match p {
+        alexnet::plan::Place::Device(d) => format!("device {d}"),
+        alexnet::plan::Place::Both => "both devices".to_string(),
+        alexnet::plan::Place::Towers => "towers (half each)".to_string(),
+    };
+    println!("two-device split (planned; execution on two devices is not implemented yet):");
+    for l in plan.layers.iter() {
+        let mine: Vec<&alexnet::plan::Exchange> = plan.exchanges.iter().filter(|e| e.reader.split_once('.').map(|(layer, _)| layer) == Some(&*l.name)).collect();
+        let mut received = Vec::new();
+        for (i, e) in mine.iter().enumerate() {
+            let kind = match e.kind {
+                alexnet::plan::ExchangeKind::Gather => "the other half".to_string(),
+                alexnet::plan::ExchangeKind::Halo { channels } => format!("{channels} boundary channels"),
+                alexnet::plan::ExchangeKind::Whole => "the whole input".to_string(),
+            };
+            // The towers' symmetric exchanges read as one.
+            let twin = mine.iter().position(|o| o.reader == e.reader && o.kind == e.kind && o.bytes_per_image == e.bytes_per_image && o.to != e.to);
+            match twin {
+                Some(j) if j < i => continue,
+                Some(_) => received.push(format!("each device receives {kind} ({:.1} KB/img) for {}", e.bytes_per_image as f64 / 1e3, e.reader)),
+                None => received.push(format!("device {} receives {kind} ({:.1} KB/img) for {}", e.to, e.bytes_per_image as f64 / 1e3, e.reader)),
+            }
+        }
+        println!("  {:<8} {:<20} {}", l.name, place(l.place), received.join("; "));
+    }
+    for e in plan.exchanges.iter().filter(|e| e.reader == "output") {
+        println!("  {:<8} {:<20} device {} receives the other half ({:.1} KB/img) of the logits", "output", "device 0", e.to, e.bytes_per_image as f64 / 1e3);
+    }
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    for device in 0..2 {
+        println!(
+            "  device {device}: {} parameters ({:.1} MiB; ×3 when training, with gradients and momentum), {:.1} MiB of activations at batch {batch}, receives {:.1} KB/img forward (and sends as much back in backward)",
+            plan.params_on(device),
+            mib(plan.params_on(device) * 4),
+            mib(plan.activation_bytes_on(device) * batch),
+            plan.received_per_image(device) as f64 / 1e3
+        );
+    }
+}
+
 fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
     if batch == 0 || batch > u64::from(plan.max_batch) {
         bail!("--batch must be in 1..={}", plan.max_batch);
@@ -471,7 +514,7 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
     for device in 0..plan.devices {
         let programs = [("inference", &plan.inference), ("training", &plan.training)];
         if programs.iter().all(|(_, p)| p.buffers.iter().all(|b| b.device != device)) {
-            println!("  device {device}: nothing placed (every layer runs on device 0 until two-device placement lands)");
+            println!("  device {device}: nothing placed yet (the towers below are planned; execution runs every layer on device 0)");
             continue;
         }
         for (name, program) in programs {
@@ -487,6 +530,9 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
                 mib(unplanned)
             );
         }
+    }
+    if plan.devices == 2 {
+        towers(plan, batch);
     }
     if kernels {
         for (name, program) in [("inference", &plan.inference), ("training", &plan.training)] {

@@ -56,6 +56,10 @@ fn info_graph_and_shaders() {
     assert!(info.contains("60965224") && info.contains("724.4"), "{info}");
     assert!(info.contains("fusion on: 86 kernels in all, 9 dispatches per forward pass"), "{info}");
     assert!(info.contains("device 0 inference"), "{info}");
+    // The paper's planned towers: what each device holds and receives per image.
+    assert!(info.contains("conv3    towers (half each)   each device receives the other half (86.5 KB/img) for conv3.conv"), "{info}");
+    assert!(info.contains("device 1: 30482612 parameters") && info.contains("receives 151.4 KB/img forward"), "{info}");
+    assert!(!stdout(&alexnet(&["info", "--model", "alexnet-mini"])).contains("two-device split"));
     let kernels = stdout(&alexnet(&["info", "--model", "alexnet", "--batch", "8", "--kernels"]));
     let conv1 = kernels.lines().find(|l| l.starts_with("conv1_fused_fwd")).unwrap_or_else(|| panic!("{kernels}"));
     assert!(conv1.contains("conv1.conv+conv1.relu+conv1.lrn+conv1.maxpool") && conv1.contains("conv-block 64x64x16"), "{conv1}");
@@ -64,6 +68,8 @@ fn info_graph_and_shaders() {
     assert!(stderr(&bad_batch).contains("--batch must be in 1..=128"), "{}", stderr(&bad_batch));
     let graph = stdout(&alexnet(&["graph", "--model", "alexnet-torchvision"]));
     assert!(graph.contains("conv %0 {out 64 k11 s4 p2 floor} -> [N,64,55,55]"), "{graph}");
+    let paper = stdout(&alexnet(&["graph", "--model", "alexnet", "--format", "dot"]));
+    assert!(paper.contains("@towers") && paper.contains("[color=red, style=dashed, label=\"86528 B/img to dev0"), "{paper}");
     let dir = tempfile::tempdir().unwrap();
     let out = alexnet(&["shaders", "--model", "alexnet-mini", "--out", p(dir.path())]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -15,6 +15,7 @@
 //!     dispatch_gflop: N,           // most work one dispatch may do (watchdogs), default 32
 //!     fusion: on | epilogue | off, // inference kernels per layer block (default), ReLU/softmax epilogues only, or per op
 //!     #[weights = "features.0"]    // optional: parameter name prefix (default: the layer name)
+//!     #[device = 0]                // optional, with `devices: 2`: the whole layer on one device
 //!     layer: op -> op -> ...,
 //! }
 //! ```
@@ -70,6 +71,8 @@ pub struct LayerDef {
     pub name: Ident,
     /// Parameter name prefix from `#[weights = "..."]`.
     pub weights: Option<String>,
+    /// `#[device = N]`: the whole layer on device `N` instead of split into towers.
+    pub device: Option<u32>,
     pub ops: Vec<OpDef>,
 }
 
@@ -127,6 +130,7 @@ struct RawNet {
 struct RawLayer {
     name: Ident,
     weights: Option<LitStr>,
+    device: Option<LitInt>,
     ops: Vec<RawOp>,
 }
 
@@ -275,7 +279,7 @@ impl RawNet {
 
 impl RawLayer {
     fn parse_with(input: ParseStream, attrs: &[syn::Attribute], errors: &mut Vec<Error>) -> syn::Result<Self> {
-        let mut weights = None;
+        let (mut weights, mut device) = (None, None);
         for attr in attrs {
             if attr.path().is_ident("doc") {
                 continue;
@@ -285,7 +289,11 @@ impl RawLayer {
                     syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => weights = Some(s.clone()),
                     other => errors.push(Error::new(other.span(), "expected a string: #[weights = \"features.0\"]")),
                 },
-                _ => errors.push(Error::new(attr.span(), "unknown layer attribute (expected `#[weights = \"prefix\"]`)")),
+                syn::Meta::NameValue(nv) if nv.path.is_ident("device") => match &nv.value {
+                    syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(i), .. }) => device = Some(i.clone()),
+                    other => errors.push(Error::new(other.span(), "expected a device index: #[device = 0]")),
+                },
+                _ => errors.push(Error::new(attr.span(), "unknown layer attribute (expected `#[weights = \"prefix\"]` or `#[device = N]`)")),
             }
         }
         let name: Ident = input.parse()?;
@@ -308,7 +316,7 @@ impl RawLayer {
                 break;
             }
         }
-        Ok(RawLayer { name, weights, ops })
+        Ok(RawLayer { name, weights, device, ops })
     }
 }
 
@@ -396,7 +404,18 @@ impl RawNet {
                     shapes_reliable = false;
                 }
             }
-            layers.push(LayerDef { name: raw.name.clone(), weights: raw.weights.as_ref().map(LitStr::value), ops });
+            let device = raw.device.as_ref().and_then(|lit| match lit.base10_parse::<u32>() {
+                Ok(d) if d < devices => Some(d),
+                _ if devices == 1 => {
+                    errors.push(Error::new(lit.span(), format!("{}: `#[device = {lit}]` needs `devices: 2` (the network runs on one device)", raw.name)));
+                    None
+                }
+                _ => {
+                    errors.push(Error::new(lit.span(), format!("{}: `#[device = {lit}]` is out of range: the network has devices 0 and 1", raw.name)));
+                    None
+                }
+            });
+            layers.push(LayerDef { name: raw.name.clone(), weights: raw.weights.as_ref().map(LitStr::value), device, ops });
         }
         let net = NetDef {
             doc: self.doc,

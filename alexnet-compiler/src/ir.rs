@@ -12,6 +12,8 @@ use petgraph::Direction;
 use proc_macro2::Span;
 use std::fmt::{self, Write};
 
+pub use alexnet_plan::{ExchangeKind, Place};
+
 /// A node of the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub NodeIndex);
@@ -194,8 +196,8 @@ pub struct Node {
     pub param_prefix: String,
     /// Where in the DSL the op was written.
     pub span: Span,
-    /// Device that runs it.
-    pub device: u32,
+    /// Where its output lives (set by `passes::place`).
+    pub place: Place,
     /// Output shape of one image; set by `passes::shapes`.
     pub shape: Option<Vec<u32>>,
 }
@@ -206,6 +208,17 @@ pub struct Graph {
     pub g: StableDiGraph<Node, ()>,
     /// Devices the network is declared for.
     pub devices: u32,
+    /// The forward transfers between devices that `passes::place` found.
+    pub exchanges: Vec<Exchange>,
+}
+
+/// One forward transfer between the two devices: `node` reads what `to` receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    pub node: NodeId,
+    pub to: u32,
+    pub kind: ExchangeKind,
+    pub bytes_per_image: u64,
 }
 
 impl Graph {
@@ -261,18 +274,29 @@ impl Graph {
             let shape = n.shape.as_deref().map(dims).unwrap_or_default();
             let _ = writeln!(
                 s,
-                "  n{} [label=\"{}: {} {}\\n{} @dev{}\"];",
+                "  n{} [label=\"{}: {} {}\\n{} @{}\"];",
                 id.0.index(),
                 n.layer,
                 n.op.mnemonic(),
                 n.op.attrs().replace('"', "'"),
                 shape,
-                n.device
+                n.place.label()
             );
         }
         for id in self.topo() {
             for src in self.inputs(id) {
-                let _ = writeln!(s, "  n{} -> n{};", src.0.index(), id.0.index());
+                // A cross-device edge is red and says what crosses, per image.
+                let crossing: Vec<String> = self
+                    .exchanges
+                    .iter()
+                    .filter(|e| e.node == id && !self.node(src).op.is_training())
+                    .map(|e| format!("{} B/img to dev{}", e.bytes_per_image, e.to))
+                    .collect();
+                if crossing.is_empty() {
+                    let _ = writeln!(s, "  n{} -> n{};", src.0.index(), id.0.index());
+                } else {
+                    let _ = writeln!(s, "  n{} -> n{} [color=red, style=dashed, label=\"{}\"];", src.0.index(), id.0.index(), crossing.join("\\n"));
+                }
             }
         }
         s.push_str("}\n");
@@ -281,7 +305,9 @@ impl Graph {
 }
 
 /// The stable one-line-per-node dump:
-/// `%3 = conv %2 {out 96 k11 s4 p0} -> [N,96,55,55] @dev0 ; conv1`.
+/// `%3 = conv %2 {out 96 k11 s4 p0} -> [N,96,55,55] @dev0 ; conv1`; on two devices a node's
+/// place is `@towers` (half its channels on each) or `@both`, followed by what it receives
+/// from the other device per image: `@towers <gather 86528B->dev0> <gather 86528B->dev1>`.
 impl fmt::Display for Graph {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for id in self.topo() {
@@ -301,7 +327,16 @@ impl fmt::Display for Graph {
                 full.extend(shape.iter().map(u32::to_string));
                 write!(f, " -> [{}]", full.join(","))?;
             }
-            writeln!(f, " @dev{} ; {}", n.device, n.layer)?;
+            write!(f, " @{}", n.place.label())?;
+            for e in self.exchanges.iter().filter(|e| e.node == id) {
+                let kind = match e.kind {
+                    ExchangeKind::Gather => "gather".to_string(),
+                    ExchangeKind::Halo { channels } => format!("halo {channels}ch"),
+                    ExchangeKind::Whole => "whole".to_string(),
+                };
+                write!(f, " <{kind} {}B->dev{}>", e.bytes_per_image, e.to)?;
+            }
+            writeln!(f, " ; {}", n.layer)?;
         }
         Ok(())
     }

@@ -45,7 +45,8 @@ pub fn compile(tokens: TokenStream) -> Result<Compiled, Errors> {
     if !errors.is_empty() {
         return Err(Errors(errors));
     }
-    passes::place::place(&mut graph);
+    let pinned = net.layers.iter().filter_map(|l| Some((l.name.to_string(), l.device?))).collect();
+    passes::place::place(&mut graph, &pinned)?;
     passes::autodiff::differentiate(&mut graph);
     let limits = plan::Limits { max_storage_buffer_binding_size: net.binding_limit, max_dispatch_flops: net.dispatch_flops, ..plan::Limits::WEBGPU_DEFAULT };
     let info = valid::validate(&graph, valid::Target { limits, max_batch: net.max_batch })?;

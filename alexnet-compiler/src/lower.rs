@@ -2,7 +2,8 @@
 //!
 //! It inserts the implicit flatten before the first linear layer and checks what needs only
 //! the layer structure (one parameterised op per layer, so parameter names stay unique).
-//! Shapes are left unset for `passes::shapes`; every node starts on device 0. Its errors
+//! Shapes are left unset for `passes::shapes`; every node starts on device 0 (`passes::place`
+//! splits them). Its errors
 //! do not stop compilation before shape inference, which still has a well-formed graph.
 
 use crate::error::Error;
@@ -18,7 +19,7 @@ pub fn lower(net: &NetDef) -> (Graph, Vec<Error>) {
         layer: "input".into(),
         param_prefix: "input".into(),
         span: net.input_span,
-        device: 0,
+        place: ir::Place::Device(0),
         shape: None,
     });
     let mut flattened = false;
@@ -49,13 +50,13 @@ pub fn lower(net: &NetDef) -> (Graph, Vec<Error>) {
                     layer: name.clone(),
                     param_prefix: prefix.clone(),
                     span: op.span,
-                    device: 0,
+                    place: ir::Place::Device(0),
                     shape: None,
                 });
                 graph.connect(prev, flat);
                 prev = flat;
             }
-            let id = graph.add(Node { op: lowered, layer: name.clone(), param_prefix: prefix.clone(), span: op.span, device: 0, shape: None });
+            let id = graph.add(Node { op: lowered, layer: name.clone(), param_prefix: prefix.clone(), span: op.span, place: ir::Place::Device(0), shape: None });
             graph.connect(prev, id);
             prev = id;
         }
@@ -65,7 +66,7 @@ pub fn lower(net: &NetDef) -> (Graph, Vec<Error>) {
         layer: "output".into(),
         param_prefix: "output".into(),
         span: net.name.span(),
-        device: 0,
+        place: ir::Place::Device(0),
         shape: None,
     });
     graph.connect(prev, out);

@@ -23,8 +23,9 @@ fn random_declarations_never_panic() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2012);
     let (mut ok, mut failed) = (0, 0);
     for case in 0..400 {
+        let devices = if rng.random_range(0..3) == 0 { 2 } else { 1 };
         let mut src = format!(
-            "pub Net{case} {{ input: [{}, {}, {}], max_batch: {},",
+            "pub Net{case} {{ input: [{}, {}, {}], devices: {devices}, max_batch: {},",
             rng.random_range(0..4),
             rng.random_range(1..24),
             rng.random_range(1..24),
@@ -32,7 +33,9 @@ fn random_declarations_never_panic() {
         );
         for layer in 0..rng.random_range(1..5) {
             let ops: Vec<String> = (0..rng.random_range(1..4)).map(|_| random_op(&mut rng)).collect();
-            src.push_str(&format!(" l{layer}: {},", ops.join(" -> ")));
+            // Sometimes a layer is pinned to a device (2 is out of range).
+            let pin = if rng.random_range(0..5) == 0 { format!(" #[device = {}]", rng.random_range(0..3)) } else { String::new() };
+            src.push_str(&format!("{pin} l{layer}: {},", ops.join(" -> ")));
         }
         src.push('}');
         match std::panic::catch_unwind(|| alexnet_compiler::compile_str(&src)) {
@@ -40,6 +43,10 @@ fn random_declarations_never_panic() {
             Ok(Ok(compiled)) => {
                 ok += 1;
                 check_memory_plans(&compiled.plan, &src);
+                // Towers split every parameter between the devices; nothing is held twice.
+                let plan = &compiled.plan;
+                assert_eq!(plan.params_on(0) + plan.params_on(1), plan.param_count(), "{src}");
+                assert!(plan.exchanges.iter().all(|e| e.to < plan.devices && e.bytes_per_image > 0), "{src}");
                 for k in compiled.plan.kernels.iter() {
                     alexnet_compiler::codegen::validate_wgsl(&k.name, &k.wgsl).unwrap();
                 }

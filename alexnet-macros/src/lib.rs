@@ -181,8 +181,24 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
     let layers = cow_slice(p.layers.iter().map(|l| {
         let (name, output) = (cow_str(&l.name), u32s(&l.output));
         let (params, macs, bytes) = (l.params, l.macs, l.activation_bytes);
+        let place = place(l.place);
+        let [on0, on1] = l.activation_bytes_on;
         quote! {
-            ::alexnet::__private::LayerStats { name: #name, output: #output, params: #params, macs: #macs, activation_bytes: #bytes }
+            ::alexnet::__private::LayerStats {
+                name: #name, output: #output, params: #params, macs: #macs, activation_bytes: #bytes,
+                place: #place, activation_bytes_on: [#on0, #on1],
+            }
+        }
+    }));
+    let exchanges = cow_slice(p.exchanges.iter().map(|e| {
+        let (reader, to, bytes) = (cow_str(&e.reader), e.to, e.bytes_per_image);
+        let kind = match e.kind {
+            plan::ExchangeKind::Gather => quote! { Gather },
+            plan::ExchangeKind::Halo { channels } => quote! { Halo { channels: #channels } },
+            plan::ExchangeKind::Whole => quote! { Whole },
+        };
+        quote! {
+            ::alexnet::__private::Exchange { reader: #reader, to: #to, kind: ::alexnet::__private::ExchangeKind::#kind, bytes_per_image: #bytes }
         }
     }));
     let plan::Limits {
@@ -220,6 +236,7 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             logits_activation: #logits,
             probs_activation: #probs,
             layers: #layers,
+            exchanges: #exchanges,
             limits: ::alexnet::__private::Limits {
                 max_storage_buffer_binding_size: #l_bind,
                 max_compute_workgroups_per_dimension: #l_wg,
@@ -230,6 +247,14 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             ir: #ir,
             dot: #dot,
         }
+    }
+}
+
+fn place(p: plan::Place) -> TokenStream {
+    match p {
+        plan::Place::Device(d) => quote! { ::alexnet::__private::Place::Device(#d) },
+        plan::Place::Both => quote! { ::alexnet::__private::Place::Both },
+        plan::Place::Towers => quote! { ::alexnet::__private::Place::Towers },
     }
 }
 

@@ -51,6 +51,9 @@ pub struct Plan {
     pub probs_activation: Option<u32>,
     /// Per-layer statistics for `alexnet info`.
     pub layers: Cow<'static, [LayerStats]>,
+    /// What a `devices: 2` plan's towers exchange in the forward pass (empty on one device);
+    /// the backward pass returns the gradient of each in the opposite direction.
+    pub exchanges: Cow<'static, [Exchange]>,
     /// The device limits this plan was compiled against.
     pub limits: Limits,
     /// The IR dump, one line per node.
@@ -853,6 +856,68 @@ pub struct LayerStats {
     pub macs: u64,
     /// Bytes of activations the layer writes per image.
     pub activation_bytes: u64,
+    /// Where its parameters live (its conv or linear op's placement; for a layer without
+    /// parameters, its last op's).
+    pub place: Place,
+    /// Of `activation_bytes`, what each device writes when the towers run on two devices.
+    pub activation_bytes_on: [u64; 2],
+}
+
+/// Where a layer's output and parameters live on a `devices: 2` plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// All of it on one device.
+    Device(u32),
+    /// All of it on every device (the input image, uploaded to each).
+    Both,
+    /// The paper's two towers: device `d` holds output channels (or features)
+    /// `[d·C/2, (d+1)·C/2)` and the weight rows (and bias entries) that compute them.
+    Towers,
+}
+
+impl Place {
+    /// How the IR dump and DOT graph write it: `dev0`, `both`, `towers`.
+    pub fn label(self) -> String {
+        match self {
+            Place::Device(d) => format!("dev{d}"),
+            Place::Both => "both".into(),
+            Place::Towers => "towers".into(),
+        }
+    }
+
+    /// The share of a tensor of `total` elements (or bytes) so placed that `device` holds.
+    pub fn share(self, total: u64, device: u32) -> u64 {
+        match self {
+            Place::Device(d) => if d == device { total } else { 0 },
+            Place::Both => total,
+            Place::Towers => total / 2,
+        }
+    }
+}
+
+/// Why a device receives a tensor from the other in the forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// The other tower's half of an input that the layer reads whole (conv3, the linear
+    /// layers, softmax and the logits).
+    Gather,
+    /// The other tower's `channels` channels nearest the tower boundary, which a cross-channel
+    /// LRN's window reaches across it.
+    Halo { channels: u32 },
+    /// A whole input that lives on the other device (a layer placed with `#[device = N]`).
+    Whole,
+}
+
+/// One forward transfer between the devices of a `devices: 2` plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    /// The op that reads what is received: `conv3.conv`, `fc8.softmax`, `output`.
+    pub reader: Cow<'static, str>,
+    /// The device that receives.
+    pub to: u32,
+    pub kind: ExchangeKind,
+    /// Bytes per image.
+    pub bytes_per_image: u64,
 }
 
 impl Plan {
@@ -911,6 +976,21 @@ impl Plan {
             Tensor::Param { index, part: p } | Tensor::ParamGrad { index, part: p } | Tensor::Momentum { index, part: p } => part(index, p),
             Tensor::Labels | Tensor::Loss => Extent::per_image(4),
         }
+    }
+
+    /// Learnable parameters held by `device` when the plan's towers run on two devices.
+    pub fn params_on(&self, device: u32) -> u64 {
+        self.layers.iter().map(|l| l.place.share(l.params, device)).sum()
+    }
+
+    /// Bytes of activations per image that `device` writes when the towers run on two devices.
+    pub fn activation_bytes_on(&self, device: u32) -> u64 {
+        self.layers.iter().map(|l| l.activation_bytes_on.get(device as usize).copied().unwrap_or(0)).sum()
+    }
+
+    /// Bytes per image that `device` receives from the other in a forward pass.
+    pub fn received_per_image(&self, device: u32) -> u64 {
+        self.exchanges.iter().filter(|e| e.to == device).map(|e| e.bytes_per_image).sum()
     }
 
     /// Looks a parameter up by name.

@@ -32,6 +32,12 @@
 //!   ONNX, PyTorch and Caffe divide alpha by `n`; to port their models write `alpha = theirs / n`.
 //! - A kernel that does not tile its input exactly is an error; `floor` accepts PyTorch's
 //!   rounding, which drops the remainder.
+//! - `devices: 2` splits every conv and linear layer into two towers, half the channels and
+//!   weights on each device (the paper's split): grouped convs with an even number of groups
+//!   read their own tower, other layers gather the other tower's half, LRN borrows the
+//!   boundary channels its window reaches, so the result is the one-device result. A layer
+//!   that cannot be halved is an error unless `#[device = N]` before it puts it on one device.
+//!   The split is planned and reported (`Plan::exchanges`); execution still uses device 0.
 //! - `#[weights = "features.0"]` before a layer names its parameters `features.0.weight` and
 //!   `features.0.bias` (default: `conv1.weight`, `conv1.bias`).
 //! - Parameters are initialised as in the paper: N(0, 0.01²) weights; biases 1 in the 2nd,

@@ -6,7 +6,8 @@ use crate::Plan;
 alexnet! {
     /// ImageNet classifier of Krizhevsky, Sutskever & Hinton (NIPS 2012): 227×227 input,
     /// grouped conv2/conv4/conv5, LRN after conv1 and conv2. Declared for two devices as in
-    /// the paper; until two-device placement lands every layer runs on device 0.
+    /// the paper: the compiler plans its two towers (`PLAN.exchanges`), but until two-device
+    /// execution lands every layer runs on device 0.
     pub AlexNet {
         input: [3, 227, 227],
         devices: 2,

@@ -17,6 +17,55 @@ fn dot_graph_of_mini() {
     insta::assert_snapshot!("dot_alexnet-mini", alexnet::models::AlexNetMini::PLAN.dot);
 }
 
+/// The paper's two towers exchange, per image and each way, the other tower's half of what
+/// conv3, fc6, fc7 and fc8 read whole (121,344 bytes: the paper's figure), the two boundary
+/// channels each LRN's window reaches across the towers, and device 0 gathers the logits'
+/// other half for softmax. Every figure is recomputed here from the plan's shapes.
+#[test]
+fn the_paper_towers_exchange_what_the_shapes_say() {
+    use alexnet::plan::{ExchangeKind, NodeOp, Place};
+    let plan = &alexnet::models::AlexNet::PLAN;
+    let output = |layer: &str| plan.layers.iter().find(|l| l.name == layer).unwrap().output.iter().map(|&d| u64::from(d)).product::<u64>();
+    let half = |layer: &str| 4 * output(layer) / 2;
+    let gathers: Vec<(&str, u32, u64)> = plan
+        .exchanges
+        .iter()
+        .filter(|e| e.kind == ExchangeKind::Gather && e.reader != "fc8.softmax")
+        .map(|e| (&*e.reader, e.to, e.bytes_per_image))
+        .collect();
+    let mut expect = Vec::new();
+    for (reader, from) in [("conv3.conv", "conv2"), ("fc6.linear", "conv5"), ("fc7.linear", "fc6"), ("fc8.linear", "fc7")] {
+        expect.extend([(reader, 0, half(from)), (reader, 1, half(from))]);
+    }
+    assert_eq!(gathers, expect);
+    let each_way: u64 = gathers.iter().filter(|g| g.1 == 0).map(|g| g.2).sum();
+    assert_eq!(each_way, 121_344, "about 121 KB per image each way, as the paper's topology gives");
+
+    for layer in ["conv1", "conv2"] {
+        let lrn = plan.nodes.iter().find_map(|n| match n.op {
+            NodeOp::Lrn(l) if n.layer == layer => Some(l),
+            _ => None,
+        });
+        let lrn = lrn.unwrap();
+        let halo = u64::from(lrn.size / 2) * u64::from(lrn.h) * u64::from(lrn.w) * 4;
+        let reader = format!("{layer}.lrn");
+        let halos: Vec<_> = plan.exchanges.iter().filter(|e| e.reader == reader).map(|e| (e.to, e.kind, e.bytes_per_image)).collect();
+        assert_eq!(halos, [(0, ExchangeKind::Halo { channels: 2 }, halo), (1, ExchangeKind::Halo { channels: 2 }, halo)]);
+    }
+    let softmax: Vec<_> = plan.exchanges.iter().filter(|e| e.reader == "fc8.softmax").map(|e| (e.to, e.bytes_per_image)).collect();
+    assert_eq!(softmax, [(0, 4 * u64::from(plan.classes()) / 2)]);
+    assert_eq!(plan.received_per_image(0), each_way + 24_200 + 5_832 + 2_000);
+    assert_eq!(plan.received_per_image(1), each_way + 24_200 + 5_832);
+
+    // Every layer is split; each device holds half the weights.
+    assert!(plan.layers.iter().all(|l| l.place == Place::Towers));
+    assert_eq!((plan.params_on(0), plan.params_on(1)), (60_965_224 / 2, 60_965_224 / 2));
+    // The one-device nets exchange nothing.
+    for other in [&alexnet::models::AlexNetMini::PLAN, &alexnet::models::AlexNetTorchvision::PLAN] {
+        assert!(other.exchanges.is_empty() && other.layers.iter().all(|l| l.place == Place::Device(0)));
+    }
+}
+
 #[test]
 fn plan_facts_of_the_paper_net() {
     let plan = &alexnet::models::AlexNet::PLAN;

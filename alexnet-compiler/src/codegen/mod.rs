@@ -161,7 +161,8 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
             .const_u32("ROWS", range.rows.into())
             .line(format!("const ACCUM: bool = {};", index > 0));
     }
-    if kernel.role == Role::Loss {
+    // A net that is only a softmax has its loss named after it: CLASSES is already declared.
+    if kernel.role == Role::Loss && node.op != NodeOp::Softmax {
         w.const_u32("CLASSES", plan.activations[plan.logits_activation as usize].elems_per_image());
     }
     // ReLU fused into a conv or linear kernel's epilogue.

@@ -22,6 +22,8 @@ pub fn differentiate(graph: &mut Graph) {
     }
     let logits_shape = graph.node(at).shape.clone();
     let mut upstream = add(graph, at, "loss", Op::Loss, logits_shape, &[at]);
+    // The loss reads the logits where the network's result is gathered.
+    graph.node_mut(upstream).place = graph.node(output).place;
     loop {
         let node = graph.node(at).clone();
         let Some(&input) = graph.inputs(at).first() else { break };
@@ -67,10 +69,10 @@ pub fn differentiate(graph: &mut Graph) {
     }
 }
 
-/// Adds a node of `layer` on `of`'s device, reading `from`.
+/// Adds a node of `layer` placed as `of`, reading `from`.
 fn add(graph: &mut Graph, of: NodeId, layer: &str, op: Op, shape: Option<Vec<u32>>, from: &[NodeId]) -> NodeId {
     let src = graph.node(of);
-    let node = Node { op, layer: layer.to_string(), param_prefix: src.param_prefix.clone(), span: src.span, device: src.device, shape };
+    let node = Node { op, layer: layer.to_string(), param_prefix: src.param_prefix.clone(), span: src.span, place: src.place, shape };
     let id = graph.add(node);
     for &f in from {
         graph.connect(f, id);

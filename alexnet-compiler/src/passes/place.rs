@@ -1,14 +1,150 @@
-//! Placement: decides which device runs each node.
+//! Placement: decides where every node's output lives, and what the devices exchange.
 //!
-//! With one device everything runs on device 0. Splitting a two-device network's channels
-//! (the paper's two towers) is not implemented yet: such a network is placed whole on device 0,
-//! which computes the same result, and `devices: 2` is kept on the graph for that later pass.
+//! With one device everything is on device 0. With `devices: 2` the network is split as the
+//! paper split it, into two towers: every conv and linear layer computes half its output
+//! channels (features) on each device, with the weight rows (and bias entries) that compute
+//! them, and every op that works channel by channel (ReLU, dropout, max-pool, flatten)
+//! follows its input. What a tower reads that the other one holds is an [`Exchange`]:
+//! - a grouped conv whose groups line up with the towers (an even number of groups) reads
+//!   only its own tower's half of the input (the paper's conv2, conv4, conv5);
+//! - a conv with one group and every linear layer read the whole input, so each tower gathers
+//!   the other's half (conv3, fc6, fc7, fc8: 121,344 bytes per image each way in the paper);
+//! - a cross-channel LRN's window reaches `size / 2` channels across the tower boundary, so each
+//!   tower receives that many boundary channels of the other: the two-device result is the
+//!   one-device result, not the paper's per-GPU normalisation;
+//! - softmax, and logits without one, are gathered on device 0;
+//! - the input image is uploaded to both devices (`Place::Both`), so conv1 exchanges nothing.
+//!
+//! A layer that cannot be halved (an odd channel count, groups that straddle the towers) is a
+//! spanned error, unless the declaration puts it whole on one device with `#[device = N]`;
+//! then it gathers what it reads on that device. The backward pass returns the gradient of
+//! every exchanged tensor the opposite way, so its traffic mirrors the forward's.
+//!
+//! Execution on two devices is not lowered yet: the schedule still runs every node on
+//! device 0, which computes the same result. What this pass decides is reported by the IR
+//! dump, the DOT graph and `alexnet info`.
 
-use crate::ir::Graph;
+use crate::error::{Error, Errors};
+use crate::ir::{Exchange, ExchangeKind, Graph, NodeId, Op, Place};
+use std::collections::BTreeMap;
 
-/// Assigns a device to every node.
-pub fn place(graph: &mut Graph) {
+/// What an op needs of its input, wherever the input lives.
+enum Needs {
+    /// Each device only the channels it computes (channel-wise ops, aligned grouped convs).
+    OwnChannels,
+    /// Every channel on every device that computes part of it.
+    Whole,
+    /// Its own channels and `channels` more on each side of the tower boundary.
+    Halo { channels: u32 },
+}
+
+/// Places every forward node of a shaped graph; `pinned` maps layer names to the device
+/// `#[device = N]` puts them on. Records the exchanges on the graph.
+pub fn place(graph: &mut Graph, pinned: &BTreeMap<String, u32>) -> Result<(), Errors> {
+    graph.exchanges.clear();
+    if graph.devices < 2 {
+        for id in graph.topo() {
+            graph.node_mut(id).place = Place::Device(0);
+        }
+        return Ok(());
+    }
+    let mut errors = Vec::new();
     for id in graph.topo() {
-        graph.node_mut(id).device = 0;
+        let node = graph.node(id).clone();
+        let input = graph.inputs(id).first().copied();
+        let in_place = input.map_or(Place::Both, |i| graph.node(i).place);
+        let in_shape = input.and_then(|i| graph.node(i).shape.clone()).unwrap_or_default();
+        let pin = pinned.get(&node.layer).copied();
+        let halves = |count: u32, what: &str, errors: &mut Vec<Error>| {
+            if !count.is_multiple_of(2) {
+                errors.push(Error::new(
+                    node.span,
+                    format!(
+                        "{}: {count} {what} cannot be split into two towers (with `devices: 2` each device computes half of every layer): declare an even number, or put the layer on one device with `#[device = 0]`",
+                        node.layer
+                    ),
+                ));
+            }
+            Place::Towers
+        };
+        let (natural, needs) = match node.op {
+            Op::Input { .. } => (Place::Both, Needs::OwnChannels),
+            Op::Conv(c) => {
+                let place = match pin {
+                    Some(d) => Place::Device(d),
+                    None => halves(c.out_channels, "output channels", &mut errors),
+                };
+                let needs = if c.groups == 1 || place != Place::Towers {
+                    Needs::Whole
+                } else if c.groups.is_multiple_of(2) {
+                    Needs::OwnChannels
+                } else {
+                    errors.push(Error::new(
+                        node.span,
+                        format!(
+                            "{}: its {} groups straddle the two towers (with `devices: 2` each device computes half the output channels): a grouped conv needs an even number of groups, or put the layer on one device with `#[device = 0]`",
+                            node.layer, c.groups
+                        ),
+                    ));
+                    Needs::Whole
+                };
+                (place, needs)
+            }
+            Op::Linear(l) => (pin.map_or_else(|| halves(l.out_features, "output features", &mut errors), Place::Device), Needs::Whole),
+            Op::Relu | Op::Dropout(_) | Op::MaxPool(_) | Op::Flatten => (in_place, Needs::OwnChannels),
+            Op::Lrn(l) => {
+                let channels = in_shape.first().copied().unwrap_or(0);
+                (in_place, Needs::Halo { channels: (l.size / 2).min(channels / 2) })
+            }
+            // Probabilities and logits are wanted whole, on one device.
+            Op::Softmax | Op::Output => (if in_place == Place::Towers { Place::Device(0) } else { in_place }, Needs::Whole),
+            Op::Loss | Op::Grad { .. } | Op::Sgd { .. } => continue,
+        };
+        let place = match (pin, node.op) {
+            (Some(d), op) if !matches!(op, Op::Input { .. } | Op::Output) => Place::Device(d),
+            _ => natural,
+        };
+        graph.node_mut(id).place = place;
+        let bytes = 4 * in_shape.iter().map(|&d| u64::from(d)).product::<u64>();
+        let per_channel = bytes / u64::from(in_shape.first().copied().unwrap_or(1).max(1));
+        for (to, kind, bytes) in receives(place, in_place, &needs, bytes, per_channel) {
+            graph.exchanges.push(Exchange { node: id, to, kind, bytes_per_image: bytes });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Errors(errors))
+    }
+}
+
+/// What each device receives so that an op placed at `place` can read an input of `bytes`
+/// (per image) placed at `input`.
+fn receives(place: Place, input: Place, needs: &Needs, bytes: u64, per_channel: u64) -> Vec<(u32, ExchangeKind, u64)> {
+    match (place, input) {
+        // Whatever it needs is where it runs.
+        (_, Place::Both) | (Place::Both, _) => Vec::new(),
+        (Place::Device(d), Place::Device(e)) if d == e => Vec::new(),
+        (Place::Device(d), Place::Device(_)) => vec![(d, ExchangeKind::Whole, bytes)],
+        (Place::Device(d), Place::Towers) => vec![(d, ExchangeKind::Gather, bytes / 2)],
+        // Each tower lacks the half of the input that the other device holds.
+        (Place::Towers, Place::Device(e)) => match needs {
+            Needs::Whole => vec![(1 - e, ExchangeKind::Whole, bytes)],
+            Needs::OwnChannels | Needs::Halo { .. } => vec![(1 - e, ExchangeKind::Gather, bytes / 2)],
+        },
+        (Place::Towers, Place::Towers) => match *needs {
+            Needs::OwnChannels | Needs::Halo { channels: 0 } => Vec::new(),
+            Needs::Whole => (0..2).map(|to| (to, ExchangeKind::Gather, bytes / 2)).collect(),
+            Needs::Halo { channels } => (0..2).map(|to| (to, ExchangeKind::Halo { channels }, u64::from(channels) * per_channel)).collect(),
+        },
+    }
+}
+
+/// The readable name of the node an exchange feeds: `conv3.conv`, `fc8.softmax`, `output`.
+pub fn reader(graph: &Graph, id: NodeId) -> String {
+    let node = graph.node(id);
+    match node.op {
+        Op::Output => "output".into(),
+        op => format!("{}.{}", node.layer, op.mnemonic()),
     }
 }

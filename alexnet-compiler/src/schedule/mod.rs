@@ -25,6 +25,11 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+/// The device every node runs on: the placement `passes::place` decides for `devices: 2` is
+/// reported (IR dump, `Plan::exchanges`, per-layer `place`) but not lowered to per-device
+/// programs yet, and one device computes the same result.
+const EXECUTION_DEVICE: u32 = 0;
+
 /// Standard deviation of the paper's weight initialisation.
 const INIT_STD: f32 = 0.01;
 
@@ -51,9 +56,16 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         let in_act = src.map(|s| act_of[&s]);
         let in_shape: Vec<u32> = src.and_then(|s| graph.node(s).shape.clone()).unwrap_or_default();
         let layer = layer_stats(&mut layers, &node.layer);
+        if node.op.has_params() || layer.params == 0 {
+            layer.place = node.place;
+        }
         let new_activation = |activations: &mut Vec<plan::Activation>, layer: &mut plan::LayerStats, suffix: &str| {
             activations.push(plan::Activation { name: format!("{}.{suffix}", node.layer).into(), shape: shape.clone().into() });
-            layer.activation_bytes += 4 * shape.iter().map(|&d| u64::from(d)).product::<u64>();
+            let bytes = 4 * shape.iter().map(|&d| u64::from(d)).product::<u64>();
+            layer.activation_bytes += bytes;
+            for (device, on) in layer.activation_bytes_on.iter_mut().enumerate() {
+                *on += node.place.share(bytes, device as u32);
+            }
             (activations.len() - 1) as u32
         };
         let op = match node.op {
@@ -89,7 +101,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
                 let op = plan::NodeOp::Dropout(plan::DropoutNode { p: d.p, stream: dropouts, elems });
                 dropouts += 1;
                 node_of.insert(id, nodes.len() as u32);
-                nodes.push(plan::Node { layer: node.layer.clone().into(), op, input: a, output: a, device: node.device });
+                nodes.push(plan::Node { layer: node.layer.clone().into(), op, input: a, output: a, device: EXECUTION_DEVICE });
                 let k = kernel(&nodes, (nodes.len() - 1) as u32, format!("{}_dropout", node.layer), u64::from(elems), plan::Role::Dropout, vec![
                     plan::Binding::Uniform,
                     plan::Binding::Activation { index: a, write: true },
@@ -154,7 +166,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         act_of.insert(id, out);
         let node_index = nodes.len() as u32;
         node_of.insert(id, node_index);
-        nodes.push(plan::Node { layer: node.layer.clone().into(), op, input: in_act.expect("ops have an input"), output: out, device: node.device });
+        nodes.push(plan::Node { layer: node.layer.clone().into(), op, input: in_act.expect("ops have an input"), output: out, device: EXECUTION_DEVICE });
         let covers = [node_index];
         kernels.extend(kernels_for(&nodes, &covers, &params, &format!("{}_fwd", node.layer), shape.iter().map(|&d| u64::from(d)).product()));
     }
@@ -210,6 +222,12 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         logits_activation: logits,
         probs_activation: probs,
         layers: layers.into(),
+        exchanges: graph
+            .exchanges
+            .iter()
+            .map(|e| plan::Exchange { reader: crate::passes::place::reader(graph, e.node).into(), to: e.to, kind: e.kind, bytes_per_image: e.bytes_per_image })
+            .collect::<Vec<_>>()
+            .into(),
         limits: info.target.limits,
         ir: ir.into(),
         dot: graph.to_dot(name).into(),
@@ -442,7 +460,15 @@ fn shape_conv(c: crate::ir::Conv, in_shape: &[u32]) -> Vec<u32> {
 /// The stats entry of `layer`, created on first use so layers keep declaration order.
 fn layer_stats<'a>(layers: &'a mut Vec<plan::LayerStats>, layer: &str) -> &'a mut plan::LayerStats {
     if layers.last().is_none_or(|l| l.name != layer) {
-        layers.push(plan::LayerStats { name: layer.to_string().into(), output: Cow::Borrowed(&[]), params: 0, macs: 0, activation_bytes: 0 });
+        layers.push(plan::LayerStats {
+            name: layer.to_string().into(),
+            output: Cow::Borrowed(&[]),
+            params: 0,
+            macs: 0,
+            activation_bytes: 0,
+            place: plan::Place::Device(0),
+            activation_bytes_on: [0; 2],
+        });
     }
     layers.last_mut().expect("just pushed")
 }
