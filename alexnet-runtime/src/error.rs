@@ -24,6 +24,8 @@ pub enum Error {
     Timeout(Duration),
     #[error("the device `{adapter}` was lost ({reason}); restart the program (with --resume when training)")]
     DeviceLost { adapter: String, reason: String },
+    #[error("cannot move data between devices: {0}")]
+    Transfer(String),
     #[error("waiting for the GPU failed: {0}")]
     Poll(String),
     #[error("{}: {message}", path.display())]

@@ -231,6 +231,46 @@ impl Gpu {
         }
     }
 
+    /// Copies `bytes` of a buffer (COPY_SRC) at `offset` back through a temporary staging buffer.
+    pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
+        let submission = self.queue.submit([encoder.finish()]);
+        self.wait(submission)?;
+        self.map_read(&staging, 0, bytes)
+    }
+
+    /// Maps a MAP_READ buffer range, waits (bounded) for it, copies it out and unmaps.
+    pub fn map_read(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        let slice = buffer.slice(offset..offset + bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        match self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(self.timeout) }) {
+            Ok(_) => self.alive()?,
+            Err(wgpu::PollError::Timeout) => return Err(self.lost_or(Error::Timeout(self.timeout))),
+            Err(e) => return Err(self.lost_or(Error::Poll(e.to_string()))),
+        }
+        match rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Gpu { what: "reading results back".into(), message: e.to_string() }),
+            Err(_) => return Err(Error::Timeout(self.timeout)),
+        }
+        let data = {
+            let view = slice.get_mapped_range().map_err(|e| Error::Gpu { what: "reading results back".into(), message: e.to_string() })?;
+            view.to_vec()
+        };
+        buffer.unmap();
+        Ok(data)
+    }
+
     /// Runs `f` inside an error scope and turns any validation or out-of-memory error into
     /// an [`Error::Gpu`] naming `what`.
     pub fn checked<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {

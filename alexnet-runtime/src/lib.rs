@@ -5,11 +5,13 @@
 //! build time. Code map: `gpu` (adapter choice, device with the plan's limits), `session`
 //! (buffers, pipelines, forward, training steps), `train` (data order, schedules,
 //! checkpoints), `trainer` (the training loop as a library type), `weights` (initialisation, safetensors), `reference` (CPU), `selftest` (every kernel alone against it),
+//! `exchange` (moving tensors between two devices through mapped staging),
 //! `data` (image decoding and the paper's preprocessing), `idx` (MNIST-style datasets).
 
 pub mod data;
 pub mod folder;
 pub mod error;
+pub mod exchange;
 pub mod gpu;
 pub mod idx;
 pub mod npy;

@@ -553,44 +553,14 @@ fn slot<'b>(program: &Program, buffers: &'b [wgpu::Buffer], tensor: Tensor, capa
     Some((&buffers[p.buffer as usize], p.offset.at(batch), p.size.at(batch)))
 }
 
-/// Copies `bytes` of a storage buffer at `offset` back through a temporary staging buffer.
+/// Copies `bytes` of a storage buffer at `offset` back as `f32`.
 fn read_range(gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<f32>> {
-    let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("readback"),
-        size: bytes.max(4),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = gpu.device.create_command_encoder(&Default::default());
-    encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
-    let submission = gpu.queue.submit([encoder.finish()]);
-    gpu.wait(submission)?;
-    read_buffer(gpu, &staging, 0, bytes)
+    Ok(bytemuck::pod_collect_to_vec(&gpu.read_bytes(buffer, offset, bytes)?))
 }
 
-/// Maps a MAP_READ buffer range, waits (bounded) and copies it out as `f32`.
+/// Maps a MAP_READ buffer range and copies it out as `f32`.
 fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<f32>> {
-    let slice = buffer.slice(offset..offset + bytes);
-    let (tx, rx) = std::sync::mpsc::channel();
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    match gpu.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(gpu.timeout) }) {
-        Ok(_) => gpu.alive()?,
-        Err(wgpu::PollError::Timeout) => return Err(gpu.lost_or(Error::Timeout(gpu.timeout))),
-        Err(e) => return Err(gpu.lost_or(Error::Poll(e.to_string()))),
-    }
-    match rx.try_recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Error::Gpu { what: "reading results back".into(), message: e.to_string() }),
-        Err(_) => return Err(Error::Timeout(gpu.timeout)),
-    }
-    let data = {
-        let view = slice.get_mapped_range().map_err(|e| Error::Gpu { what: "reading results back".into(), message: e.to_string() })?;
-        bytemuck::cast_slice::<u8, f32>(&view).to_vec()
-    };
-    buffer.unmap();
-    Ok(data)
+    Ok(bytemuck::pod_collect_to_vec(&gpu.map_read(buffer, offset, bytes)?))
 }
 
 /// Per-kernel times of one batch, from [`Session::profile`].

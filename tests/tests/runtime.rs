@@ -113,3 +113,43 @@ fn batch_and_input_length_are_checked() {
     let first = session.forward(&input[..784], 1).unwrap();
     assert_eq!(all.logits_of(0), first.logits_of(0));
 }
+
+/// One adapter opened twice is two logical devices that share nothing: a link moves strided
+/// regions (as an LRN's boundary channels of each image are) from one to the other through
+/// mapped staging, exactly, and refuses regions it cannot move with an error, not a panic.
+#[test]
+fn two_logical_devices_exchange_regions_through_staging() {
+    use alexnet::runtime::exchange::{Link, Region};
+    use wgpu::util::DeviceExt;
+    let plan = &AlexNetMini::PLAN;
+    let (a, b) = (gpu(plan), gpu(plan));
+    let values: Vec<f32> = (0..1024).map(|i| i as f32 * 0.5 - 7.0).collect();
+    let src = a.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("sender"),
+        contents: bytemuck::cast_slice(&values),
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    });
+    let dst = b.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("receiver"),
+        contents: bytemuck::cast_slice(&vec![0f32; 1024]),
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+    });
+    // Two "images" of 512 floats: each sends its floats 100..164 to the same place on `b`.
+    let regions: Vec<Region> = (0..2u64).map(|img| Region { src_offset: (img * 512 + 100) * 4, dst_offset: (img * 512 + 100) * 4, bytes: 64 * 4 }).collect();
+    let link = Link::new(&a, 4096).unwrap();
+    assert_eq!(link.transfer(&a, &src, &b, &dst, &regions).unwrap(), 512);
+    let got: Vec<f32> = bytemuck::pod_collect_to_vec(&b.read_bytes(&dst, 0, 4096).unwrap());
+    for (i, (&g, &v)) in got.iter().zip(&values).enumerate() {
+        let moved = (100..164).contains(&(i % 512));
+        assert_eq!(g, if moved { v } else { 0.0 }, "float {i}");
+    }
+    // A second transfer reuses the staging buffer.
+    let back = [Region { src_offset: 0, dst_offset: 0, bytes: 16 }];
+    assert_eq!(link.transfer(&a, &src, &b, &dst, &back).unwrap(), 16);
+    assert_eq!(bytemuck::pod_collect_to_vec::<u8, f32>(&b.read_bytes(&dst, 0, 16).unwrap()), values[..4]);
+
+    let message = |r: &[Region]| link.transfer(&a, &src, &b, &dst, r).unwrap_err().to_string();
+    assert!(message(&[Region { src_offset: 2, dst_offset: 0, bytes: 4 }]).contains("not 4-byte aligned"));
+    assert!(message(&[Region { src_offset: 4092, dst_offset: 0, bytes: 8 }]).contains("lies outside"));
+    assert!(message(&[Region { src_offset: 0, dst_offset: 0, bytes: 4096 }, Region { src_offset: 0, dst_offset: 0, bytes: 4 }]).contains("exceed the link's 4096-byte staging buffer"));
+}
