@@ -451,7 +451,7 @@ fn towers(plan: &Plan, batch: u64) {
         let mut received = Vec::new();
         for (i, e) in mine.iter().enumerate() {
             let kind = match e.kind {
-                alexnet::plan::ExchangeKind::Gather => "the other half".to_string(),
+                alexnet::plan::ExchangeKind::Gather => "half the input".to_string(),
                 alexnet::plan::ExchangeKind::Halo { channels } => format!("{channels} boundary channels"),
                 alexnet::plan::ExchangeKind::Whole => "the whole input".to_string(),
             };
@@ -466,7 +466,7 @@ fn towers(plan: &Plan, batch: u64) {
         println!("  {:<8} {:<20} {}", l.name, place(l.place), received.join("; "));
     }
     for e in plan.exchanges.iter().filter(|e| e.reader == "output") {
-        println!("  {:<8} {:<20} device {} receives the other half ({:.1} KB/img) of the logits", "output", "device 0", e.to, e.bytes_per_image as f64 / 1e3);
+        println!("  {:<8} {:<20} device {} receives half the logits ({:.1} KB/img)", "output", format!("device {}", e.to), e.to, e.bytes_per_image as f64 / 1e3);
     }
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     for device in 0..2 {

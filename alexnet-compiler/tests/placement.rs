@@ -89,3 +89,18 @@ fn a_pinned_layer_reading_the_other_device_receives_it_whole() {
     // The logits stay on device 1, where the host reads them.
     assert_eq!(ex, vec![exchange("c2.conv", 1, ExchangeKind::Whole, 4 * 5 * 6 * 6)]);
 }
+
+#[test]
+fn an_even_lrn_window_reaches_further_up_than_down() {
+    // The window of channel c is c-(n-1)/2 ..= c+n/2: with n = 4 device 0 needs 2 of device
+    // 1's channels and device 1 only 1 of device 0's; with n = 2 device 1 needs none.
+    for (n, to0, to1) in [(4u32, 2u64, 1u64), (2, 1, 0)] {
+        let (ex, _) = exchanges(&format!("pub Even {{ input: [3, 8, 8], devices: 2, c1: conv(8, k = 3) -> lrn(n = {n}, alpha = 1e-4, beta = 0.75, k = 2) }}"));
+        let mut expect = vec![exchange("c1.lrn", 0, ExchangeKind::Halo { channels: to0 as u32 }, 4 * to0 * 6 * 6)];
+        if to1 > 0 {
+            expect.push(exchange("c1.lrn", 1, ExchangeKind::Halo { channels: to1 as u32 }, 4 * to1 * 6 * 6));
+        }
+        expect.push(exchange("output", 0, ExchangeKind::Gather, 4 * 8 * 6 * 6 / 2));
+        assert_eq!(ex, expect, "n = {n}");
+    }
+}

@@ -898,13 +898,14 @@ impl Place {
 /// Why a device receives a tensor from the other in the forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExchangeKind {
-    /// The other tower's half of an input that the layer reads whole (conv3, the linear
-    /// layers, softmax and the logits).
+    /// Half of the input, held by the other device: the other tower's half of an input read
+    /// whole (conv3, the linear layers, softmax, the logits, a `#[device = N]` layer), or the
+    /// half a tower computes on when its input lives whole on the other device.
     Gather,
     /// The other tower's `channels` channels nearest the tower boundary, which a cross-channel
     /// LRN's window reaches across it.
     Halo { channels: u32 },
-    /// A whole input that lives on the other device (a layer placed with `#[device = N]`).
+    /// The whole input, which lives on the other device (next to a `#[device = N]` layer).
     Whole,
 }
 

@@ -231,44 +231,67 @@ impl Gpu {
         }
     }
 
-    /// Copies `bytes` of a buffer (COPY_SRC) at `offset` back through a temporary staging buffer.
+    /// Copies `bytes` of a buffer (COPY_SRC) at `offset` back through a temporary staging
+    /// buffer. The range must be 4-byte aligned and inside the buffer (else an error).
     pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes.max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
-        let submission = self.queue.submit([encoder.finish()]);
+        check_range(buffer, offset, bytes, wgpu::COPY_BUFFER_ALIGNMENT)?;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.checked("allocating a read-back buffer", || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
+        let submission = self.checked("copying a buffer for read-back", || {
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
+            self.queue.submit([encoder.finish()])
+        })?;
         self.wait(submission)?;
         self.map_read(&staging, 0, bytes)
     }
 
-    /// Maps a MAP_READ buffer range, waits (bounded) for it, copies it out and unmaps.
+    /// Maps a MAP_READ buffer range (offset 8-byte aligned, size 4-byte aligned, inside the
+    /// buffer), waits (bounded) for it, copies it out and unmaps, on failure too, so a reused
+    /// buffer is never left mapped or pending.
     pub fn map_read(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        check_range(buffer, offset, bytes, wgpu::MAP_ALIGNMENT)?;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
         let slice = buffer.slice(offset..offset + bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        match self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(self.timeout) }) {
-            Ok(_) => self.alive()?,
-            Err(wgpu::PollError::Timeout) => return Err(self.lost_or(Error::Timeout(self.timeout))),
-            Err(e) => return Err(self.lost_or(Error::Poll(e.to_string()))),
+        let waited = match self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(self.timeout) }) {
+            Ok(_) => self.alive(),
+            Err(wgpu::PollError::Timeout) => Err(self.lost_or(Error::Timeout(self.timeout))),
+            Err(e) => Err(self.lost_or(Error::Poll(e.to_string()))),
+        };
+        let outcome = rx.try_recv();
+        if let Err(e) = waited {
+            // A map still pending is cancelled; a failed one left the buffer unmapped.
+            if !matches!(outcome, Ok(Err(_))) {
+                buffer.unmap();
+            }
+            return Err(e);
         }
-        match rx.try_recv() {
+        match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Error::Gpu { what: "reading results back".into(), message: e.to_string() }),
-            Err(_) => return Err(Error::Timeout(self.timeout)),
+            Err(_) => {
+                buffer.unmap();
+                return Err(Error::Timeout(self.timeout));
+            }
         }
-        let data = {
-            let view = slice.get_mapped_range().map_err(|e| Error::Gpu { what: "reading results back".into(), message: e.to_string() })?;
-            view.to_vec()
-        };
+        let data = slice.get_mapped_range().map(|view| view.to_vec()).map_err(|e| Error::Gpu { what: "reading results back".into(), message: e.to_string() });
         buffer.unmap();
-        Ok(data)
+        data
     }
 
     /// Runs `f` inside an error scope and turns any validation or out-of-memory error into
@@ -285,4 +308,20 @@ impl Gpu {
             None => Ok(value),
         }
     }
+}
+
+/// An error unless `offset..offset + bytes` lies inside `buffer` with `offset` a multiple of
+/// `offset_align` and `bytes` of 4.
+fn check_range(buffer: &wgpu::Buffer, offset: u64, bytes: u64, offset_align: u64) -> Result<()> {
+    let inside = offset.checked_add(bytes).is_some_and(|end| end <= buffer.size());
+    if !inside || offset % offset_align != 0 || bytes % wgpu::COPY_BUFFER_ALIGNMENT != 0 {
+        return Err(Error::Gpu {
+            what: "reading a buffer back".into(),
+            message: format!(
+                "{bytes} bytes at offset {offset} of a {}-byte buffer (the offset must be a multiple of {offset_align}, the size of 4)",
+                buffer.size()
+            ),
+        });
+    }
+    Ok(())
 }

@@ -133,7 +133,7 @@ impl<'g> Session<'g> {
             });
             let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
-                size: (2 * classes + 1) * u64::from(capacity) * 4,
+                size: 2 * staging_half(classes, capacity) + u64::from(capacity) * 4,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
@@ -250,7 +250,7 @@ impl<'g> Session<'g> {
     fn run_chunk(&mut self, input: &[f32], n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         let gpu = self.gpu;
         let classes = self.plan.classes() as u64;
-        let half = classes * u64::from(self.capacity) * 4;
+        let half = staging_half(classes, self.capacity);
         let bytes = classes * n as u64 * 4;
         let (input_buf, input_at, _) = self.held(Tensor::Activation(self.plan.input_activation))?;
         let (logits_buf, logits_at, _) = self.held(Tensor::Activation(self.plan.logits_activation))?;
@@ -373,7 +373,7 @@ impl<'g> Session<'g> {
                 dropout: u32::from(config.dropout),
             };
             let logit_bytes = u64::from(classes) * n as u64 * 4;
-            let loss_at = 2 * u64::from(classes) * u64::from(self.capacity) * 4;
+            let loss_at = 2 * staging_half(u64::from(classes), self.capacity);
             let (input_buf, input_at, _) = self.held(Tensor::Activation(self.plan.input_activation))?;
             let (labels_buf, labels_at, _) = self.held(Tensor::Labels)?;
             let (logits_buf, logits_at, _) = self.held(Tensor::Activation(self.plan.logits_activation))?;
@@ -551,6 +551,13 @@ fn slot<'b>(program: &Program, buffers: &'b [wgpu::Buffer], tensor: Tensor, capa
     let p = program.placement(tensor)?;
     let batch = u64::from(capacity);
     Some((&buffers[p.buffer as usize], p.offset.at(batch), p.size.at(batch)))
+}
+
+/// Bytes of each of the two logits-sized slots of the read-back staging buffer (logits, then
+/// probabilities or per-image losses), rounded up so that every slot starts where wgpu can map
+/// it (`MAP_ALIGNMENT`; an odd class count at an odd capacity would not).
+fn staging_half(classes: u64, capacity: u32) -> u64 {
+    (classes * u64::from(capacity) * 4).next_multiple_of(wgpu::MAP_ALIGNMENT)
 }
 
 /// Copies `bytes` of a storage buffer at `offset` back as `f32`.

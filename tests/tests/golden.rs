@@ -18,7 +18,7 @@ fn dot_graph_of_mini() {
 }
 
 /// The paper's two towers exchange, per image and each way, the other tower's half of what
-/// conv3, fc6, fc7 and fc8 read whole (121,344 bytes: the paper's figure), the two boundary
+/// conv3, fc6, fc7 and fc8 read whole (121,344 bytes, from the paper's topology), the two boundary
 /// channels each LRN's window reaches across the towers, and device 0 gathers the logits'
 /// other half for softmax. Every figure is recomputed here from the plan's shapes.
 #[test]
@@ -41,21 +41,26 @@ fn the_paper_towers_exchange_what_the_shapes_say() {
     let each_way: u64 = gathers.iter().filter(|g| g.1 == 0).map(|g| g.2).sum();
     assert_eq!(each_way, 121_344, "about 121 KB per image each way, as the paper's topology gives");
 
+    let mut halos_each_way = 0;
     for layer in ["conv1", "conv2"] {
         let lrn = plan.nodes.iter().find_map(|n| match n.op {
             NodeOp::Lrn(l) if n.layer == layer => Some(l),
             _ => None,
         });
         let lrn = lrn.unwrap();
-        let halo = u64::from(lrn.size / 2) * u64::from(lrn.h) * u64::from(lrn.w) * 4;
+        // The window c-2..=c+2 reaches two channels across the boundary either way.
+        let halo = 2 * u64::from(lrn.h) * u64::from(lrn.w) * 4;
+        halos_each_way += halo;
         let reader = format!("{layer}.lrn");
         let halos: Vec<_> = plan.exchanges.iter().filter(|e| e.reader == reader).map(|e| (e.to, e.kind, e.bytes_per_image)).collect();
         assert_eq!(halos, [(0, ExchangeKind::Halo { channels: 2 }, halo), (1, ExchangeKind::Halo { channels: 2 }, halo)]);
     }
     let softmax: Vec<_> = plan.exchanges.iter().filter(|e| e.reader == "fc8.softmax").map(|e| (e.to, e.bytes_per_image)).collect();
-    assert_eq!(softmax, [(0, 4 * u64::from(plan.classes()) / 2)]);
-    assert_eq!(plan.received_per_image(0), each_way + 24_200 + 5_832 + 2_000);
-    assert_eq!(plan.received_per_image(1), each_way + 24_200 + 5_832);
+    let logits_half = 4 * u64::from(plan.classes()) / 2;
+    assert_eq!(softmax, [(0, logits_half)]);
+    assert_eq!(plan.received_per_image(0), each_way + halos_each_way + logits_half);
+    assert_eq!(plan.received_per_image(1), each_way + halos_each_way);
+    assert_eq!((halos_each_way, logits_half), (24_200 + 5_832, 2_000));
 
     // Every layer is split; each device holds half the weights.
     assert!(plan.layers.iter().all(|l| l.place == Place::Towers));

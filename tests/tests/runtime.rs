@@ -153,3 +153,30 @@ fn two_logical_devices_exchange_regions_through_staging() {
     assert!(message(&[Region { src_offset: 4092, dst_offset: 0, bytes: 8 }]).contains("lies outside"));
     assert!(message(&[Region { src_offset: 0, dst_offset: 0, bytes: 4096 }, Region { src_offset: 0, dst_offset: 0, bytes: 4 }]).contains("exceed the link's 4096-byte staging buffer"));
 }
+
+alexnet::alexnet! {
+    /// Three classes: at an odd capacity the logits fill 12·capacity bytes, which is not a
+    /// place wgpu can map from, so the probabilities' read-back slot must be padded.
+    OddClasses {
+        input: [1, 4, 4],
+        fc: linear(3) -> softmax,
+    }
+}
+
+#[test]
+fn an_odd_class_count_at_an_odd_capacity_reads_back() {
+    let plan = &OddClasses::PLAN;
+    let gpu = gpu(plan);
+    let weights = he_weights(plan, 4);
+    let input = random_input(plan, 3, 5);
+    let mut session = Session::new(&gpu, plan, 3).unwrap();
+    session.load_weights(&weights).unwrap();
+    let out = session.forward(&input, 3).unwrap();
+    let reference = alexnet::runtime::reference::forward(plan, &weights, &input, 3);
+    for (got, want) in [(&out.logits, &reference.logits), (&out.probs, &reference.probs)] {
+        assert_eq!(got.len(), 9);
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{got:?} vs the reference {want:?}");
+        }
+    }
+}

@@ -9,8 +9,9 @@
 //!   only its own tower's half of the input (the paper's conv2, conv4, conv5);
 //! - a conv with one group and every linear layer read the whole input, so each tower gathers
 //!   the other's half (conv3, fc6, fc7, fc8: 121,344 bytes per image each way in the paper);
-//! - a cross-channel LRN's window reaches `size / 2` channels across the tower boundary, so each
-//!   tower receives that many boundary channels of the other: the two-device result is the
+//! - a cross-channel LRN's window (channels `c - (size-1)/2 ..= c + size/2`) reaches across
+//!   the tower boundary, so device 0 receives the first `size / 2` channels of device 1's
+//!   half and device 1 the last `(size - 1) / 2` of device 0's: the two-device result is the
 //!   one-device result, not the paper's per-GPU normalisation;
 //! - softmax, and logits without one, are gathered on device 0;
 //! - the input image is uploaded to both devices (`Place::Both`), so conv1 exchanges nothing.
@@ -34,8 +35,9 @@ enum Needs {
     OwnChannels,
     /// Every channel on every device that computes part of it.
     Whole,
-    /// Its own channels and `channels` more on each side of the tower boundary.
-    Halo { channels: u32 },
+    /// Its own channels and, for each receiving device, that many of the other tower's
+    /// channels next to the boundary.
+    Halo { channels: [u32; 2] },
 }
 
 /// Places every forward node of a shaped graph; `pinned` maps layer names to the device
@@ -76,7 +78,8 @@ pub fn place(graph: &mut Graph, pinned: &BTreeMap<String, u32>) -> Result<(), Er
                 };
                 let needs = if c.groups == 1 || place != Place::Towers {
                     Needs::Whole
-                } else if c.groups.is_multiple_of(2) {
+                } else if c.groups.is_multiple_of(2) || !c.out_channels.is_multiple_of(2) {
+                    // (An odd channel count is already the error to fix.)
                     Needs::OwnChannels
                 } else {
                     errors.push(Error::new(
@@ -93,8 +96,8 @@ pub fn place(graph: &mut Graph, pinned: &BTreeMap<String, u32>) -> Result<(), Er
             Op::Linear(l) => (pin.map_or_else(|| halves(l.out_features, "output features", &mut errors), Place::Device), Needs::Whole),
             Op::Relu | Op::Dropout(_) | Op::MaxPool(_) | Op::Flatten => (in_place, Needs::OwnChannels),
             Op::Lrn(l) => {
-                let channels = in_shape.first().copied().unwrap_or(0);
-                (in_place, Needs::Halo { channels: (l.size / 2).min(channels / 2) })
+                let half = in_shape.first().copied().unwrap_or(0) / 2;
+                (in_place, Needs::Halo { channels: [(l.size / 2).min(half), ((l.size - 1) / 2).min(half)] })
             }
             // Probabilities and logits are wanted whole, on one device.
             Op::Softmax | Op::Output => (if in_place == Place::Towers { Place::Device(0) } else { in_place }, Needs::Whole),
@@ -105,7 +108,8 @@ pub fn place(graph: &mut Graph, pinned: &BTreeMap<String, u32>) -> Result<(), Er
             _ => natural,
         };
         graph.node_mut(id).place = place;
-        let bytes = 4 * in_shape.iter().map(|&d| u64::from(d)).product::<u64>();
+        // Saturating: absurd shapes reach `valid`'s limit errors instead of overflowing here.
+        let bytes = in_shape.iter().fold(4u64, |b, &d| b.saturating_mul(u64::from(d)));
         let per_channel = bytes / u64::from(in_shape.first().copied().unwrap_or(1).max(1));
         for (to, kind, bytes) in receives(place, in_place, &needs, bytes, per_channel) {
             graph.exchanges.push(Exchange { node: id, to, kind, bytes_per_image: bytes });
@@ -127,15 +131,21 @@ fn receives(place: Place, input: Place, needs: &Needs, bytes: u64, per_channel: 
         (Place::Device(d), Place::Device(e)) if d == e => Vec::new(),
         (Place::Device(d), Place::Device(_)) => vec![(d, ExchangeKind::Whole, bytes)],
         (Place::Device(d), Place::Towers) => vec![(d, ExchangeKind::Gather, bytes / 2)],
-        // Each tower lacks the half of the input that the other device holds.
+        // The device without the input receives it whole, or the half its tower computes on.
         (Place::Towers, Place::Device(e)) => match needs {
             Needs::Whole => vec![(1 - e, ExchangeKind::Whole, bytes)],
             Needs::OwnChannels | Needs::Halo { .. } => vec![(1 - e, ExchangeKind::Gather, bytes / 2)],
         },
         (Place::Towers, Place::Towers) => match *needs {
-            Needs::OwnChannels | Needs::Halo { channels: 0 } => Vec::new(),
+            Needs::OwnChannels => Vec::new(),
             Needs::Whole => (0..2).map(|to| (to, ExchangeKind::Gather, bytes / 2)).collect(),
-            Needs::Halo { channels } => (0..2).map(|to| (to, ExchangeKind::Halo { channels }, u64::from(channels) * per_channel)).collect(),
+            Needs::Halo { channels } => (0..2u32)
+                .filter(|&to| channels[to as usize] > 0)
+                .map(|to| {
+                    let channels = channels[to as usize];
+                    (to, ExchangeKind::Halo { channels }, u64::from(channels).saturating_mul(per_channel))
+                })
+                .collect(),
         },
     }
 }
