@@ -53,7 +53,7 @@ impl Link {
         let align = wgpu::COPY_BUFFER_ALIGNMENT;
         let mut total = 0u64;
         for (i, r) in regions.iter().enumerate() {
-            if r.src_offset % align != 0 || r.dst_offset % align != 0 || r.bytes % align != 0 {
+            if !r.src_offset.is_multiple_of(align) || !r.dst_offset.is_multiple_of(align) || !r.bytes.is_multiple_of(align) {
                 return Err(Error::Transfer(format!("region {i} ({r:?}) is not {align}-byte aligned")));
             }
             let inside = |offset: u64, size: u64| offset.checked_add(r.bytes).is_some_and(|end| end <= size);

@@ -314,7 +314,7 @@ impl Gpu {
 /// `offset_align` and `bytes` of 4.
 fn check_range(buffer: &wgpu::Buffer, offset: u64, bytes: u64, offset_align: u64) -> Result<()> {
     let inside = offset.checked_add(bytes).is_some_and(|end| end <= buffer.size());
-    if !inside || offset % offset_align != 0 || bytes % wgpu::COPY_BUFFER_ALIGNMENT != 0 {
+    if !inside || !offset.is_multiple_of(offset_align) || !bytes.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT) {
         return Err(Error::Gpu {
             what: "reading a buffer back".into(),
             message: format!(
