@@ -9,7 +9,7 @@
 //! of one wait.
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{range_fault, Gpu};
 
 /// One contiguous byte range to move: `bytes` at `src_offset` of the sender's buffer to
 /// `dst_offset` of the receiver's.
@@ -53,16 +53,9 @@ impl Link {
         let align = wgpu::COPY_BUFFER_ALIGNMENT;
         let mut total = 0u64;
         for (i, r) in regions.iter().enumerate() {
-            if !r.src_offset.is_multiple_of(align) || !r.dst_offset.is_multiple_of(align) || !r.bytes.is_multiple_of(align) {
-                return Err(Error::Transfer(format!("region {i} ({r:?}) is not {align}-byte aligned")));
-            }
-            let inside = |offset: u64, size: u64| offset.checked_add(r.bytes).is_some_and(|end| end <= size);
-            if !inside(r.src_offset, src.size()) || !inside(r.dst_offset, dst.size()) {
-                return Err(Error::Transfer(format!(
-                    "region {i} ({r:?}) lies outside the sender's {}-byte or the receiver's {}-byte buffer",
-                    src.size(),
-                    dst.size()
-                )));
+            let faults = [("sender", r.src_offset, src.size()), ("receiver", r.dst_offset, dst.size())];
+            if let Some((side, fault)) = faults.iter().find_map(|&(side, offset, size)| Some((side, range_fault(offset, r.bytes, size, align)?))) {
+                return Err(Error::Transfer(format!("region {i} ({r:?}) {fault} on the {side}'s side")));
             }
             total += r.bytes;
         }

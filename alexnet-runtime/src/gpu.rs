@@ -310,18 +310,22 @@ impl Gpu {
     }
 }
 
-/// An error unless `offset..offset + bytes` lies inside `buffer` with `offset` a multiple of
-/// `offset_align` and `bytes` of 4.
-fn check_range(buffer: &wgpu::Buffer, offset: u64, bytes: u64, offset_align: u64) -> Result<()> {
-    let inside = offset.checked_add(bytes).is_some_and(|end| end <= buffer.size());
-    if !inside || !offset.is_multiple_of(offset_align) || !bytes.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT) {
-        return Err(Error::Gpu {
-            what: "reading a buffer back".into(),
-            message: format!(
-                "{bytes} bytes at offset {offset} of a {}-byte buffer (the offset must be a multiple of {offset_align}, the size of 4)",
-                buffer.size()
-            ),
-        });
+/// Why `bytes` at `offset` of a `size`-byte buffer cannot be copied or mapped, if they cannot:
+/// the offset must be a multiple of `offset_align`, the length of 4, and the range inside.
+pub(crate) fn range_fault(offset: u64, bytes: u64, size: u64, offset_align: u64) -> Option<String> {
+    if !offset.is_multiple_of(offset_align) || !bytes.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT) {
+        return Some(format!("is not {offset_align}-byte aligned (lengths must be multiples of 4)"));
     }
-    Ok(())
+    if !offset.checked_add(bytes).is_some_and(|end| end <= size) {
+        return Some(format!("lies outside the {size}-byte buffer"));
+    }
+    None
+}
+
+/// An error unless `offset..offset + bytes` of `buffer` can be read back (see [`range_fault`]).
+fn check_range(buffer: &wgpu::Buffer, offset: u64, bytes: u64, offset_align: u64) -> Result<()> {
+    match range_fault(offset, bytes, buffer.size(), offset_align) {
+        None => Ok(()),
+        Some(fault) => Err(Error::Gpu { what: "reading a buffer back".into(), message: format!("{bytes} bytes at offset {offset} {fault}") }),
+    }
 }

@@ -49,7 +49,8 @@ const ROW0: u32 = 0u;
 const ROWS: u32 = 96u;
 const ACCUM: bool = false;
 
-// A: the weights, one row per output channel of the group, K*K*ICG columns; wrow is (ci, ky, kx = 0).
+// A: the weights, one row per output channel of the group, K*K*ICG columns.
+// wrow is (ci, ky, kx = 0).
 fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32 {
     return ((g * OCG + m) * ICG + ci) * K * K + ky * K;
 }
@@ -93,7 +94,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tm = tile % (GROUPS_ * MT);
     let n0 = (tile / (GROUPS_ * MT)) * TN;
     let cols = params.batch * OH * OW;
-    let depth = ICG * K * K;
     if (n0 >= cols) {
         return;
     }

@@ -89,7 +89,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tm = tile % (GROUPS_ * MT);
     let n0 = (tile / (GROUPS_ * MT)) * TN;
     let cols = ICG * K * K;
-    let depth = params.batch * OH * OW;
     if (n0 >= cols) {
         return;
     }

@@ -49,10 +49,7 @@ const ROW0: u32 = 0u;
 const ROWS: u32 = 384u;
 const ACCUM: bool = false;
 
-// A: the weights, one row per output channel of the group, K*K*ICG columns; wrow is (ci, ky, kx = 0).
-fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32 {
-    return ((g * OCG + m) * ICG + ci) * K * K + ky * K;
-}
+// A: the weights, one row per output channel of the group, K*K*ICG columns.
 fn load_a(g: u32, m: u32, k: u32) -> f32 {
     return w[(g * OCG + m) * ICG * K * K + k];
 }

@@ -48,7 +48,7 @@ struct Shape {
 /// so the convolution instances walk their reduction in its natural coordinates with each
 /// column's share computed once: about twice as fast as `load_a`/`load_b` per element,
 /// measured on lavapipe. The workgroup-memory body always uses the loaders.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Walk {
     /// `k = 0..depth`, `UNROLL` steps per iteration, `load_a(g, m, k)` and `load_b(g, k, n)`.
     Flat,
@@ -74,8 +74,12 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
     w.line("");
     let shape = match (node.op, kernel.role) {
         (NodeOp::Conv(c), Role::Forward) => {
-            w.line("// A: the weights, one row per output channel of the group, K*K*ICG columns; wrow is (ci, ky, kx = 0).");
-            w.open("fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32").line("return ((g * OCG + m) * ICG + ci) * K * K + ky * K;").close();
+            w.line("// A: the weights, one row per output channel of the group, K*K*ICG columns.");
+            // Only the registers-only patch walk addresses weight rows.
+            if tile.staging == Staging::Registers {
+                w.line("// wrow is (ci, ky, kx = 0).");
+                w.open("fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32").line("return ((g * OCG + m) * ICG + ci) * K * K + ky * K;").close();
+            }
             w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return w[(g * OCG + m) * ICG * K * K + k];").close();
             patch_loader(w, "x");
             w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
@@ -166,9 +170,12 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
         .line("let tile = wid.y * nwg.x + wid.x;")
         .line("let tm = tile % (GROUPS_ * MT);")
         .line("let n0 = (tile / (GROUPS_ * MT)) * TN;")
-        .line(format!("let cols = {};", shape.cols))
-        .line(format!("let depth = {};", shape.depth))
-        .open("if (n0 >= cols)")
+        .line(format!("let cols = {};", shape.cols));
+    // The walks of the conv kernels count their own loops; only the staged and flat loops read depth.
+    if tile.staging == Staging::Workgroup || shape.walk == Walk::Flat {
+        w.line(format!("let depth = {};", shape.depth));
+    }
+    w.open("if (n0 >= cols)")
         .line("return;")
         .close()
         .line("let g = tm / MT;")
