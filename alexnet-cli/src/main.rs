@@ -500,6 +500,9 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
         plan.inference.dispatches().count(),
         mib(plan.param_count() * 4)
     );
+    for v in plan.inference_variants.iter() {
+        println!("  on {} adapters: fusion {}, {} dispatches per forward pass", v.target.as_str(), v.fusion.as_str(), v.program.dispatches().count());
+    }
     // A session runs at most a micro-batch at a time; larger batches reuse its buffers.
     let pass = batch.min(u64::from(plan.micro_batch));
     if let Some((kernel, flops)) = plan.heaviest_dispatch(pass) {
@@ -535,11 +538,16 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
         towers(plan, batch);
     }
     if kernels {
-        for (name, program) in [("inference", &plan.inference), ("training", &plan.training)] {
+        use alexnet::plan::Target;
+        // Each program's kernels in their form for the adapters that run it.
+        let variants: Vec<(String, &alexnet::plan::Program, Target)> =
+            plan.inference_variants.iter().map(|v| (format!("inference on {} adapters", v.target.as_str()), &v.program, v.target)).collect();
+        let programs = [("inference".to_string(), &plan.inference, Target::Gpu), ("training".to_string(), &plan.training, Target::Gpu)];
+        for (name, program, target) in programs.into_iter().chain(variants) {
             println!("\n{name} kernels at batch {pass} (per pass):");
             println!("{:<26} {:<40} {:<44} {:>9} {:>9} {:>9}", "kernel", "covers", "algorithm", "MFLOP", "MB read", "MB write");
             for k in program.dispatches() {
-                let k = &plan.kernels[k as usize];
+                let k = &plan.kernels[k as usize].for_target(target);
                 let covers: Vec<String> = k.covers.iter().map(|&n| format!("{}.{}", plan.nodes[n as usize].layer, plan.nodes[n as usize].op.name())).collect();
                 println!(
                     "{:<26} {:<40} {:<44} {:>9.1} {:>9.2} {:>9.2}",
@@ -757,7 +765,7 @@ fn bench(plan: &Plan, batch: usize, iters: usize, mode: Mode, kernels: bool, dev
     // A training step does about three forward passes' work (forward, input and weight gradients).
     let (what, passes) = match mode {
         Mode::Training => ("training step".to_string(), 3.0),
-        Mode::Inference => (format!("forward (fusion {})", plan.fusion.as_str()), 1.0),
+        Mode::Inference => (format!("forward (fusion {})", session.plan().fusion.as_str()), 1.0),
         Mode::Inspect => ("forward (one kernel per op, every activation kept)".to_string(), 1.0),
     };
     let gflops = passes * 2.0 * plan.macs() as f64 * batch as f64 / median / 1e9;

@@ -154,15 +154,12 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
         let algo = algo_tokens(&k.algo);
         let cost = cost_tokens(k.cost);
         let variants = cow_slice(k.variants.iter().map(|v| {
-            let target = match v.target {
-                plan::Target::Gpu => quote! { Gpu },
-                plan::Target::Cpu => quote! { Cpu },
-            };
+            let target = target_tokens(v.target);
             let (algo, cost, wgsl, wg, threads, dispatch) =
                 (algo_tokens(&v.algo), cost_tokens(v.cost), cow_str(&v.wgsl), v.workgroup_size, v.threads_per_image, dispatch_tokens(v.dispatch));
             quote! {
                 ::alexnet::__private::Variant {
-                    target: ::alexnet::__private::Target::#target, algo: #algo, cost: #cost, wgsl: #wgsl,
+                    target: #target, algo: #algo, cost: #cost, wgsl: #wgsl,
                     workgroup_size: #wg, threads_per_image: #threads, dispatch: #dispatch,
                 }
             }
@@ -210,12 +207,12 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
     } = p.limits;
     let (input_act, logits) = (p.input_activation, p.logits_activation);
     let probs = opt_u32(p.probs_activation);
-    let fusion = match p.fusion {
-        plan::Fusion::Off => quote! { Off },
-        plan::Fusion::Epilogue => quote! { Epilogue },
-        plan::Fusion::Blocks => quote! { Blocks },
-    };
+    let fusion = fusion_tokens(p.fusion);
     let (inference, training, inspect) = (program(&p.inference), program(&p.training), program(&p.inspect));
+    let inference_variants = cow_slice(p.inference_variants.iter().map(|v| {
+        let (target, fusion, program) = (target_tokens(v.target), fusion_tokens(v.fusion), program(&v.program));
+        quote! { ::alexnet::__private::ProgramVariant { target: #target, fusion: #fusion, program: #program } }
+    }));
     quote! {
         ::alexnet::__private::Plan {
             name: #name,
@@ -228,8 +225,9 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             params: #params,
             nodes: #nodes,
             kernels: #kernels,
-            fusion: ::alexnet::__private::Fusion::#fusion,
+            fusion: #fusion,
             inference: #inference,
+            inference_variants: #inference_variants,
             training: #training,
             inspect: #inspect,
             input_activation: #input_act,
@@ -247,6 +245,21 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             ir: #ir,
             dot: #dot,
         }
+    }
+}
+
+fn target_tokens(t: plan::Target) -> TokenStream {
+    match t {
+        plan::Target::Gpu => quote! { ::alexnet::__private::Target::Gpu },
+        plan::Target::Cpu => quote! { ::alexnet::__private::Target::Cpu },
+    }
+}
+
+fn fusion_tokens(f: plan::Fusion) -> TokenStream {
+    match f {
+        plan::Fusion::Off => quote! { ::alexnet::__private::Fusion::Off },
+        plan::Fusion::Epilogue => quote! { ::alexnet::__private::Fusion::Epilogue },
+        plan::Fusion::Blocks => quote! { ::alexnet::__private::Fusion::Blocks },
     }
 }
 

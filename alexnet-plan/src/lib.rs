@@ -34,10 +34,15 @@ pub struct Plan {
     pub nodes: Cow<'static, [Node]>,
     /// Every GPU kernel of the plan; the programs say which run, in which order.
     pub kernels: Cow<'static, [Kernel]>,
-    /// How much of each layer's chain inference fuses (`fusion:` in the declaration).
+    /// How much of each layer's chain inference fuses: as declared (`fusion:`), or in the
+    /// program [`Plan::for_target`] chose.
     pub fusion: Fusion,
-    /// The forward pass with fused kernels and a memory plan that reuses buffers.
+    /// The forward pass with fused kernels and a memory plan that reuses buffers, as a
+    /// session on a [`Target::Gpu`] adapter runs it.
     pub inference: Program,
+    /// The forward pass for other kinds of adapter where it differs from [`Plan::inference`]
+    /// (other kernels, its own memory plan); [`Plan::for_target`] swaps it in.
+    pub inference_variants: Cow<'static, [ProgramVariant]>,
     /// A training step (forward, loss, backward, update) with its own memory plan.
     pub training: Program,
     /// The forward pass with one kernel per op and every activation in its own buffer, so each
@@ -689,6 +694,15 @@ impl Program {
     }
 }
 
+/// A program compiled for another kind of adapter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgramVariant {
+    pub target: Target,
+    /// The fusion its kernels were grouped with.
+    pub fusion: Fusion,
+    pub program: Program,
+}
+
 /// How much inference fuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fusion {
@@ -933,11 +947,17 @@ impl Plan {
     }
 
     /// This plan with every kernel in its form for `target` (its variant for that target where
-    /// it has one); what a session on an adapter of that kind runs.
+    /// it has one) and the inference program compiled for that target (where there is one);
+    /// what a session on an adapter of that kind runs.
     pub fn for_target(&self, target: Target) -> Plan {
         let mut plan = self.clone();
         let kernels: Vec<Kernel> = self.kernels.iter().map(|k| k.for_target(target)).collect();
         plan.kernels = kernels.into();
+        if let Some(v) = self.inference_variants.iter().find(|v| v.target == target) {
+            plan.inference = v.program.clone();
+            plan.fusion = v.fusion;
+            plan.inference_variants = Cow::Borrowed(&[]);
+        }
         plan
     }
 

@@ -157,6 +157,34 @@ fn paper_net_runs_a_kernel_per_block_in_a_planned_memory() {
 }
 
 #[test]
+fn software_adapters_run_the_paper_blocks_as_gemms_and_their_own_lrn_and_pool() {
+    use alexnet::plan::{Algo, Fusion, Target};
+    let plan = &alexnet::models::AlexNet::PLAN;
+    assert_eq!(plan.inference_variants.len(), 1);
+    let cpu = plan.for_target(Target::Cpu);
+    assert_eq!(cpu.fusion, Fusion::Epilogue);
+    let names: Vec<&str> = cpu.inference.dispatches().map(|k| &*cpu.kernels[k as usize].name).collect();
+    assert_eq!(
+        names,
+        [
+            "conv1_epilogue_fwd", "conv1_lrn_fwd", "conv1_maxpool_fwd", "conv2_epilogue_fwd", "conv2_lrn_fwd", "conv2_maxpool_fwd", "conv3_fused_fwd",
+            "conv4_fused_fwd", "conv5_epilogue_fwd", "conv5_maxpool_fwd", "fc6_fused_fwd_part0", "fc6_fused_fwd_part1", "fc7_fused_fwd", "fc8_fused_fwd",
+        ]
+    );
+    // Every conv runs as the GEMM generator's registers-only instance: no block recomputes halos.
+    for k in cpu.inference.dispatches().map(|k| &cpu.kernels[k as usize]) {
+        assert!(!matches!(k.algo, Algo::ConvBlock { .. }), "{} is a conv block on cpu adapters", k.name);
+    }
+    // Training shares the conv + ReLU kernels, and GPUs keep the declared blocks.
+    let training: Vec<&str> = plan.training.dispatches().map(|k| &*plan.kernels[k as usize].name).collect();
+    assert!(training.contains(&"conv1_epilogue_fwd"), "{training:?}");
+    assert_eq!(plan.for_target(Target::Gpu).inference, plan.inference);
+    // A plan that already fuses only epilogues has nothing to vary.
+    let epilogue = alexnet_compiler::compile_str("E { input: [1, 8, 8], fusion: epilogue, c: conv(4, k = 3) -> relu -> maxpool(k = 2, s = 2), fc: linear(3) }").unwrap().plan;
+    assert!(epilogue.inference_variants.is_empty());
+}
+
+#[test]
 fn torchvision_names_and_count() {
     let plan = &alexnet::models::AlexNetTorchvision::PLAN;
     assert_eq!(plan.param_count(), 61_100_840);

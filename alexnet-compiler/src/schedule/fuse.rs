@@ -6,7 +6,7 @@
 //! Dropout is the identity at inference, so a group covers it without computing anything.
 //! Fusion never crosses a layer, so a group is at most one layer's block.
 
-use alexnet_plan::{Fusion, Node, NodeOp};
+use alexnet_plan::{Fusion, Node, NodeOp, Target};
 
 /// One kernel's worth of forward nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +99,19 @@ fn fuse_layer(nodes: &[Node], start: u32, end: u32, fusion: Fusion) -> Vec<Group
             groups.extend(dropouts.into_iter().map(Group::Identity));
             groups
         }
+    }
+}
+
+/// The fusion of the inference program for `target` adapters, when the declaration asks for
+/// `fusion`. Software adapters (lavapipe, llvmpipe) run a conv block's recomputed halos as
+/// extra arithmetic on the same few cores and gain nothing from the traffic it saves (the
+/// caches hold the intermediate tensors): the paper's conv1/conv2/conv5 blocks took 1.6-2.4×
+/// as long as their conv + ReLU GEMM and separate LRN and pool kernels there. So they get the
+/// epilogue fusion; GPUs keep what was declared.
+pub fn for_target(fusion: Fusion, target: Target) -> Fusion {
+    match (fusion, target) {
+        (Fusion::Blocks, Target::Cpu) => Fusion::Epilogue,
+        (fusion, Target::Gpu | Target::Cpu) => fusion,
     }
 }
 

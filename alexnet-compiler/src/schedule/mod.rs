@@ -187,6 +187,22 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
             inference_steps.extend(resolve(planned, &mut kernels, per_op).into_iter().map(|k| Step::Dispatch(k as u32)));
         }
     }
+    // Software adapters get an inference program of their own where they fuse less (see
+    // `fuse::for_target`); built before training's, which then reuses its kernels.
+    let mut variant_steps: Vec<(plan::Target, plan::Fusion, Vec<Step>)> = Vec::new();
+    for target in plan::Target::ALL {
+        let target_fusion = fuse::for_target(fusion, target);
+        if target_fusion == fusion {
+            continue;
+        }
+        let mut steps = Vec::new();
+        for group in &fuse::fuse(&nodes, target_fusion) {
+            for planned in group_kernels(group, &nodes, &params, "epilogue_fwd") {
+                steps.extend(resolve(planned, &mut kernels, per_op).into_iter().map(|k| Step::Dispatch(k as u32)));
+            }
+        }
+        variant_steps.push((target, target_fusion, steps));
+    }
     let mut training_steps = training_steps(&mut kernels, per_op, &nodes, &params, &groups, fusion);
     let mut inspect_steps: Vec<Step> = (0..per_op as u32).filter(|&k| kernels[k as usize].role == plan::Role::Forward).map(Step::Dispatch).collect();
     for k in &mut kernels {
@@ -199,7 +215,16 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         let covered: Vec<String> = k.covers.iter().map(|n| format!("{} {}", ir_id[n], nodes[*n as usize].op.name())).collect();
         let _ = writeln!(ir, "#   {} = {} ; {}", k.name, covered.join(" + "), k.algo.describe());
     }
-    prune(&mut kernels, &mut [&mut inference_steps, &mut training_steps, &mut inspect_steps]);
+    for (target, target_fusion, steps) in &variant_steps {
+        let _ = writeln!(ir, "# inference kernels on {} adapters (fusion {}):", target.as_str(), target_fusion.as_str());
+        for k in steps.iter().filter_map(|s| if let Step::Dispatch(k) = *s { Some(kernels[k as usize].for_target(*target)) } else { None }) {
+            let covered: Vec<String> = k.covers.iter().map(|n| format!("{} {}", ir_id[n], nodes[*n as usize].op.name())).collect();
+            let _ = writeln!(ir, "#   {} = {} ; {}", k.name, covered.join(" + "), k.algo.describe());
+        }
+    }
+    let mut programs: Vec<&mut Vec<Step>> = vec![&mut inference_steps, &mut training_steps, &mut inspect_steps];
+    programs.extend(variant_steps.iter_mut().map(|(_, _, steps)| steps));
+    prune(&mut kernels, &mut programs);
     let mut plan = plan::Plan {
         name: name.to_string().into(),
         doc: doc.to_string().into(),
@@ -216,6 +241,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         kernels: kernels.into(),
         fusion,
         inference: empty_program(),
+        inference_variants: Cow::Borrowed(&[]),
         training: empty_program(),
         inspect: empty_program(),
         input_activation,
@@ -248,6 +274,11 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
     plan.inference = memory::program(&plan, inference_steps, &inf_in, &inf_out, Reuse::Share);
     plan.training = memory::program(&plan, training_steps, &train_in, &train_out, Reuse::Share);
     plan.inspect = memory::program(&plan, inspect_steps, &inf_in, &inf_out, Reuse::Never);
+    let variants: Vec<plan::ProgramVariant> = variant_steps
+        .into_iter()
+        .map(|(target, fusion, steps)| plan::ProgramVariant { target, fusion, program: memory::program(&plan, steps, &inf_in, &inf_out, Reuse::Share) })
+        .collect();
+    plan.inference_variants = variants.into();
     plan
 }
 

@@ -15,6 +15,11 @@ use alexnet_plan::{Plan, Program, Step, Target, Tensor};
 pub fn verify(plan: &Plan) -> Result<(), String> {
     for (name, program, inputs, outputs) in super::programs_io(plan) {
         verify_program(plan, program, &inputs, &outputs).map_err(|e| format!("program `{name}`: {e}"))?;
+        if name == "inference" {
+            for v in plan.inference_variants.iter() {
+                verify_program(plan, &v.program, &inputs, &outputs).map_err(|e| format!("program `inference` for {} adapters: {e}", v.target.as_str()))?;
+            }
+        }
     }
     Ok(())
 }
