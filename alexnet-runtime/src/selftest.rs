@@ -228,6 +228,9 @@ fn written(kernel: &Kernel) -> impl Iterator<Item = Tensor> + '_ {
 /// Checks every kernel that `plan`'s inference, inspect and training programs dispatch, in its
 /// variant for `gpu`, calling `progress(done, total, name)` before each.
 pub fn run(gpu: &Gpu, plan: &Plan, options: &Options, mut progress: impl FnMut(usize, usize, &str)) -> Result<Vec<Check>> {
+    // The programs this adapter's sessions run (software adapters have an inference program
+    // of their own).
+    let plan = &plan.for_target(gpu.target);
     let batch = options.batch.clamp(1, plan.micro_batch.max(1) as usize);
     let seed = options.seed;
     let weights = he_weights(plan, seed);

@@ -246,10 +246,11 @@ fn selftest_passes(plan: &alexnet::Plan) {
         let checks = selftest::run(&gpu, plan, &selftest::Options::default(), |_, _, _| {}).unwrap();
         let bad: Vec<String> = checks.iter().filter(|c| !c.passed()).map(|c| format!("{} ({:e} in {})", c.name(), c.error, c.worst)).collect();
         assert!(bad.is_empty(), "{} ({} kernels): {}", plan.name, target.as_str(), bad.join(", "));
-        // Every kernel any program dispatches was checked.
-        for program in [&plan.inference, &plan.inspect, &plan.training] {
+        // Every kernel any program of this kind of adapter dispatches was checked.
+        let targeted = plan.for_target(target);
+        for program in [&targeted.inference, &targeted.inspect, &targeted.training] {
             for k in program.dispatches() {
-                let name = &plan.kernels[k as usize].name;
+                let name = &targeted.kernels[k as usize].name;
                 assert!(checks.iter().any(|c| c.kernels.iter().any(|n| n == name)), "{}: `{name}` was not checked", plan.name);
             }
         }
