@@ -2,6 +2,8 @@
 # Benchmarks the paper's AlexNet forward pass with each fusion setting (on, epilogue, off) and
 # an AlexNetMini training step, in one run on the default adapter, with per-kernel times.
 # Usage: bash scripts/fusion_bench.sh [BATCH...]   (default batches: 1 8)
+# On a software adapter `fusion: on` runs the plan's program for such adapters (the epilogue
+# fusion, see README); ALEXNET_VARIANT=gpu times the blocks (in their GPU form) there instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --locked -q -p alexnet-cli

@@ -4,7 +4,7 @@
 mod plot;
 mod train;
 
-use alexnet::runtime::{data, gpu::list_adapters, npy, Mode};
+use alexnet::runtime::{data, gpu::list_adapters, npy, tune::How, Mode};
 use alexnet::{Gpu, GpuOptions, Plan, Session, Weights};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -515,7 +515,8 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
     }
     println!("GPU memory at batch {batch} ({pass} images per pass), from the memory plan:");
     for device in 0..plan.devices {
-        let programs = [("inference", &plan.inference), ("training", &plan.training)];
+        let mut programs = vec![("inference".to_string(), &plan.inference), ("training".to_string(), &plan.training)];
+        programs.extend(plan.inference_variants.iter().map(|v| (format!("inference ({})", v.target.as_str()), &v.program)));
         if programs.iter().all(|(_, p)| p.buffers.iter().all(|b| b.device != device)) {
             println!("  device {device}: nothing placed yet (the towers below are planned; execution runs every layer on device 0)");
             continue;
@@ -525,7 +526,7 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
             let state: u64 = program.placements.iter().filter(on_device).filter(|p| p.tensor.is_state()).map(|p| p.size.at(pass)).sum();
             let unplanned: u64 = program.placements.iter().filter(on_device).filter(|p| !p.tensor.is_state()).map(|p| p.size.at(pass)).sum();
             println!(
-                "  device {device} {name:<9} {:>9.1} MiB in {:>3} buffers: {:>8.1} MiB parameters/gradients/momentum, {:>8.1} MiB activations (without reuse {:.1} MiB)",
+                "  device {device} {name:<15} {:>9.1} MiB in {:>3} buffers: {:>8.1} MiB parameters/gradients/momentum, {:>8.1} MiB activations (without reuse {:.1} MiB)",
                 mib(program.memory(device, pass)),
                 program.buffers.iter().filter(|b| b.device == device).count(),
                 mib(state),
@@ -562,6 +563,20 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Opens the adapter `device` names for `plan` and picks the kernel variants its `mode`
+/// program runs fastest with: measured on first use, then cached per adapter, driver and
+/// plan (`alexnet::runtime::tune`); `--variant` skips the measurement.
+pub(crate) fn open_tuned(device: &DeviceArgs, plan: &Plan, mode: Mode) -> Result<Gpu> {
+    let mut gpu = Gpu::open(&device.options(), plan)?;
+    let tuned = gpu.tune(plan, mode)?;
+    if let How::Measured { seconds, cache } = &tuned.how {
+        let times: Vec<String> = seconds.iter().map(|(t, s)| format!("{} {:.1} ms", t.as_str(), s * 1e3)).collect();
+        let cached = cache.as_ref().map(|c| format!("; cached in {}", c.display())).unwrap_or_default();
+        eprintln!("kernel variants: {} (measured on this adapter, one pass each: {}{cached})", tuned.target.as_str(), times.join(", "));
+    }
+    Ok(gpu)
 }
 
 /// Labels for the model's classes, from `--labels` or the built-in lists.
@@ -610,7 +625,7 @@ fn infer(args: &InferArgs) -> Result<()> {
         }
     };
     let labels = labels(plan, args.labels.as_deref())?;
-    let gpu = Gpu::open(&args.device.options(), plan)?;
+    let gpu = open_tuned(&args.device, plan, Mode::Inference)?;
     eprintln!("running {} on {}", plan.name, gpu.describe());
     let mut session = Session::new(&gpu, plan, batch as u32)?;
     session.load_weights(&weights)?;
@@ -709,7 +724,7 @@ fn bench(plan: &Plan, batch: usize, iters: usize, mode: Mode, kernels: bool, dev
     if batch == 0 || batch > plan.max_batch as usize {
         bail!("--batch must be in 1..={}", plan.max_batch);
     }
-    let gpu = Gpu::open(&device.options(), plan)?;
+    let gpu = open_tuned(device, plan, mode)?;
     let mut session = Session::open(&gpu, plan, batch as u32, mode)?;
     session.load_weights(&Weights::init(plan, 0))?;
     let input = vec![0.5f32; batch * plan.input_elems()];

@@ -6,7 +6,7 @@ use alexnet::runtime::folder::{ImageFolder, Pca};
 use alexnet::runtime::idx::{FashionMnist, FASHION_MNIST_DIR};
 use alexnet::runtime::train::{self, Checkpoint, Dataset, FolderSet, Schedule, Source, TrainOptions, TrainState};
 use alexnet::runtime::trainer::{Epoch, EpochReport, Trainer};
-use alexnet::runtime::StepConfig;
+use alexnet::runtime::{Mode, StepConfig};
 use alexnet::{Gpu, Plan, Session, Weights};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -199,7 +199,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         };
         (weights, None, TrainState::new(&options))
     };
-    let gpu = Gpu::open(&args.device.options(), plan)?;
+    let gpu = crate::open_tuned(&args.device, plan, Mode::Training)?;
     eprintln!(
         "training {} on {} — {} training, {} validation, {} test images; batch {}, lr {}",
         plan.name,
@@ -308,7 +308,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         }
         Box::new(FolderSet::new(folder, plan, None)?)
     };
-    let gpu = Gpu::open(&args.device.options(), plan)?;
+    let gpu = crate::open_tuned(&args.device, plan, Mode::Inference)?;
     let mut session = Session::new(&gpu, plan, args.batch as u32)?;
     session.load_weights(&weights)?;
     let progress = bar(test.len() as u64, "evaluating [{bar:30}] {pos}/{len} ETA {eta}");

@@ -3,8 +3,17 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The binary, with a kernel-variant cache of the test's own: a test's runs reuse its first
+/// measurement, and tests running at once never see each other's.
+fn cmd() -> Command {
+    thread_local!(static CACHE: tempfile::TempDir = tempfile::tempdir().unwrap());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_alexnet"));
+    c.env("ALEXNET_CACHE_DIR", CACHE.with(|d| d.path().to_path_buf()));
+    c
+}
+
 fn alexnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_alexnet")).args(args).output().expect("the binary runs")
+    cmd().args(args).output().expect("the binary runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -56,6 +65,9 @@ fn info_graph_and_shaders() {
     assert!(info.contains("60965224") && info.contains("724.4"), "{info}");
     assert!(info.contains("fusion on: 86 kernels in all, 9 dispatches per forward pass"), "{info}");
     assert!(info.contains("device 0 inference"), "{info}");
+    // Software adapters run the blocks as GEMM + LRN + pool, with a memory plan of their own.
+    assert!(info.contains("on cpu adapters: fusion epilogue, 14 dispatches per forward pass"), "{info}");
+    assert!(info.contains("device 0 inference (cpu)"), "{info}");
     // The paper's planned towers: what each device holds and receives per image.
     assert!(info.contains("conv3    towers (half each)   each device receives half the input (86.5 KB/img) for conv3.conv"), "{info}");
     assert!(info.contains("device 1: 30482612 parameters") && info.contains("receives 151.4 KB/img forward"), "{info}");
@@ -105,7 +117,7 @@ fn init_then_infer_on_npy_and_images() {
     std::fs::write(&x, bytes).unwrap();
     let y = dir.path().join("y.npy");
     // On a headless machine (no XDG_RUNTIME_DIR), opening the GPU prints no Wayland noise.
-    let out = Command::new(env!("CARGO_BIN_EXE_alexnet"))
+    let out = cmd()
         .args(["infer", "--model", "alexnet-mini", "--weights", p(&w), p(&x), "--save-logits", p(&y)])
         .env_remove("XDG_RUNTIME_DIR")
         .output()
@@ -240,4 +252,33 @@ fn bench_times_hand_edited_shaders_and_names_a_broken_one() {
     let out = alexnet(&bench);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("fc8_fused_fwd"), "{}", stderr(&out));
+}
+
+#[test]
+fn kernel_variants_are_measured_once_then_cached() {
+    let cache = tempfile::tempdir().unwrap();
+    let bench = |variant: Option<&str>| {
+        let mut c = cmd();
+        c.env("ALEXNET_CACHE_DIR", cache.path()).args(["bench", "--model", "alexnet-mini", "--batch", "2", "--iters", "1"]);
+        if let Some(v) = variant {
+            c.env("ALEXNET_VARIANT", v);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        out
+    };
+    let first = bench(None);
+    let err = stderr(&first);
+    let chosen = err.split("kernel variants: ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("nothing measured: {err}"));
+    assert!(err.contains("measured on this adapter, one pass each: gpu ") && err.contains(", cpu "), "{err}");
+    assert!(stdout(&first).contains(&format!("{chosen} kernels")), "{}", stdout(&first));
+    let table = std::fs::read_to_string(cache.path().join("variants.tsv")).unwrap();
+    assert!(table.lines().count() == 1 && table.contains("AlexNetMini") && table.contains(&format!("\t{chosen}\t")), "{table}");
+    // The second run reads the choice instead of measuring, and runs it.
+    let second = bench(None);
+    assert!(!stderr(&second).contains("measured"), "{}", stderr(&second));
+    assert!(stdout(&second).contains(&format!("{chosen} kernels")), "{}", stdout(&second));
+    // A forced variant is never measured.
+    let forced = bench(Some("gpu"));
+    assert!(!stderr(&forced).contains("measured") && stdout(&forced).contains("gpu kernels"), "{}", stdout(&forced));
 }

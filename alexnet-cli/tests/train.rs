@@ -4,8 +4,21 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The binary, with a kernel-variant cache of the test's own: a test's runs reuse its first
+/// measurement, and tests running at once never see each other's.
+fn cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_alexnet"));
+    c.env("ALEXNET_CACHE_DIR", cache_dir());
+    c
+}
+
+fn cache_dir() -> std::path::PathBuf {
+    thread_local!(static CACHE: tempfile::TempDir = tempfile::tempdir().unwrap());
+    CACHE.with(|d| d.path().to_path_buf())
+}
+
 fn alexnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_alexnet")).args(args).output().expect("the binary runs")
+    cmd().args(args).output().expect("the binary runs")
 }
 
 fn ok(o: &Output) -> String {
@@ -81,7 +94,7 @@ fn killed_at_random_moments_and_resumed_equals_uninterrupted() {
             resumes += 1;
         }
         // Every atomic write pauses mid-file, so many kills land inside a write.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        let mut child = cmd()
             .args(&args)
             .env("ALEXNET_WRITE_DELAY_MS", "100")
             .stdout(std::process::Stdio::null())
@@ -159,6 +172,7 @@ fn a_failed_checkpoint_write_is_a_clear_error_and_keeps_the_last_checkpoint() {
     let before = std::fs::read(&checkpoint).unwrap();
     // SIGXFSZ ignored, so the write returns an error instead of killing the process.
     let capped = Command::new("bash")
+        .env("ALEXNET_CACHE_DIR", cache_dir())
         .args(["-c", "trap '' XFSZ; ulimit -f 1024; exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_alexnet")])
         .args([&["train", "--out", p(&out), "--resume", "--save-every", "1"][..], &SMALL].concat())
         .output()

@@ -6,7 +6,8 @@
 //! Vulkan (lavapipe) over GL (llvmpipe). The device is opened with exactly the limits a plan
 //! needs, re-checked against what the adapter offers. Kernels run in their variant for the
 //! adapter's kind ([`Target::Cpu`] on software adapters, [`Target::Gpu`] elsewhere) unless
-//! `GpuOptions::variant` or `ALEXNET_VARIANT` (gpu, cpu) says otherwise.
+//! `GpuOptions::variant` or `ALEXNET_VARIANT` (gpu, cpu) says otherwise; [`Gpu::tune`]
+//! replaces that guess by a measurement (see [`crate::tune`]).
 
 use crate::error::{Error, Result};
 use alexnet_plan::{Plan, Target};
@@ -47,18 +48,22 @@ pub struct Gpu {
     pub timeout: Duration,
     /// The kernel variants sessions on this device run.
     pub target: Target,
+    /// Whether `target` was asked for (`GpuOptions::variant`, `ALEXNET_VARIANT`), so that
+    /// [`Gpu::tune`] keeps it.
+    pub forced: bool,
     /// Why the device was lost, once it has been (set by wgpu's device-lost callback).
     lost: Arc<Mutex<Option<String>>>,
 }
 
-/// The variant for an adapter of kind `device_type`, unless `chosen` or `ALEXNET_VARIANT` names one.
-fn target_for(chosen: Option<Target>, device_type: wgpu::DeviceType) -> Result<Target> {
+/// The variant `chosen` or `ALEXNET_VARIANT` names, and whether one did; else the guess for
+/// an adapter of kind `device_type`.
+fn target_for(chosen: Option<Target>, device_type: wgpu::DeviceType) -> Result<(Target, bool)> {
     if let Some(t) = chosen {
-        return Ok(t);
+        return Ok((t, true));
     }
     match std::env::var("ALEXNET_VARIANT").ok().filter(|v| !v.is_empty()) {
-        Some(v) => Target::parse(&v).ok_or(Error::UnknownVariant(v)),
-        None => Ok(if device_type == wgpu::DeviceType::Cpu { Target::Cpu } else { Target::Gpu }),
+        Some(v) => Target::parse(&v).map(|t| (t, true)).ok_or(Error::UnknownVariant(v)),
+        None => Ok((if device_type == wgpu::DeviceType::Cpu { Target::Cpu } else { Target::Gpu }, false)),
     }
 }
 
@@ -156,7 +161,7 @@ impl Gpu {
             None => list.first().cloned().ok_or_else(|| Error::NoAdapter { backends: format!("{backends:?}") })?,
         };
         let info = adapter.get_info();
-        let target = target_for(options.variant, info.device_type)?;
+        let (target, forced) = target_for(options.variant, info.device_type)?;
         let name = format!("{} ({:?})", info.name, info.backend);
         let offered = adapter.limits();
         let binding = largest_binding(plan, plan.micro_batch);
@@ -197,7 +202,7 @@ impl Gpu {
                 *slot = Some(format!("{reason:?}: {message}"));
             }
         });
-        Ok(Gpu { adapter, device, queue, timeout: Duration::from_secs(timeout), target, lost })
+        Ok(Gpu { adapter, device, queue, timeout: Duration::from_secs(timeout), target, forced, lost })
     }
 
     /// Name, backend and kind of the adapter, and the kernel variants it runs.

@@ -20,6 +20,7 @@ pub mod selftest;
 pub mod session;
 pub mod train;
 pub mod trainer;
+pub mod tune;
 pub mod weights;
 
 pub use alexnet_plan::Plan;
