@@ -17,7 +17,7 @@ resume=()
 [ "${ALEXNET_RESUME:-0}" = 1 ] && resume=(--resume)
 start=$(date +%s)
 target/release/alexnet train --model alexnet-mini --init he --val 0 --epochs "$epochs" --lr-steps 4 \
-  --batch 128 --seed 0 --out "$out" "${resume[@]}"
+  --batch 128 --seed 0 --out "$out" ${resume[@]+"${resume[@]}"}
 echo "==> wall time $(( $(date +%s) - start )) s; test accuracy per epoch (metrics.jsonl):"
 python3 - "$out/metrics.jsonl" <<'PY'
 import json, sys

@@ -568,13 +568,19 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
 /// Opens the adapter `device` names for `plan` and picks the kernel variants its `mode`
 /// program runs fastest with: measured on first use, then cached per adapter, driver and
 /// plan (`alexnet::runtime::tune`); `--variant` skips the measurement.
-pub(crate) fn open_tuned(device: &DeviceArgs, plan: &Plan, mode: Mode) -> Result<Gpu> {
+/// `keep` (a resumed run's adapter and variants) wins on that adapter unless `--variant` is given.
+pub(crate) fn open_tuned(device: &DeviceArgs, plan: &Plan, mode: Mode, keep: Option<&(String, alexnet::plan::Target)>) -> Result<Gpu> {
     let mut gpu = Gpu::open(&device.options(), plan)?;
+    if let Some((adapter, target)) = keep.filter(|(adapter, _)| !gpu.forced && *adapter == gpu.adapter_name()) {
+        eprintln!("kernel variants: {} (those the run started with on {adapter})", target.as_str());
+        gpu.target = *target;
+        return Ok(gpu);
+    }
     let tuned = gpu.tune(plan, mode)?;
     if let How::Measured { seconds, cache } = &tuned.how {
         let times: Vec<String> = seconds.iter().map(|(t, s)| format!("{} {:.1} ms", t.as_str(), s * 1e3)).collect();
         let cached = cache.as_ref().map(|c| format!("; cached in {}", c.display())).unwrap_or_default();
-        eprintln!("kernel variants: {} (measured on this adapter, one pass each: {}{cached})", tuned.target.as_str(), times.join(", "));
+        eprintln!("kernel variants: {} (measured on this adapter, best pass of each: {}{cached})", tuned.target.as_str(), times.join(", "));
     }
     Ok(gpu)
 }
@@ -625,7 +631,7 @@ fn infer(args: &InferArgs) -> Result<()> {
         }
     };
     let labels = labels(plan, args.labels.as_deref())?;
-    let gpu = open_tuned(&args.device, plan, Mode::Inference)?;
+    let gpu = open_tuned(&args.device, plan, Mode::Inference, None)?;
     eprintln!("running {} on {}", plan.name, gpu.describe());
     let mut session = Session::new(&gpu, plan, batch as u32)?;
     session.load_weights(&weights)?;
@@ -724,7 +730,7 @@ fn bench(plan: &Plan, batch: usize, iters: usize, mode: Mode, kernels: bool, dev
     if batch == 0 || batch > plan.max_batch as usize {
         bail!("--batch must be in 1..={}", plan.max_batch);
     }
-    let gpu = open_tuned(device, plan, mode)?;
+    let gpu = open_tuned(device, plan, mode, None)?;
     let mut session = Session::open(&gpu, plan, batch as u32, mode)?;
     session.load_weights(&Weights::init(plan, 0))?;
     let input = vec![0.5f32; batch * plan.input_elems()];

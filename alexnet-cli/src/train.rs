@@ -199,7 +199,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         };
         (weights, None, TrainState::new(&options))
     };
-    let gpu = crate::open_tuned(&args.device, plan, Mode::Training)?;
+    let gpu = crate::open_tuned(&args.device, plan, Mode::Training, state.kernels.as_ref())?;
+    let mut state = state;
+    state.kernels = Some((gpu.adapter_name(), gpu.target));
     eprintln!(
         "training {} on {} — {} training, {} validation, {} test images; batch {}, lr {}",
         plan.name,
@@ -308,7 +310,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         }
         Box::new(FolderSet::new(folder, plan, None)?)
     };
-    let gpu = crate::open_tuned(&args.device, plan, Mode::Inference)?;
+    let gpu = crate::open_tuned(&args.device, plan, Mode::Inference, None)?;
     let mut session = Session::new(&gpu, plan, args.batch as u32)?;
     session.load_weights(&weights)?;
     let progress = bar(test.len() as u64, "evaluating [{bar:30}] {pos}/{len} ETA {eta}");

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 /// measurement, and tests running at once never see each other's.
 fn cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_alexnet"));
-    c.env("ALEXNET_CACHE_DIR", cache_dir());
+    c.env("ALEXNET_CACHE_DIR", cache_dir()).env_remove("ALEXNET_VARIANT");
     c
 }
 
@@ -44,8 +44,13 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     let stopped = ok(&alexnet(&[&["train", "--out", p(&b), "--max-steps", "3"][..], &SMALL].concat()));
     assert!(stopped.contains("stopped at step 3"), "{stopped}");
     assert!(b.join("checkpoint.safetensors").exists() && !b.join("weights.safetensors").exists());
+    // The resume keeps the kernel variants the run started with, even with the measurement
+    // cache gone.
+    let chosen = full.split("kernel variants: ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("{full}")).to_string();
+    std::fs::remove_file(cache_dir().join("variants.tsv")).unwrap();
     let resumed = ok(&alexnet(&[&["train", "--out", p(&b), "--resume"][..], &SMALL].concat()));
     assert!(resumed.contains("resuming at epoch 1, step 3"), "{resumed}");
+    assert!(resumed.contains(&format!("kernel variants: {chosen} (those the run started with on ")), "{resumed}");
     let (wa, wb) = (std::fs::read(a.join("weights.safetensors")).unwrap(), std::fs::read(b.join("weights.safetensors")).unwrap());
     assert!(wa == wb, "resumed weights differ from the uninterrupted run's");
     // Every step's loss, once each, the same after a resume as without one.

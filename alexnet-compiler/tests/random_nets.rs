@@ -71,7 +71,8 @@ fn random_declarations_never_panic() {
 fn check_memory_plans(plan: &alexnet_compiler::plan::Plan, src: &str) {
     use alexnet_compiler::plan::{Step, Tensor};
     use std::collections::BTreeMap;
-    for (name, program) in [("inference", &plan.inference), ("training", &plan.training), ("inspect", &plan.inspect)] {
+    let variants = plan.inference_variants.iter().map(|v| ("inference variant", &v.program));
+    for (name, program) in [("inference", &plan.inference), ("training", &plan.training), ("inspect", &plan.inspect)].into_iter().chain(variants) {
         // First and last step touching each tensor; the host's inputs and outputs are live
         // before the first step and after the last.
         let mut life: BTreeMap<Tensor, (usize, usize)> = BTreeMap::new();

@@ -956,8 +956,10 @@ impl Plan {
         if let Some(v) = self.inference_variants.iter().find(|v| v.target == target) {
             plan.inference = v.program.clone();
             plan.fusion = v.fusion;
-            plan.inference_variants = Cow::Borrowed(&[]);
         }
+        // The kernels keep one form now: choosing again (for another target) must not pair
+        // another target's program with them.
+        plan.inference_variants = Cow::Borrowed(&[]);
         plan
     }
 

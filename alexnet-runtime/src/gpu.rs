@@ -205,6 +205,12 @@ impl Gpu {
         Ok(Gpu { adapter, device, queue, timeout: Duration::from_secs(timeout), target, forced, lost })
     }
 
+    /// Name and backend of the adapter (`llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`).
+    pub fn adapter_name(&self) -> String {
+        let info = self.adapter.get_info();
+        format!("{} ({:?})", info.name, info.backend)
+    }
+
     /// Name, backend and kind of the adapter, and the kernel variants it runs.
     pub fn describe(&self) -> String {
         let info = self.adapter.get_info();

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::folder::{base_side, centre_view, load_square, ten_views, tensor, train_view, ImageFolder, Pca};
 use crate::session::{Session, StepConfig};
 use crate::weights::{write_atomic, Weights};
-use alexnet_plan::{mix32, Plan};
+use alexnet_plan::{mix32, Plan, Target};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::HashMap;
@@ -253,6 +253,9 @@ pub struct TrainState {
     /// training loss and accuracy as one run straight through.
     pub epoch_loss_sum: f64,
     pub epoch_correct: u64,
+    /// The adapter and kernel variants the run trains with: a resumed run on the same adapter
+    /// keeps them (the variants round differently), whatever a new measurement would pick.
+    pub kernels: Option<(String, Target)>,
 }
 
 impl TrainState {
@@ -267,11 +270,12 @@ impl TrainState {
             bad_epochs: 0,
             epoch_loss_sum: 0.0,
             epoch_correct: 0,
+            kernels: None,
         }
     }
 
     fn to_metadata(&self, plan: &Plan) -> HashMap<String, String> {
-        HashMap::from([
+        let mut meta = HashMap::from([
             ("model".to_string(), plan.name.to_string()),
             ("epoch".to_string(), self.epoch.to_string()),
             ("batch_in_epoch".to_string(), self.batch_in_epoch.to_string()),
@@ -284,7 +288,12 @@ impl TrainState {
             ("bad_epochs".to_string(), self.bad_epochs.to_string()),
             ("epoch_loss_sum_bits".to_string(), self.epoch_loss_sum.to_bits().to_string()),
             ("epoch_correct".to_string(), self.epoch_correct.to_string()),
-        ])
+        ]);
+        if let Some((adapter, target)) = &self.kernels {
+            meta.insert("adapter".to_string(), adapter.clone());
+            meta.insert("variant".to_string(), target.as_str().to_string());
+        }
+        meta
     }
 
     fn from_metadata(meta: &HashMap<String, String>, path: &Path) -> Result<TrainState> {
@@ -303,6 +312,7 @@ impl TrainState {
             // Checkpoints from before these were kept resume mid-epoch with partial sums.
             epoch_loss_sum: f64::from_bits(get("epoch_loss_sum_bits").unwrap_or(0)),
             epoch_correct: get("epoch_correct").unwrap_or(0),
+            kernels: meta.get("adapter").zip(meta.get("variant").and_then(|v| Target::parse(v))).map(|(a, t)| (a.clone(), t)),
         })
     }
 }

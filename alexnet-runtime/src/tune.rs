@@ -11,7 +11,12 @@
 //!
 //! The cache is one text file, `variants.tsv`, in `ALEXNET_CACHE_DIR`, else
 //! `$XDG_CACHE_HOME/alexnet`, else `$HOME/.cache/alexnet`; it is written atomically. A cache
-//! that cannot be read or written is ignored (with a warning in the log): it only saves time.
+//! that cannot be read is no entry, one that cannot be written is left as it is (with a
+//! warning in the log): it only saves time. Processes that measure at once may each write
+//! their line; one of them is kept, and the others measure again next time.
+//!
+//! The guess by adapter kind stays unless another variant is more than [`SWITCH_MARGIN`]
+//! times faster (best of [`PASSES`] passes each), so noise does not flip a clear default.
 
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -25,6 +30,12 @@ use std::time::Instant;
 /// Images per pass when measuring: enough to fill a few workgroups, few enough that the
 /// paper's net measures in seconds on a software adapter.
 const MEASURE_BATCH: u32 = 2;
+
+/// Timed passes per variant (after a warm-up); the fastest counts.
+const PASSES: usize = 3;
+
+/// How much faster than the adapter kind's guess another variant must be to replace it.
+const SWITCH_MARGIN: f64 = 1.1;
 
 /// What [`Gpu::tune`] decided and how.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,7 +52,7 @@ pub enum How {
     Forced,
     /// Read from the cache file.
     Cached(PathBuf),
-    /// Measured now: seconds of one pass in each variant, and the cache written (if any).
+    /// Measured now: seconds of one pass in each variant that ran, and the cache written (if any).
     Measured { seconds: Vec<(Target, f64)>, cache: Option<PathBuf> },
 }
 
@@ -62,12 +73,33 @@ impl Gpu {
             self.target = target;
             return Ok(Tuned { target, how: How::Cached(p.clone()) });
         }
+        // A variant that fails to run (a driver that rejects one form) is left out; only
+        // when none runs, or the device is lost, is that an error.
+        let guess = self.target;
         let mut seconds = Vec::new();
+        let mut failure = None;
         for target in Target::ALL {
             self.target = target;
-            seconds.push((target, measure(self, plan, mode)?));
+            match measure(self, plan, mode) {
+                Ok(s) => seconds.push((target, s)),
+                Err(e) => {
+                    tracing::warn!(variant = target.as_str(), error = %e, "a kernel variant does not run on this adapter");
+                    self.alive()?;
+                    failure = Some(e);
+                }
+            }
         }
-        let best = seconds.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|&(t, _)| t).expect("two targets");
+        self.target = guess;
+        let time_of = |t: Target| seconds.iter().find(|s| s.0 == t).map(|s| s.1);
+        let fastest = seconds.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|&(t, s)| (t, s));
+        let best = match (fastest, time_of(guess)) {
+            (None, _) => return Err(failure.expect("no variant ran, so one failed")),
+            // The guess stays unless another variant is clearly faster: one pass each is
+            // noisy, and the choice is kept for good.
+            (Some((t, s)), Some(g)) if t != guess && s < g / SWITCH_MARGIN => t,
+            (Some(_), Some(_)) => guess,
+            (Some((t, _)), None) => t,
+        };
         self.target = best;
         let cache = path.filter(|p| match store(p, &key, best, &seconds) {
             Ok(()) => true,
@@ -99,7 +131,11 @@ fn measure(gpu: &Gpu, plan: &Plan, mode: Mode) -> Result<f64> {
         Ok(start.elapsed().as_secs_f64())
     };
     pass(&mut session)?;
-    pass(&mut session)
+    let mut best = f64::INFINITY;
+    for _ in 0..PASSES {
+        best = best.min(pass(&mut session)?);
+    }
+    Ok(best)
 }
 
 /// Adapter, backend, driver, the plan's name and a fingerprint of its kernels, and the mode:
@@ -138,7 +174,12 @@ fn store(path: &std::path::Path, key: &str, target: Target, seconds: &[(Target, 
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io { path: dir.to_path_buf(), source })?;
     }
-    let old = std::fs::read_to_string(path).unwrap_or_default();
+    // A file that exists but cannot be read is left alone rather than replaced by one line.
+    let old = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => return Err(crate::Error::Io { path: path.to_path_buf(), source }),
+    };
     let mut text: String = old.lines().filter(|l| l.split_once('\t').is_some_and(|(k, _)| k != key)).map(|l| format!("{l}\n")).collect();
     let timings: Vec<String> = seconds.iter().map(|(t, s)| format!("{}={:.4}s", t.as_str(), s)).collect();
     text.push_str(&format!("{key}\t{}\t{}\n", target.as_str(), timings.join(" ")));
