@@ -151,6 +151,11 @@ pub fn largest_binding(plan: &Plan, capacity: u32) -> u64 {
     acts.chain(params).max().unwrap_or(4).max(16)
 }
 
+/// `NAME (Backend)`: how errors and checkpoints name an adapter.
+fn adapter_name(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?})", info.name, info.backend)
+}
+
 impl Gpu {
     /// Opens the best (or the chosen) adapter with the limits `plan` needs.
     pub fn open(options: &GpuOptions, plan: &Plan) -> Result<Gpu> {
@@ -162,7 +167,7 @@ impl Gpu {
         };
         let info = adapter.get_info();
         let (target, forced) = target_for(options.variant, info.device_type)?;
-        let name = format!("{} ({:?})", info.name, info.backend);
+        let name = adapter_name(&info);
         let offered = adapter.limits();
         let binding = largest_binding(plan, plan.micro_batch);
         // Storage buffers of the kernel that binds the most (a linear layer fused with its
@@ -207,8 +212,7 @@ impl Gpu {
 
     /// Name and backend of the adapter (`llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`).
     pub fn adapter_name(&self) -> String {
-        let info = self.adapter.get_info();
-        format!("{} ({:?})", info.name, info.backend)
+        adapter_name(&self.adapter.get_info())
     }
 
     /// Name, backend and kind of the adapter, and the kernel variants it runs.

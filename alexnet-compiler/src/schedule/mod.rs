@@ -208,19 +208,18 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
     for k in &mut kernels {
         algo::choose(&nodes, &params, k);
     }
-    // Listed once the algorithms are chosen, so the dump says what runs.
-    for step in &inference_steps {
-        let Step::Dispatch(k) = *step else { continue };
-        let k = &kernels[k as usize];
-        let covered: Vec<String> = k.covers.iter().map(|n| format!("{} {}", ir_id[n], nodes[*n as usize].op.name())).collect();
-        let _ = writeln!(ir, "#   {} = {} ; {}", k.name, covered.join(" + "), k.algo.describe());
-    }
-    for (target, target_fusion, steps) in &variant_steps {
-        let _ = writeln!(ir, "# inference kernels on {} adapters (fusion {}):", target.as_str(), target_fusion.as_str());
-        for k in steps.iter().filter_map(|s| if let Step::Dispatch(k) = *s { Some(kernels[k as usize].for_target(*target)) } else { None }) {
+    // Listed once the algorithms are chosen, so the dump says what runs: each program's
+    // kernels in the form its target runs.
+    let mut list = |ir: &mut String, steps: &[Step], target: plan::Target| {
+        for k in steps.iter().filter_map(|s| if let Step::Dispatch(k) = *s { Some(kernels[k as usize].for_target(target)) } else { None }) {
             let covered: Vec<String> = k.covers.iter().map(|n| format!("{} {}", ir_id[n], nodes[*n as usize].op.name())).collect();
             let _ = writeln!(ir, "#   {} = {} ; {}", k.name, covered.join(" + "), k.algo.describe());
         }
+    };
+    list(&mut ir, &inference_steps, plan::Target::Gpu);
+    for (target, target_fusion, steps) in &variant_steps {
+        let _ = writeln!(ir, "# inference kernels on {} adapters (fusion {}):", target.as_str(), target_fusion.as_str());
+        list(&mut ir, steps, *target);
     }
     let mut programs: Vec<&mut Vec<Step>> = vec![&mut inference_steps, &mut training_steps, &mut inspect_steps];
     programs.extend(variant_steps.iter_mut().map(|(_, _, steps)| steps));
