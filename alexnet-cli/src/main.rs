@@ -5,7 +5,7 @@ mod plot;
 mod train;
 
 use alexnet::runtime::{data, gpu::list_adapters, npy, tune::How, Mode};
-use alexnet::{Gpu, GpuOptions, Plan, Session, Weights};
+use alexnet::{Gpu, GpuOptions, Plan, Session, TowerSession, Weights};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -98,6 +98,8 @@ enum Command {
         shaders: Option<PathBuf>,
         #[command(flatten)]
         device: DeviceArgs,
+        #[command(flatten)]
+        towers: TowerArgs,
     },
     /// Run every kernel of a model alone on the adapter against the CPU reference (f64) and
     /// print a table; exits non-zero naming each kernel that is wrong. Run it when a new driver
@@ -143,6 +145,28 @@ impl DeviceArgs {
     }
 }
 
+#[derive(Args, Clone)]
+struct TowerArgs {
+    /// Run a two-tower (`devices: 2`) model's forward pass on two devices: two adapter
+    /// indices as `alexnet devices` lists them, e.g. `0,1`, or `0,0` for one adapter opened
+    /// twice (default: one device runs both towers).
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    devices: Option<Vec<usize>>,
+}
+
+impl TowerArgs {
+    /// The two devices `--devices` names, each with its kernel variants chosen as on one.
+    fn open(&self, device: &DeviceArgs, plan: &Plan) -> Result<Option<[Gpu; 2]>> {
+        let Some(indices) = &self.devices else { return Ok(None) };
+        let [a, b] = indices[..] else { bail!("--devices takes two adapter indices, e.g. `0,1` (or `0,0` for one adapter opened twice); got {indices:?}") };
+        if plan.towers.is_none() {
+            bail!("--devices: {} has no two-device program (it needs `devices: 2` with every conv and linear layer split into towers); run it on one device", plan.name);
+        }
+        let open = |index: usize| open_tuned(&DeviceArgs { adapter: Some(index), ..device.clone() }, plan, Mode::Inference, None);
+        Ok(Some([open(a)?, open(b)?]))
+    }
+}
+
 #[derive(Args)]
 struct InferArgs {
     #[arg(long, value_parser = model_name)]
@@ -164,6 +188,8 @@ struct InferArgs {
     labels: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    towers: TowerArgs,
 }
 
 #[derive(Args)]
@@ -368,9 +394,15 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Compile { file, emit } => compile(&file, emit),
         Command::Info { model, batch, kernels } => info(plan_of(&model)?, batch, kernels),
-        Command::Bench { model, batch, iters, train, kernels, unfused, shaders, device } => {
+        Command::Bench { model, batch, iters, train, kernels, unfused, shaders, device, towers } => {
             let mode = if train { Mode::Training } else if unfused { Mode::Inspect } else { Mode::Inference };
             let plan = replace_shaders(plan_of(&model)?, shaders.as_deref())?;
+            if towers.devices.is_some() {
+                if mode != Mode::Inference || kernels {
+                    bail!("--devices times the two-device forward pass only: training on two devices, --unfused and --kernels run on one device");
+                }
+                return bench_towers(&plan, batch, iters, &device, &towers);
+            }
             bench(&plan, batch, iters, mode, kernels, &device)
         }
         Command::Selftest { model, batch, seed, shaders, device } => selftest(plan_of(&model)?, batch, seed, shaders.as_deref(), &device),
@@ -445,7 +477,10 @@ fn towers(plan: &Plan, batch: u64) {
         alexnet::plan::Place::Both => "both devices".to_string(),
         alexnet::plan::Place::Towers => "towers (half each)".to_string(),
     };
-    println!("two-device split (planned; execution on two devices is not implemented yet):");
+    match &plan.towers {
+        Some(_) => println!("two-device split (inference runs on two devices with `--devices A,B`; training runs on one):"),
+        None => println!("two-device split (planned; this plan has no two-device program: a layer is pinned to one device):"),
+    }
     for l in plan.layers.iter() {
         let mine: Vec<&alexnet::plan::Exchange> = plan.exchanges.iter().filter(|e| e.reader.split_once('.').map(|(layer, _)| layer) == Some(&*l.name)).collect();
         let mut received = Vec::new();
@@ -517,8 +552,10 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
     for device in 0..plan.devices {
         let mut programs = vec![("inference".to_string(), &plan.inference), ("training".to_string(), &plan.training)];
         programs.extend(plan.inference_variants.iter().map(|v| (format!("inference ({})", v.target.as_str()), &v.program)));
+        // On two devices each runs its tower's program (every activation whole, its own weight parts).
+        programs.extend(plan.towers.iter().map(|t| ("tower inference".to_string(), &t.programs[device as usize])));
         if programs.iter().all(|(_, p)| p.buffers.iter().all(|b| b.device != device)) {
-            println!("  device {device}: nothing placed yet (the towers below are planned; execution runs every layer on device 0)");
+            println!("  device {device}: nothing placed (this plan has no two-device program)");
             continue;
         }
         for (name, program) in programs {
@@ -631,11 +668,21 @@ fn infer(args: &InferArgs) -> Result<()> {
         }
     };
     let labels = labels(plan, args.labels.as_deref())?;
-    let gpu = open_tuned(&args.device, plan, Mode::Inference, None)?;
-    eprintln!("running {} on {}", plan.name, gpu.describe());
-    let mut session = Session::new(&gpu, plan, batch as u32)?;
-    session.load_weights(&weights)?;
-    let out = session.forward(&input, batch)?;
+    let out = match args.towers.open(&args.device, plan)? {
+        Some(gpus) => {
+            eprintln!("running {} on two devices: {} and {}", plan.name, gpus[0].describe(), gpus[1].describe());
+            let mut session = TowerSession::new([&gpus[0], &gpus[1]], plan, batch as u32)?;
+            session.load_weights(&weights)?;
+            session.forward(&input, batch)?
+        }
+        None => {
+            let gpu = open_tuned(&args.device, plan, Mode::Inference, None)?;
+            eprintln!("running {} on {}", plan.name, gpu.describe());
+            let mut session = Session::new(&gpu, plan, batch as u32)?;
+            session.load_weights(&weights)?;
+            session.forward(&input, batch)?
+        }
+    };
     for (i, name) in names.iter().enumerate() {
         println!("{name}:");
         for (class, p) in out.top_k(i, args.top) {
@@ -722,6 +769,44 @@ fn selftest(plan: &Plan, batch: usize, seed: u64, shaders: Option<&Path>, device
         bail!("{} of {} kernel checks failed: {}", failed.len(), checks.len(), failed.join(", "));
     }
     println!("all {} kernel checks passed", checks.len());
+    Ok(())
+}
+
+/// Times the two-device forward pass: the median pass, and how much of it the exchanges took.
+fn bench_towers(plan: &Plan, batch: usize, iters: usize, device: &DeviceArgs, towers: &TowerArgs) -> Result<()> {
+    if batch == 0 || batch > plan.max_batch as usize {
+        bail!("--batch must be in 1..={}", plan.max_batch);
+    }
+    let gpus = towers.open(device, plan)?.expect("--devices was given");
+    let mut session = TowerSession::new([&gpus[0], &gpus[1]], plan, batch as u32)?;
+    session.load_weights(&Weights::init(plan, 0))?;
+    let input = vec![0.5f32; batch * plan.input_elems()];
+    session.forward(&input, batch)?;
+    let bar = indicatif::ProgressBar::new(iters as u64);
+    let mut runs = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let start = std::time::Instant::now();
+        session.forward(&input, batch)?;
+        runs.push((start.elapsed().as_secs_f64(), session.exchange_stats()));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (median, stats) = runs[runs.len() / 2];
+    let memory = session.memory();
+    println!(
+        "{} batch {batch} on two devices ({} | {}): median {:.3} ms per forward ({:.1} images/s), of which {:.3} ms in exchanges moving {:.1} KB 0→1 and {:.1} KB 1→0; GPU memory {:.1} + {:.1} MiB",
+        plan.name,
+        gpus[0].describe(),
+        gpus[1].describe(),
+        median * 1e3,
+        batch as f64 / median,
+        stats.time.as_secs_f64() * 1e3,
+        stats.bytes[0] as f64 / 1e3,
+        stats.bytes[1] as f64 / 1e3,
+        memory[0] as f64 / f64::from(1 << 20),
+        memory[1] as f64 / f64::from(1 << 20)
+    );
     Ok(())
 }
 

@@ -147,6 +147,40 @@ fn init_then_infer_on_npy_and_images() {
     assert_eq!(stdout(&out).matches("shirt.png:").count(), 2);
 }
 
+/// `--devices 0,0` opens the one adapter twice and runs the paper's towers on the two
+/// logical devices: the logits are one device's, bit for bit; what cannot run on two is
+/// refused with a message.
+#[test]
+fn infer_runs_the_paper_towers_on_two_logical_devices_as_on_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.npy");
+    let values: Vec<f32> = (0..3 * 227 * 227).map(|i| ((i * 53) % 211) as f32 - 105.0).collect();
+    let mut bytes = Vec::new();
+    {
+        use npyz::WriterBuilder;
+        let mut wr = npyz::WriteOptions::<f32>::new().default_dtype().shape(&[1, 3, 227, 227]).writer(&mut bytes).begin_nd().unwrap();
+        wr.extend(values.iter().copied()).unwrap();
+        wr.finish().unwrap();
+    }
+    std::fs::write(&x, bytes).unwrap();
+    let (one, two) = (dir.path().join("one.npy"), dir.path().join("two.npy"));
+    let out = alexnet(&["infer", "--model", "alexnet", "--variant", "cpu", p(&x), "--save-logits", p(&one)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = alexnet(&["infer", "--model", "alexnet", "--variant", "cpu", "--devices", "0,0", p(&x), "--save-logits", p(&two)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("on two devices"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap(), "two logical devices give one device's logits");
+    for (args, want) in [
+        (&["infer", "--model", "alexnet", "--devices", "0", p(&x)][..], "--devices takes two adapter indices"),
+        (&["infer", "--model", "alexnet", "--devices", "0,7", p(&x)][..], "adapter index 7 is out of range"),
+        (&["bench", "--model", "alexnet-mini", "--devices", "0,0"][..], "AlexNetMini has no two-device program"),
+        (&["bench", "--model", "alexnet", "--devices", "0,0", "--train"][..], "training on two devices"),
+    ] {
+        let out = alexnet(args);
+        assert!(!out.status.success() && stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+}
+
 #[test]
 fn bad_inputs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@
 //! fits, and a tensor that cannot fit even then is an error. It changes nothing in the graph.
 
 use crate::error::{Errors, Sink};
-use crate::ir::{Graph, NodeId, Op};
+use crate::ir::{Graph, NodeId, Op, Place};
 use crate::schedule::algo::WORKGROUP;
 use alexnet_plan::Limits;
 use std::collections::BTreeMap;
@@ -121,11 +121,17 @@ pub fn validate(graph: &Graph, target: Target) -> Result<GraphInfo, Errors> {
             );
             continue;
         }
-        let rows_per_part = (limit / row_bytes).min(u64::from(rows)) as u32;
-        let count = rows.div_ceil(rows_per_part);
+        // A layer split into towers (`devices: 2`) has each tower's rows in parts of their own,
+        // so every part lives on one device; `place` has checked that the rows halve.
+        let towers = if node.place == Place::Towers && rows.is_multiple_of(2) { 2 } else { 1 };
+        let tower_rows = rows / towers;
+        let rows_per_part = (limit / row_bytes).min(u64::from(tower_rows)) as u32;
+        let count = tower_rows.div_ceil(rows_per_part);
         // Equal parts, so a split weight reads as "two halves" rather than "full and remainder".
-        let even = rows.div_ceil(count);
-        let ranges = (0..count).map(|i| (i * even, even.min(rows - i * even))).collect();
+        let even = tower_rows.div_ceil(count);
+        let ranges = (0..towers)
+            .flat_map(|t| (0..count).map(move |i| (t * tower_rows + i * even, even.min(tower_rows - i * even))))
+            .collect();
         parts.insert(id, ranges);
     }
     if micro_batch == 0 {

@@ -72,13 +72,17 @@ fn check_memory_plans(plan: &alexnet_compiler::plan::Plan, src: &str) {
     use alexnet_compiler::plan::{Step, Tensor};
     use std::collections::BTreeMap;
     let variants = plan.inference_variants.iter().map(|v| ("inference variant", &v.program));
-    for (name, program) in [("inference", &plan.inference), ("training", &plan.training), ("inspect", &plan.inspect)].into_iter().chain(variants) {
+    let towers = plan.towers.iter().flat_map(|t| t.programs.iter()).map(|p| ("tower", p));
+    for (name, program) in [("inference", &plan.inference), ("training", &plan.training), ("inspect", &plan.inspect)].into_iter().chain(variants).chain(towers) {
         // First and last step touching each tensor; the host's inputs and outputs are live
         // before the first step and after the last.
         let mut life: BTreeMap<Tensor, (usize, usize)> = BTreeMap::new();
         for (i, step) in program.steps.iter().enumerate() {
-            let Step::Dispatch(k) = *step else { continue };
-            for t in plan.kernels[k as usize].bindings.iter().filter_map(|b| b.tensor()) {
+            let touched: Vec<Tensor> = match *step {
+                Step::Dispatch(k) => plan.kernels[k as usize].bindings.iter().filter_map(|b| b.tensor()).collect(),
+                Step::Exchange { tensor, .. } => vec![tensor],
+            };
+            for t in touched {
                 let e = life.entry(t).or_insert((i + 1, i + 1));
                 e.1 = i + 1;
             }

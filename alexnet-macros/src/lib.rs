@@ -209,6 +209,7 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
     let probs = opt_u32(p.probs_activation);
     let fusion = fusion_tokens(p.fusion);
     let (inference, training, inspect) = (program(&p.inference), program(&p.training), program(&p.inspect));
+    let towers = towers_tokens(&p.towers);
     let inference_variants = cow_slice(p.inference_variants.iter().map(|v| {
         let (target, fusion, program) = (target_tokens(v.target), fusion_tokens(v.fusion), program(&v.program));
         quote! { ::alexnet::__private::ProgramVariant { target: #target, fusion: #fusion, program: #program } }
@@ -230,6 +231,7 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             inference_variants: #inference_variants,
             training: #training,
             inspect: #inspect,
+            towers: #towers,
             input_activation: #input_act,
             logits_activation: #logits,
             probs_activation: #probs,
@@ -337,9 +339,9 @@ fn tensor(t: plan::Tensor) -> TokenStream {
 fn program(p: &plan::Program) -> TokenStream {
     let steps = cow_slice(p.steps.iter().map(|s| match *s {
         plan::Step::Dispatch(k) => quote! { ::alexnet::__private::Step::Dispatch(#k) },
-        plan::Step::Copy { from, to, bytes } => {
-            let (from, to, bytes) = (tensor(from), tensor(to), extent(bytes));
-            quote! { ::alexnet::__private::Step::Copy { from: #from, to: #to, bytes: #bytes } }
+        plan::Step::Exchange { index, tensor: t } => {
+            let t = tensor(t);
+            quote! { ::alexnet::__private::Step::Exchange { index: #index, tensor: #t } }
         }
     }));
     let buffers = cow_slice(p.buffers.iter().map(|b| {
@@ -351,6 +353,16 @@ fn program(p: &plan::Program) -> TokenStream {
         quote! { ::alexnet::__private::Placement { tensor: #t, buffer: #buffer, offset: #offset, size: #size } }
     }));
     quote! { ::alexnet::__private::Program { steps: #steps, buffers: #buffers, placements: #placements } }
+}
+
+fn towers_tokens(t: &Option<plan::Towers>) -> TokenStream {
+    let Some(t) = t else { return quote! { None } };
+    let programs = cow_slice(t.programs.iter().map(program));
+    let exchanges = cow_slice(t.exchanges.iter().map(|e| {
+        let (t, from, to, offset, bytes) = (tensor(e.tensor), e.from, e.to, e.offset, e.bytes);
+        quote! { ::alexnet::__private::TowerExchange { tensor: #t, from: #from, to: #to, offset: #offset, bytes: #bytes } }
+    }));
+    quote! { Some(::alexnet::__private::Towers { programs: #programs, exchanges: #exchanges }) }
 }
 
 fn node_op(op: &plan::NodeOp) -> TokenStream {

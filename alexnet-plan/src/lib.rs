@@ -48,6 +48,10 @@ pub struct Plan {
     /// The forward pass with one kernel per op and every activation in its own buffer, so each
     /// can be read back after a run (tests, debugging, `alexnet selftest`-style checks).
     pub inspect: Program,
+    /// The forward pass split over two devices, for a `devices: 2` plan whose layers all halve
+    /// into towers (`None` otherwise): the inference program's kernels, each weight part's on
+    /// the device that holds it, with the exchanges of [`Plan::exchanges`] between them.
+    pub towers: Option<Towers>,
     /// Activation that receives the input batch.
     pub input_activation: u32,
     /// Activation holding the logits (the input of a final softmax, or the last output).
@@ -660,9 +664,44 @@ pub struct Placement {
 pub enum Step {
     /// Runs kernel `index` of [`Plan::kernels`].
     Dispatch(u32),
-    /// Copies `bytes` from the start of one tensor to another (how two devices exchange
-    /// tensors; unused on one device).
-    Copy { from: Tensor, to: Tensor, bytes: Extent },
+    /// This device's part in exchange `index` of [`Towers::exchanges`] (two-device programs
+    /// only): it sends or receives a range of `tensor`.
+    Exchange { index: u32, tensor: Tensor },
+}
+
+/// The forward pass of a plan's two towers, one program per device.
+///
+/// Each device keeps every activation whole in its own memory but computes only its tower's
+/// output channels of each conv and linear layer (the weight parts it holds); channel-wise ops
+/// run over the whole tensor on each device where their output is needed, and are correct for
+/// the channels that device computed. The devices meet at the exchanges, in order: every
+/// [`Step::Exchange`] appears in both programs, and each runs its steps up to the next one
+/// before the transfer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Towers {
+    /// Device 0's program, then device 1's; every buffer of program `d` is on device `d`.
+    pub programs: Cow<'static, [Program]>,
+    pub exchanges: Cow<'static, [TowerExchange]>,
+}
+
+/// One transfer between the towers: the same byte range of every image's slice of `tensor`,
+/// from its buffer on `from` to its buffer on `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TowerExchange {
+    pub tensor: Tensor,
+    pub from: u32,
+    pub to: u32,
+    /// Where the range starts in an image's slice, in bytes.
+    pub offset: u64,
+    /// Bytes per image.
+    pub bytes: u64,
+}
+
+impl Towers {
+    /// Bytes per image the exchanges move to `device`.
+    pub fn received_per_image(&self, device: u32) -> u64 {
+        self.exchanges.iter().filter(|e| e.to == device).map(|e| e.bytes).sum()
+    }
 }
 
 /// An ordered list of steps and the memory they run in.
@@ -689,7 +728,7 @@ impl Program {
     pub fn dispatches(&self) -> impl Iterator<Item = u32> + '_ {
         self.steps.iter().filter_map(|s| match *s {
             Step::Dispatch(k) => Some(k),
-            Step::Copy { .. } => None,
+            Step::Exchange { .. } => None,
         })
     }
 }

@@ -46,6 +46,8 @@ pub enum Error {
     Dataset { path: PathBuf, message: String },
     #[error("the session holds no weights yet: load or initialise them first")]
     NoWeights,
+    #[error("`{plan}` has no two-device program: it needs `devices: 2` and every conv and linear layer split into towers (none pinned with `#[device = N]`)")]
+    NoTowers { plan: String },
     #[error("the session was opened for inference; open it with `Session::for_training` to train")]
     NotTraining,
     #[error("label {label} of image {image} is outside the model's {classes} classes")]

@@ -18,6 +18,7 @@ pub mod npy;
 pub mod reference;
 pub mod selftest;
 pub mod session;
+pub mod towers;
 pub mod train;
 pub mod trainer;
 pub mod tune;
@@ -27,6 +28,7 @@ pub use alexnet_plan::Plan;
 pub use error::{Error, Result};
 pub use gpu::{AdapterSummary, Gpu, GpuOptions};
 pub use session::{Mode, Profile, Session, StepConfig, StepOutput};
+pub use towers::{ExchangeStats, TowerSession};
 pub use weights::Weights;
 
 /// Logits and probabilities of a batch, image-major.

@@ -36,6 +36,8 @@ pub struct Session<'g> {
     pipes: Vec<Option<(wgpu::ComputePipeline, wgpu::BindGroup)>>,
     staging: wgpu::Buffer,
     has_weights: bool,
+    /// The tower device whose program of [`Plan::towers`] this session runs, if any.
+    tower: Option<u32>,
 }
 
 /// Hyper-parameters and counters of one optimiser step.
@@ -100,16 +102,32 @@ impl<'g> Session<'g> {
     }
 
     pub(crate) fn program(&self) -> &Program {
-        Self::program_of(&self.plan, self.mode)
+        match (self.tower, &self.plan.towers) {
+            (Some(d), Some(towers)) => &towers.programs[d as usize],
+            _ => Self::program_of(&self.plan, self.mode),
+        }
     }
 
     /// Opens `plan`'s program for `mode`, allocating exactly its buffers at `capacity` images.
     pub fn open(gpu: &'g Gpu, plan: &Plan, capacity: u32, mode: Mode) -> Result<Session<'g>> {
+        Self::open_program(gpu, plan, capacity, mode, None)
+    }
+
+    /// Opens tower `device`'s program of a two-device plan (inference) on `gpu`.
+    pub(crate) fn open_tower(gpu: &'g Gpu, plan: &Plan, capacity: u32, device: u32) -> Result<Session<'g>> {
+        Self::open_program(gpu, plan, capacity, Mode::Inference, Some(device))
+    }
+
+    fn open_program(gpu: &'g Gpu, plan: &Plan, capacity: u32, mode: Mode, tower: Option<u32>) -> Result<Session<'g>> {
         // Every kernel in its variant for this adapter's kind.
         let plan = &plan.for_target(gpu.target);
         let capacity = capacity.clamp(1, plan.micro_batch.max(1));
         let classes = u64::from(plan.classes());
-        let program = Self::program_of(plan, mode);
+        let program = match (tower, &plan.towers) {
+            (Some(d), Some(towers)) => &towers.programs[d as usize],
+            (Some(_), None) => return Err(Error::NoTowers { plan: plan.name.to_string() }),
+            (None, _) => Self::program_of(plan, mode),
+        };
         // Each buffer and each kernel in an error scope of its own, so that an out-of-memory
         // error names the buffer and a shader the driver rejects names its kernel.
         let mut buffers = Vec::with_capacity(program.buffers.len());
@@ -178,11 +196,11 @@ impl<'g> Session<'g> {
                 (pipeline, group)
             })?);
         }
-        Ok(Session { gpu, plan: plan.clone(), mode, capacity, buffers, uniform, pipes, staging, has_weights: false })
+        Ok(Session { gpu, plan: plan.clone(), mode, capacity, buffers, uniform, pipes, staging, has_weights: false, tower })
     }
 
     /// The buffer, byte offset and byte size of `tensor` in this session.
-    fn slot(&self, tensor: Tensor) -> Option<(&wgpu::Buffer, u64, u64)> {
+    pub(crate) fn slot(&self, tensor: Tensor) -> Option<(&wgpu::Buffer, u64, u64)> {
         slot(self.program(), &self.buffers, tensor, self.capacity)
     }
 
@@ -276,28 +294,39 @@ impl<'g> Session<'g> {
         Ok((logits, probs))
     }
 
-    /// Records the program's steps whose kernels `run` accepts, in order: consecutive
-    /// dispatches share a compute pass, copies go between passes.
+    /// Records the program's steps whose kernels `run` accepts, in order, in one compute pass.
     fn record(&self, encoder: &mut wgpu::CommandEncoder, n: usize, run: impl Fn(&Kernel) -> bool) {
+        self.record_steps(encoder, &self.program().steps, n, run);
+    }
+
+    /// Records the dispatches of `steps` whose kernels `run` accepts in one compute pass;
+    /// exchanges are the caller's (see `towers`).
+    pub(crate) fn record_steps(&self, encoder: &mut wgpu::CommandEncoder, steps: &[Step], n: usize, run: impl Fn(&Kernel) -> bool) {
         let mut pass: Option<wgpu::ComputePass<'static>> = None;
-        for step in self.program().steps.iter() {
-            match *step {
-                Step::Dispatch(k) => {
-                    if self.pipes[k as usize].is_none() || !run(&self.plan.kernels[k as usize]) {
-                        continue;
-                    }
-                    let pass = pass.get_or_insert_with(|| {
-                        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("plan"), timestamp_writes: None }).forget_lifetime()
-                    });
-                    self.dispatch(pass, k, n);
-                }
-                Step::Copy { from, to, bytes } => {
-                    drop(pass.take());
-                    let (Some((src, src_at, _)), Some((dst, dst_at, _))) = (self.slot(from), self.slot(to)) else { continue };
-                    encoder.copy_buffer_to_buffer(src, src_at, dst, dst_at, bytes.at(n as u64));
-                }
+        for step in steps {
+            let Step::Dispatch(k) = *step else { continue };
+            if self.pipes[k as usize].is_none() || !run(&self.plan.kernels[k as usize]) {
+                continue;
             }
+            let pass = pass.get_or_insert_with(|| {
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("plan"), timestamp_writes: None }).forget_lifetime()
+            });
+            self.dispatch(pass, k, n);
         }
+    }
+
+    /// Writes the uniforms of a forward pass over `n` images.
+    pub(crate) fn write_forward_uniforms(&self, n: usize) {
+        let uniforms = Uniforms { batch: n as u32, ..Uniforms::default() };
+        self.gpu.queue.write_buffer(&self.uniform, 0, &uniforms.to_bytes());
+    }
+
+    pub(crate) fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    pub(crate) fn has_weights(&self) -> bool {
+        self.has_weights
     }
 
     /// Adds to a GPU error from running the program which kernel the device rejects: each
@@ -452,7 +481,15 @@ impl<'g> Session<'g> {
         for (index, (p, t)) in self.plan.params.iter().zip(tensors).enumerate() {
             let row = p.row_elems() as usize;
             for (i, part) in p.parts.iter().enumerate() {
-                let (buf, at, _) = self.held(which(index as u32, i as u32))?;
+                // A tower's program holds only the parts of its device.
+                let tensor = which(index as u32, i as u32);
+                let (buf, at, _) = match self.tower {
+                    Some(_) => match self.slot(tensor) {
+                        Some(slot) => slot,
+                        None => continue,
+                    },
+                    None => self.held(tensor)?,
+                };
                 let start = part.start as usize * row;
                 let end = start + part.rows as usize * row;
                 self.gpu.queue.write_buffer(buf, at, bytemuck::cast_slice(&t[start..end]));

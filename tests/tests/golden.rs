@@ -126,9 +126,27 @@ fn every_dispatch_of_the_paper_net_at_batch_128_fits_the_watchdog_budget() {
     assert_eq!(heaviest.layer, "conv2", "{}", heaviest.name);
 }
 
+alexnet::alexnet! {
+    /// The paper's net declared for one device: no towers, so every block fuses.
+    PaperOneDevice {
+        input: [3, 227, 227],
+        max_batch: 128,
+        conv1: conv(96, k = 11, s = 4) -> relu -> lrn(n = 5, alpha = 1e-4, beta = 0.75, k = 2) -> maxpool(k = 3, s = 2),
+        conv2: conv(256, k = 5, p = 2, groups = 2) -> relu -> lrn(n = 5, alpha = 1e-4, beta = 0.75, k = 2) -> maxpool(k = 3, s = 2),
+        conv3: conv(384, k = 3, p = 1) -> relu,
+        conv4: conv(384, k = 3, p = 1, groups = 2) -> relu,
+        conv5: conv(256, k = 3, p = 1, groups = 2) -> relu -> maxpool(k = 3, s = 2),
+        fc6: linear(4096) -> relu -> dropout(0.5),
+        fc7: linear(4096) -> relu -> dropout(0.5),
+        fc8: linear(1000) -> softmax,
+    }
+}
+
+/// On one device the paper's layers run a kernel per block, in a planned memory.
 #[test]
-fn paper_net_runs_a_kernel_per_block_in_a_planned_memory() {
-    let plan = &alexnet::models::AlexNet::PLAN;
+fn paper_net_on_one_device_runs_a_kernel_per_block_in_a_planned_memory() {
+    let plan = &PaperOneDevice::PLAN;
+    assert!(plan.towers.is_none());
     let names: Vec<&str> = plan.inference.dispatches().map(|k| &*plan.kernels[k as usize].name).collect();
     assert_eq!(
         names,
@@ -144,6 +162,39 @@ fn paper_net_runs_a_kernel_per_block_in_a_planned_memory() {
     assert_eq!(covers("conv1_fused_fwd"), ["conv", "relu", "lrn", "maxpool"]);
     assert_eq!(covers("conv5_fused_fwd"), ["conv", "relu", "maxpool"]);
     assert_eq!(covers("fc8_fused_fwd"), ["linear", "softmax"]);
+    check_memory(plan);
+}
+
+/// Declared for two devices, every conv and linear layer of the paper's net is two weight
+/// parts, one per tower, each its own GEMM kernel (one device runs both); LRN and max-pool
+/// run on their own, as the towers exchange an LRN's boundary channels before it.
+#[test]
+fn paper_net_runs_a_kernel_per_tower_in_a_planned_memory() {
+    use alexnet::plan::Algo;
+    let plan = &alexnet::models::AlexNet::PLAN;
+    let names: Vec<&str> = plan.inference.dispatches().map(|k| &*plan.kernels[k as usize].name).collect();
+    let mut want = Vec::new();
+    for layer in ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"] {
+        let kernel = if layer == "fc8" { "fc8_fwd".to_string() } else { format!("{layer}_fused_fwd") };
+        want.extend([format!("{kernel}_part0"), format!("{kernel}_part1")]);
+        match layer {
+            "conv1" | "conv2" => want.extend([format!("{layer}_lrn_fwd"), format!("{layer}_maxpool_fwd")]),
+            "conv5" => want.push("conv5_maxpool_fwd".into()),
+            "fc8" => want.push("fc8_softmax_fwd".into()),
+            _ => {}
+        }
+    }
+    assert_eq!(names, want);
+    for k in plan.inference.dispatches().map(|k| &plan.kernels[k as usize]).filter(|k| k.name.contains("_part")) {
+        assert!(matches!(k.algo, Algo::Gemm(_)), "{} is {}", k.name, k.algo.describe());
+    }
+    for p in plan.params.iter() {
+        assert_eq!(p.parts.len(), 2, "{}: one part per tower", p.name);
+    }
+    check_memory(plan);
+}
+
+fn check_memory(plan: &alexnet::Plan) {
     // Today's total activation bytes at batch 128: every activation in its own buffer.
     let all_activations: u64 = plan.activations.iter().map(|a| a.elems_per_image() * 4 * 128).sum();
     let pass = u64::from(plan.micro_batch);
@@ -159,7 +210,7 @@ fn paper_net_runs_a_kernel_per_block_in_a_planned_memory() {
 #[test]
 fn software_adapters_run_the_paper_blocks_as_gemms_and_their_own_lrn_and_pool() {
     use alexnet::plan::{Algo, Fusion, Target};
-    let plan = &alexnet::models::AlexNet::PLAN;
+    let plan = &PaperOneDevice::PLAN;
     assert_eq!(plan.inference_variants.len(), 1);
     let cpu = plan.for_target(Target::Cpu);
     assert_eq!(cpu.fusion, Fusion::Epilogue);

@@ -42,6 +42,22 @@ alexnet! {
 }
 
 alexnet! {
+    /// Two towers: every conv and linear weight is split in two parts (one per device), so
+    /// each conv product (forward, weight and input gradient) is a GEMM over a weight part:
+    /// half of c1's and c2's one group (c2's second part adds to the first's input
+    /// gradient), two of c3's four groups (each part writes its own).
+    TowerTrain {
+        input: [3, 11, 11],
+        devices: 2,
+        max_batch: 8,
+        c1: conv(8, k = 3, p = 1) -> relu -> lrn(n = 3, alpha = 1e-4, beta = 0.75, k = 2) -> maxpool(k = 3, s = 2),
+        c2: conv(12, k = 3, p = 1) -> relu,
+        c3: conv(8, k = 3, p = 1, groups = 4) -> relu,
+        fc: linear(6) -> softmax,
+    }
+}
+
+alexnet! {
     /// Every chain whose input gradients run as one kernel, at odd sizes: ReLU + LRN + an
     /// overlapping padded pool over a channel count the LRN window does not divide, LRN + pool
     /// without ReLU, ReLU + an LRN of even size (an asymmetric window), ReLU + a pool after a
@@ -261,6 +277,12 @@ fn selftest_passes(plan: &alexnet::Plan) {
 fn selftest_passes_every_kernel_of_the_test_nets() {
     selftest_passes(&Every::PLAN);
     selftest_passes(&SplitTrain::PLAN);
+    let towers = &TowerTrain::PLAN;
+    for name in ["c1_conv_bwd_w_part0", "c2_conv_bwd_x_part1", "c3_conv_bwd_x_part1", "c3_conv_bwd_w_part1"] {
+        let kernel = towers.kernels.iter().find(|k| k.name == name).unwrap_or_else(|| panic!("no kernel `{name}`"));
+        assert!(matches!(kernel.algo, alexnet::plan::Algo::Gemm(_)), "`{name}` is {}", kernel.algo.describe());
+    }
+    selftest_passes(towers);
     selftest_passes(&Chains::PLAN);
     selftest_passes(&AlexNetMini::PLAN);
 }

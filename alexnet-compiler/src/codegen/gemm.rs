@@ -56,12 +56,16 @@ enum Walk {
     /// reduction is (channel, ky, kx) of `input`. Per column the image's channel base and
     /// the window's corner are computed once; the loop walks (channel, ky) with kx unrolled;
     /// A is `w[wrow(g, m, ci, ky) ± kx]` (`flipped`: minus, the input gradient's flipped kernel).
-    Patch { input: &'static str, flipped: bool, kernel: u32 },
+    /// `base` is the group's first channel of `input` and `channels` how many it reads (a
+    /// weight part's kernel reads its own groups, or its own dy channels).
+    Patch { input: &'static str, flipped: bool, kernel: u32, base: &'static str, channels: &'static str },
     /// A convolution's weight gradient: columns are weights (channel, ky, kx), the reduction
     /// is the batch's output pixels. Per column the input offset of its tap is computed once;
     /// the loop walks (image, output row) with the row's pixels unrolled in steps of
     /// `UNROLL` (the remainder written out: OW is a constant).
-    Pixels { width: u32 },
+    /// `group` and `first + g * rows + m` are the group's index and row m's dy channel in
+    /// the whole conv.
+    Pixels { width: u32, group: &'static str, rows: &'static str, first: &'static str },
 }
 
 /// Writes the GEMM kernel of `kernel` (its constants are declared): the instance's loaders and
@@ -72,36 +76,76 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
     let bias = |at: &str| if has_bias { format!(" + b[{at}]") } else { String::new() };
     let accumulate = |at: &str, grad: &str| format!("{grad}[{at}] = select(v, {grad}[{at}] + v, params.accumulate == 1u);");
     w.line("");
+    // A conv kernel over one weight part (a tower, or a piece the storage limit cut) is the
+    // GEMM of the part's groups: its weight rows are numbered from the part's first, which is
+    // output channel ROW0, and its groups from G0.
+    let part = crate::schedule::algo::kernel_part(&plan.params, kernel).filter(|_| weight_parts(plan, kernel) > 1);
+    let conv_split = match (node.op, part) {
+        (NodeOp::Conv(c), Some(p)) => crate::schedule::algo::conv_part(&c, p).map(|g| (p, g, c.out_channels / c.groups)),
+        _ => None,
+    };
+    let split = conv_split.is_some();
+    let (groups, ocg, group, oc0) = match conv_split {
+        Some((part, (g0, groups, rows), per_group)) => {
+            w.line("// The weight part's first group, its groups and the (original) output channels of each.")
+                .const_u32("G0", g0.into())
+                .const_u32("PG", groups.into())
+                .const_u32("PM", rows.into());
+            if kernel.role == Role::Backward(Wrt::Input) {
+                w.line("// The part's first dy channel; whether an earlier part of its group wrote dx already.")
+                    .const_u32("DY0", part.start.into())
+                    .line(format!("const PART_ACCUM: bool = {};", part.start % per_group != 0));
+            }
+            ("PG", "PM", "(G0 + g)", "ROW0 + ")
+        }
+        None => ("GROUPS", "OCG", "g", ""),
+    };
     let shape = match (node.op, kernel.role) {
         (NodeOp::Conv(c), Role::Forward) => {
             w.line("// A: the weights, one row per output channel of the group, K*K*ICG columns.");
             // Only the registers-only patch walk addresses weight rows.
             if tile.staging == Staging::Registers {
                 w.line("// wrow is (ci, ky, kx = 0).");
-                w.open("fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32").line("return ((g * OCG + m) * ICG + ci) * K * K + ky * K;").close();
+                w.open("fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32").line(format!("return ((g * {ocg} + m) * ICG + ci) * K * K + ky * K;")).close();
             }
-            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return w[(g * OCG + m) * ICG * K * K + k];").close();
-            patch_loader(w, "x");
-            w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
-                .line("let oc = g * OCG + m;")
-                .line(format!("y[((n / (OH * OW)) * OC + oc) * OH * OW + n % (OH * OW)] = {};", act(&format!("v{}", bias("oc")))))
-                .close();
-            Shape { groups: "GROUPS", rows: "OCG".into(), cols: "params.batch * OH * OW", depth: "ICG * K * K", walk: Walk::Patch { input: "x", flipped: false, kernel: c.kernel } }
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line(format!("return w[(g * {ocg} + m) * ICG * K * K + k];")).close();
+            let x_base = if split { "(G0 + g) * ICG" } else { "g * ICG" };
+            patch_loader(w, "x", x_base);
+            let store = w.open("fn store(g: u32, m: u32, n: u32, v: f32)");
+            if split {
+                store.line(format!("let row = g * {ocg} + m;")).line("let oc = ROW0 + row;");
+                store.line(format!("y[((n / (OH * OW)) * OC + oc) * OH * OW + n % (OH * OW)] = {};", act(&format!("v{}", bias("row")))));
+            } else {
+                store.line("let oc = g * OCG + m;");
+                store.line(format!("y[((n / (OH * OW)) * OC + oc) * OH * OW + n % (OH * OW)] = {};", act(&format!("v{}", bias("oc")))));
+            }
+            store.close();
+            Shape { groups, rows: ocg.into(), cols: "params.batch * OH * OW", depth: "ICG * K * K", walk: Walk::Patch { input: "x", flipped: false, kernel: c.kernel, base: x_base, channels: "ICG" } }
         }
         (NodeOp::Conv(c), Role::Backward(Wrt::Input)) => {
             // The constants describe the convolution computing dx (see `kernel_wgsl`): ICG
             // counts the original output channels of a group, OCG its input channels.
             w.line("// A: the weight of (dy channel k / (K*K) of group g, x channel m), flipped in space; wrow is (ci, ky, kx = 0),");
             w.line("// and kx steps backwards from it.");
-            w.open("fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32").line("return ((g * ICG + ci) * OCG + m) * K * K + (K - 1u - ky) * K + K - 1u;").close();
+            // A weight part's kernel reduces over the part's dy channels only (PM of each of
+            // its PG groups, from DY0) and adds to what an earlier part of the group wrote.
+            let (dy_per_group, dy_base) = if split { ("PM", "DY0 + g * PM") } else { ("ICG", "g * ICG") };
+            w.open("fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32").line(format!("return ((g * {dy_per_group} + ci) * OCG + m) * K * K + (K - 1u - ky) * K + K - 1u;")).close();
             w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return w[wrow(g, m, k / (K * K), (k / K) % K) - k % K];").close();
-            patch_loader(w, "dy");
-            w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line("dx[((n / (OH * OW)) * OC + g * OCG + m) * OH * OW + n % (OH * OW)] = v;").close();
-            Shape { groups: "GROUPS", rows: "OCG".into(), cols: "params.batch * OH * OW", depth: "ICG * K * K", walk: Walk::Patch { input: "dy", flipped: true, kernel: c.kernel } }
+            patch_loader(w, "dy", dy_base);
+            let store = w.open("fn store(g: u32, m: u32, n: u32, v: f32)");
+            if split {
+                store.line("let at = ((n / (OH * OW)) * OC + (G0 + g) * OCG + m) * OH * OW + n % (OH * OW);").line("dx[at] = select(v, dx[at] + v, PART_ACCUM);");
+            } else {
+                store.line("dx[((n / (OH * OW)) * OC + g * OCG + m) * OH * OW + n % (OH * OW)] = v;");
+            }
+            store.close();
+            let depth = if split { "PM * K * K" } else { "ICG * K * K" };
+            Shape { groups, rows: "OCG".into(), cols: "params.batch * OH * OW", depth, walk: Walk::Patch { input: "dy", flipped: true, kernel: c.kernel, base: dy_base, channels: dy_per_group } }
         }
         (NodeOp::Conv(c), Role::Backward(Wrt::Weight)) => {
             w.line("// A: dy of output channel m of the group at batch pixel k.");
-            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return dy[((k / (OH * OW)) * OC + g * OCG + m) * OH * OW + k % (OH * OW)];").close();
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line(format!("return dy[((k / (OH * OW)) * OC + {oc0}g * {ocg} + m) * OH * OW + k % (OH * OW)];")).close();
             w.line("// B: the input under weight column n (channel, ky, kx) at batch pixel k; zero in the padding.");
             w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
                 .line("let pix = k % (OH * OW);")
@@ -110,10 +154,10 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
                 .open("if (iy < 0 || iy >= i32(IH) || ix < 0 || ix >= i32(IW))")
                 .line("return 0.0;")
                 .close()
-                .line("return x[(((k / (OH * OW)) * IC + g * ICG + n / (K * K)) * IH + u32(iy)) * IW + u32(ix)];")
+                .line(format!("return x[(((k / (OH * OW)) * IC + {group} * ICG + n / (K * K)) * IH + u32(iy)) * IW + u32(ix)];"))
                 .close();
-            w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line("let at = (g * OCG + m) * ICG * K * K + n;").line(accumulate("at", "dw")).close();
-            Shape { groups: "GROUPS", rows: "OCG".into(), cols: "ICG * K * K", depth: "params.batch * OH * OW", walk: Walk::Pixels { width: c.out_w } }
+            w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line(format!("let at = (g * {ocg} + m) * ICG * K * K + n;")).line(accumulate("at", "dw")).close();
+            Shape { groups, rows: ocg.into(), cols: "ICG * K * K", depth: "params.batch * OH * OW", walk: Walk::Pixels { width: c.out_w, group, rows: ocg, first: oc0 } }
         }
         (NodeOp::Linear(_), Role::Forward) => {
             w.line("// A: the part's weight rows; B: the images, one column each.");
@@ -191,7 +235,7 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
 
 /// B of a convolution: the input patch element `k` (channel, ky, kx) under output pixel `n` of
 /// the batch, read in place from `input`; zero in the padding.
-fn patch_loader(w: &mut Writer, input: &str) {
+fn patch_loader(w: &mut Writer, input: &str, base: &str) {
     w.line("// B: the input under output pixel n of the batch at patch element k (channel, ky, kx); zero in the padding.");
     w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
         .line("let pix = n % (OH * OW);")
@@ -200,7 +244,7 @@ fn patch_loader(w: &mut Writer, input: &str) {
         .open("if (iy < 0 || iy >= i32(IH) || ix < 0 || ix >= i32(IW))")
         .line("return 0.0;")
         .close()
-        .line(format!("return {input}[(((n / (OH * OW)) * IC + g * ICG + k / (K * K)) * IH + u32(iy)) * IW + u32(ix)];"))
+        .line(format!("return {input}[(((n / (OH * OW)) * IC + {base} + k / (K * K)) * IH + u32(iy)) * IW + u32(ix)];"))
         .close();
 }
 
@@ -290,24 +334,24 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
     }
     match walk {
         Walk::Flat => {}
-        Walk::Patch { .. } => {
+        Walk::Patch { base, .. } => {
             w.line("// Column j: its image's first input channel of the group, and its window's top-left corner.");
             for j in 0..tile.rn {
                 w.line(format!("let p{j} = c{j} % (OH * OW);"))
-                    .line(format!("let base{j} = i32(((c{j} / (OH * OW)) * IC + g * ICG) * IH * IW);"))
+                    .line(format!("let base{j} = i32(((c{j} / (OH * OW)) * IC + {base}) * IH * IW);"))
                     .line(format!("let cy{j} = i32((p{j} / OW) * S) - i32(PAD);"))
                     .line(format!("let cx{j} = i32((p{j} % OW) * S) - i32(PAD);"));
             }
         }
-        Walk::Pixels { .. } => {
+        Walk::Pixels { group, rows, first, .. } => {
             w.line("// Row i: its dy channel; column j (channel, ky, kx): its tap's offset from an output pixel's window.");
             for i in 0..tile.rm {
-                w.line(format!("let ra{i} = (g * OCG + r{i}) * OH * OW;"));
+                w.line(format!("let ra{i} = ({first}g * {rows} + r{i}) * OH * OW;"));
             }
             for j in 0..tile.rn {
                 w.line(format!("let dy{j} = i32((c{j} / K) % K) - i32(PAD);"))
                     .line(format!("let dx{j} = i32(c{j} % K) - i32(PAD);"))
-                    .line(format!("let off{j} = i32((g * ICG + c{j} / (K * K)) * IH * IW) + dy{j} * i32(IW) + dx{j};"));
+                    .line(format!("let off{j} = i32(({group} * ICG + c{j} / (K * K)) * IH * IW) + dy{j} * i32(IW) + dx{j};"));
             }
         }
     }
@@ -329,9 +373,9 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             flat_step(w, tile, "k");
             w.close();
         }
-        Walk::Patch { input, flipped, kernel } => {
+        Walk::Patch { input, flipped, kernel, channels, .. } => {
             w.line("// One iteration per (input channel, kernel row); the kernel's columns are unrolled.");
-            w.open("for (var q = 0u; q < ICG * K; q++)").line("let ci = q / K;").line("let ky = q % K;");
+            w.open(format!("for (var q = 0u; q < {channels} * K; q++)")).line("let ci = q / K;").line("let ky = q % K;");
             for i in 0..tile.rm {
                 w.line(format!("let wr{i} = wrow(g, r{i}, ci, ky);"));
             }
@@ -351,7 +395,7 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             }
             w.close();
         }
-        Walk::Pixels { width } => {
+        Walk::Pixels { width, .. } => {
             w.line("// One iteration per (image, output row); the row's pixels are unrolled UNROLL at a time.");
             w.open("for (var t = 0u; t < params.batch * OH; t++)")
                 .line("let img = t / OH;")
@@ -393,6 +437,16 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
                 .close();
         }
     }
+}
+
+/// How many parts the weight a kernel binds is split into.
+fn weight_parts(plan: &Plan, kernel: &Kernel) -> usize {
+    kernel.bindings.iter().find_map(|b| match *b {
+        alexnet_plan::Binding::Param { index, .. } | alexnet_plan::Binding::ParamGrad { index, .. } if plan.params[index as usize].shape.len() > 1 => {
+            Some(plan.params[index as usize].parts.len())
+        }
+        _ => None,
+    }).unwrap_or(1)
 }
 
 /// One step of the flat reduction at `k` for every element of an invocation's register block.

@@ -4,7 +4,7 @@
 //! here (codegen reads it; it never infers a decision back from dispatch sizes). The choice is
 //! per kernel kind and shape today; per-device variants will be further values of the same type.
 
-use alexnet_plan::{Algo, Binding, ConvNode, Cost, Dispatch, Extent, GemmTile, Kernel, LrnNode, Node, NodeOp, Param, Plan, PoolNode, Role, Staging, Target, Variant, Wrt};
+use alexnet_plan::{Algo, Binding, ConvNode, Cost, Dispatch, Extent, GemmTile, Kernel, LrnNode, Node, NodeOp, Param, Part, Plan, PoolNode, Role, Staging, Target, Variant, Wrt};
 use std::borrow::Cow;
 
 /// GPU tile of the GEMMs over channels × pixels (convolutions and their gradients) and of
@@ -100,30 +100,61 @@ fn gemm_shape(nodes: &[Node], params: &[Param], kernel: &Kernel) -> Option<(u32,
         }
         _ => None,
     });
-    let (rows, parts) = part_rows?;
+    let (rows, _) = part_rows?;
     let fixed = |v: u32| Extent::fixed(u64::from(v));
     match (node.op, kernel.role) {
-        (NodeOp::Conv(c), Role::Forward) if parts == 1 => {
-            Some((c.groups, c.out_channels / c.groups, Columns::PerImage(u64::from(c.out_h * c.out_w)), fixed(c.in_channels / c.groups * c.kernel * c.kernel), false))
+        (NodeOp::Conv(c), Role::Forward) => {
+            let (_, groups, rows) = conv_part(&c, kernel_part(params, kernel)?)?;
+            Some((groups, rows, Columns::PerImage(u64::from(c.out_h * c.out_w)), fixed(c.in_channels / c.groups * c.kernel * c.kernel), false))
         }
-        (NodeOp::Conv(c), Role::Backward(Wrt::Input)) if parts == 1 && c.stride == 1 && c.pad < c.kernel => Some((
-            c.groups,
-            c.in_channels / c.groups,
-            Columns::PerImage(u64::from(c.in_h * c.in_w)),
-            fixed(c.out_channels / c.groups * c.kernel * c.kernel),
-            false,
-        )),
-        (NodeOp::Conv(c), Role::Backward(Wrt::Weight)) if parts == 1 => Some((
-            c.groups,
-            c.out_channels / c.groups,
-            Columns::Fixed(u64::from(c.in_channels / c.groups * c.kernel * c.kernel)),
-            Extent::per_image(u64::from(c.out_h * c.out_w)),
-            false,
-        )),
+        (NodeOp::Conv(c), Role::Backward(Wrt::Input)) if c.stride == 1 && c.pad < c.kernel => {
+            // A weight part's kernel reduces over its own dy channels and writes (or adds to)
+            // only its groups' dx channels, so every part of the weight must be a GEMM: an
+            // invocation-per-output part writes every channel.
+            let weight = kernel.bindings.iter().find_map(|b| match *b {
+                Binding::Param { index, .. } if params[index as usize].shape.len() > 1 => Some(&params[index as usize]),
+                _ => None,
+            })?;
+            if weight.parts.iter().any(|&p| conv_part(&c, p).is_none()) {
+                return None;
+            }
+            let (_, groups, dy_rows) = conv_part(&c, kernel_part(params, kernel)?)?;
+            Some((groups, c.in_channels / c.groups, Columns::PerImage(u64::from(c.in_h * c.in_w)), fixed(dy_rows * c.kernel * c.kernel), false))
+        }
+        (NodeOp::Conv(c), Role::Backward(Wrt::Weight)) => {
+            let (_, groups, rows) = conv_part(&c, kernel_part(params, kernel)?)?;
+            Some((groups, rows, Columns::Fixed(u64::from(c.in_channels / c.groups * c.kernel * c.kernel)), Extent::per_image(u64::from(c.out_h * c.out_w)), false))
+        }
         (NodeOp::Linear(l), Role::Forward) => Some((1, rows, Columns::PerImage(1), fixed(l.in_features), true)),
         (NodeOp::Linear(l), Role::Backward(Wrt::Input)) => Some((1, l.in_features, Columns::PerImage(1), fixed(rows), true)),
         (NodeOp::Linear(l), Role::Backward(Wrt::Weight)) => Some((1, rows, Columns::Fixed(u64::from(l.in_features)), Extent::per_image(1), false)),
         _ => None,
+    }
+}
+
+/// The weight part a conv or linear kernel binds.
+pub(crate) fn kernel_part(params: &[Param], kernel: &Kernel) -> Option<Part> {
+    kernel.bindings.iter().find_map(|b| match *b {
+        Binding::Param { index, part } | Binding::ParamGrad { index, part, .. } if params[index as usize].shape.len() > 1 => {
+            Some(params[index as usize].parts[part as usize])
+        }
+        _ => None,
+    })
+}
+
+/// A conv forward kernel over weight part `part` as a grouped GEMM: its first group, its
+/// groups and the rows of each. A part is a GEMM instance when it is whole groups (a tower
+/// of a grouped conv whose groups line up with the towers) or lies inside one group (a
+/// tower of an ungrouped conv, or a part the storage limit cut); `None` when it straddles
+/// a group boundary.
+pub(crate) fn conv_part(c: &ConvNode, part: Part) -> Option<(u32, u32, u32)> {
+    let per_group = c.out_channels / c.groups;
+    if part.start.is_multiple_of(per_group) && part.rows.is_multiple_of(per_group) {
+        Some((part.start / per_group, part.rows / per_group, per_group))
+    } else if part.start / per_group == (part.start + part.rows - 1) / per_group {
+        Some((part.start / per_group, 1, part.rows))
+    } else {
+        None
     }
 }
 

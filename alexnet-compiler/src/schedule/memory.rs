@@ -48,10 +48,8 @@ pub fn liveness(plan: &Plan, steps: &[Step], inputs: &[Tensor], outputs: &[Tenso
                     touch(t, i, device);
                 }
             }
-            Step::Copy { from, to, .. } => {
-                touch(from, i, 0);
-                touch(to, i, 0);
-            }
+            // A two-device program's exchange reads or writes the tensor on its own device.
+            Step::Exchange { tensor, .. } => touch(tensor, i, 0),
         }
     }
     let end = steps.len() + 1;

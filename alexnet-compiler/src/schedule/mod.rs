@@ -11,6 +11,7 @@ pub mod algo;
 pub mod budget;
 pub mod fuse;
 pub mod memory;
+pub mod towers;
 pub mod training;
 pub mod verify;
 
@@ -210,7 +211,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
     }
     // Listed once the algorithms are chosen, so the dump says what runs: each program's
     // kernels in the form its target runs.
-    let mut list = |ir: &mut String, steps: &[Step], target: plan::Target| {
+    let list = |ir: &mut String, steps: &[Step], target: plan::Target| {
         for k in steps.iter().filter_map(|s| if let Step::Dispatch(k) = *s { Some(kernels[k as usize].for_target(target)) } else { None }) {
             let covered: Vec<String> = k.covers.iter().map(|n| format!("{} {}", ir_id[n], nodes[*n as usize].op.name())).collect();
             let _ = writeln!(ir, "#   {} = {} ; {}", k.name, covered.join(" + "), k.algo.describe());
@@ -221,8 +222,14 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         let _ = writeln!(ir, "# inference kernels on {} adapters (fusion {}):", target.as_str(), target_fusion.as_str());
         list(&mut ir, steps, *target);
     }
+    let tower_plan = towers::towers(graph, &nodes, &params, &kernels, &node_of, &act_of, &activations, &inference_steps);
+    let (mut tower_steps, tower_exchanges) = match tower_plan {
+        Some((steps, exchanges)) => (Some(steps), exchanges),
+        None => (None, Vec::new()),
+    };
     let mut programs: Vec<&mut Vec<Step>> = vec![&mut inference_steps, &mut training_steps, &mut inspect_steps];
     programs.extend(variant_steps.iter_mut().map(|(_, _, steps)| steps));
+    programs.extend(tower_steps.iter_mut().flat_map(|s| s.iter_mut()));
     prune(&mut kernels, &mut programs);
     let mut plan = plan::Plan {
         name: name.to_string().into(),
@@ -243,6 +250,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         inference_variants: Cow::Borrowed(&[]),
         training: empty_program(),
         inspect: empty_program(),
+        towers: None,
         input_activation,
         logits_activation: logits,
         probs_activation: probs,
@@ -278,6 +286,23 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         .map(|(target, fusion, steps)| plan::ProgramVariant { target, fusion, program: memory::program(&plan, steps, &inf_in, &inf_out, Reuse::Share) })
         .collect();
     plan.inference_variants = variants.into();
+    plan.towers = tower_steps.map(|steps| {
+        let programs: Vec<plan::Program> = steps
+            .into_iter()
+            .enumerate()
+            .map(|(device, steps)| {
+                let outputs = if device == 0 { &inf_out[..] } else { &[] };
+                let mut program = memory::program(&plan, steps, &inf_in, outputs, Reuse::Share);
+                let mut buffers = program.buffers.to_vec();
+                for b in &mut buffers {
+                    b.device = device as u32;
+                }
+                program.buffers = buffers.into();
+                program
+            })
+            .collect();
+        plan::Towers { programs: programs.into(), exchanges: tower_exchanges.into() }
+    });
     plan
 }
 
@@ -286,7 +311,7 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
 fn prune(kernels: &mut Vec<plan::Kernel>, programs: &mut [&mut Vec<Step>]) {
     let used: std::collections::BTreeSet<u32> = programs.iter().flat_map(|steps| steps.iter()).filter_map(|s| match *s {
         Step::Dispatch(k) => Some(k),
-        Step::Copy { .. } => None,
+        Step::Exchange { .. } => None,
     }).collect();
     let index: BTreeMap<u32, u32> = used.iter().enumerate().map(|(new, &old)| (old, new as u32)).collect();
     let mut old = 0u32;

@@ -9,22 +9,61 @@
 //! tensor a step reads was written by an earlier step, unless the host provides it.
 
 use super::memory::{liveness, tensor_name};
-use alexnet_plan::{Plan, Program, Step, Target, Tensor};
+use alexnet_plan::{Plan, Program, Step, Target, Tensor, Towers};
 
 /// Verifies every program of `plan`.
 pub fn verify(plan: &Plan) -> Result<(), String> {
     for (name, program, inputs, outputs) in super::programs_io(plan) {
-        verify_program(plan, program, &inputs, &outputs).map_err(|e| format!("program `{name}`: {e}"))?;
+        verify_program(plan, program, &inputs, &outputs, None).map_err(|e| format!("program `{name}`: {e}"))?;
         if name == "inference" {
             for v in plan.inference_variants.iter() {
-                verify_program(plan, &v.program, &inputs, &outputs).map_err(|e| format!("program `inference` for {} adapters: {e}", v.target.as_str()))?;
+                verify_program(plan, &v.program, &inputs, &outputs, None).map_err(|e| format!("program `inference` for {} adapters: {e}", v.target.as_str()))?;
+            }
+            if let Some(towers) = &plan.towers {
+                verify_towers(plan, towers, &inputs, &outputs)?;
             }
         }
     }
     Ok(())
 }
 
-fn verify_program(plan: &Plan, program: &Program, inputs: &[Tensor], outputs: &[Tensor]) -> Result<(), String> {
+/// The two-device programs: each as a program of its own (device 1 returns nothing), every
+/// buffer on its device, the same exchanges in the same order in both, and every weight part
+/// on exactly one device.
+fn verify_towers(plan: &Plan, towers: &Towers, inputs: &[Tensor], outputs: &[Tensor]) -> Result<(), String> {
+    if towers.programs.len() != 2 {
+        return Err(format!("the towers have {} programs, not 2", towers.programs.len()));
+    }
+    let mut holders = std::collections::BTreeMap::new();
+    for (device, program) in towers.programs.iter().enumerate() {
+        let device = device as u32;
+        let outputs = if device == 0 { outputs } else { &[] };
+        verify_program(plan, program, inputs, outputs, Some((towers, device))).map_err(|e| format!("program `inference` on tower device {device}: {e}"))?;
+        if let Some(b) = program.buffers.iter().find(|b| b.device != device) {
+            return Err(format!("buffer `{}` of device {device}'s program is on device {}", b.name, b.device));
+        }
+        let marks: Vec<u32> = program.steps.iter().filter_map(|s| if let Step::Exchange { index, .. } = *s { Some(index) } else { None }).collect();
+        if marks != (0..towers.exchanges.len() as u32).collect::<Vec<_>>() {
+            return Err(format!("device {device}'s program takes part in exchanges {marks:?}, not each of the {} in order", towers.exchanges.len()));
+        }
+        for p in program.placements.iter() {
+            if let Tensor::Param { index, part } = p.tensor {
+                *holders.entry((index, part)).or_insert(0) += 1;
+            }
+        }
+    }
+    for (index, p) in plan.params.iter().enumerate() {
+        for part in 0..p.parts.len() as u32 {
+            match holders.get(&(index as u32, part)) {
+                Some(1) => {}
+                n => return Err(format!("part {part} of `{}` is on {} tower devices, not one", p.name, n.copied().unwrap_or(0))),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn verify_program(plan: &Plan, program: &Program, inputs: &[Tensor], outputs: &[Tensor], tower: Option<(&Towers, u32)>) -> Result<(), String> {
     for k in program.dispatches() {
         let kernel = plan.kernels.get(k as usize).ok_or_else(|| format!("a step runs missing kernel {k}"))?;
         for target in Target::ALL {
@@ -101,16 +140,28 @@ fn verify_program(plan: &Plan, program: &Program, inputs: &[Tensor], outputs: &[
                     written.extend(b.tensor());
                 }
             }
-            Step::Copy { from, to, .. } => {
-                if !written.contains(&from) && !from.is_state() {
-                    return Err(format!("step {i} copies `{}` before any step writes it", tensor_name(plan, from)));
+            Step::Exchange { index, tensor } => {
+                let Some((towers, device)) = tower else { return Err(format!("step {i} is an exchange in a one-device program")) };
+                let e = towers.exchanges.get(index as usize).ok_or_else(|| format!("step {i} takes part in missing exchange {index}"))?;
+                if e.tensor != tensor || program.placement(tensor).is_none() {
+                    return Err(format!("step {i} exchanges `{}`, which is not exchange {index}'s tensor or has no placement", tensor_name(plan, tensor)));
                 }
-                written.insert(to);
+                let per_image = plan.tensor_size(tensor).per_image;
+                if e.from == e.to || e.from.max(e.to) > 1 || e.bytes == 0 || e.offset + e.bytes > per_image {
+                    return Err(format!("exchange {index} ({e:?}) does not move a range of `{}` between the two devices", tensor_name(plan, tensor)));
+                }
+                if e.from == device && !written.contains(&tensor) {
+                    return Err(format!("step {i} sends `{}` before any step writes it", tensor_name(plan, tensor)));
+                }
+                if e.to == device {
+                    written.insert(tensor);
+                }
             }
         }
     }
-    // Every forward pass reads every part of every weight: a missing one is a kernel not run.
-    for (index, p) in plan.params.iter().enumerate() {
+    // Every forward pass reads every part of every weight: a missing one is a kernel not run
+    // (on two devices, `verify_towers` checks that each part is on one of them).
+    for (index, p) in plan.params.iter().enumerate().filter(|_| tower.is_none()) {
         for part in 0..p.parts.len() as u32 {
             if program.placement(Tensor::Param { index: index as u32, part }).is_none() {
                 return Err(format!("no step reads part {part} of `{}`", p.name));
