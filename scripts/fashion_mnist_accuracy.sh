@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The accuracy benchmark: AlexNetMini trained on the whole Fashion-MNIST training set (60,000
 # images, none held out) with the paper's SGD recipe (momentum 0.9, weight decay 0.0005,
-# dropout 0.5, flips) from He's initialisation, ε = 0.01 divided by 10 at epoch 4, then
-# evaluated on the 10,000 test images after every epoch. Prints each epoch's test accuracy and
+# dropout 0.5, flips) from He's initialisation, ε = LR (default 0.01) divided by 10 from each
+# epoch in LR_STEPS (default 4), then evaluated on the 10,000 test images after every epoch. Prints each epoch's test accuracy and
 # the wall time; the run (checkpoint, metrics.jsonl, curves.png) stays in OUT.
-# Usage: bash scripts/fashion_mnist_accuracy.sh [OUT] [EPOCHS]   (default runs/fashion-mnist 5)
+# Usage: [LR=0.05 LR_STEPS=6] bash scripts/fashion_mnist_accuracy.sh [OUT] [EPOCHS]   (default runs/fashion-mnist 5)
 # About 10 minutes an epoch on a 2-core machine with lavapipe; `--resume` continues a run
 # that was interrupted: ALEXNET_RESUME=1 bash scripts/fashion_mnist_accuracy.sh.
 set -euo pipefail
@@ -16,7 +16,8 @@ cargo build --release --locked -q -p alexnet-cli
 resume=()
 [ "${ALEXNET_RESUME:-0}" = 1 ] && resume=(--resume)
 start=$(date +%s)
-target/release/alexnet train --model alexnet-mini --init he --val 0 --epochs "$epochs" --lr-steps 4 \
+target/release/alexnet train --model alexnet-mini --init he --val 0 --epochs "$epochs" \
+  --lr "${LR:-0.01}" --lr-steps "${LR_STEPS:-4}" \
   --batch 128 --seed 0 --out "$out" ${resume[@]+"${resume[@]}"}
 echo "==> wall time $(( $(date +%s) - start )) s; test accuracy per epoch (metrics.jsonl):"
 python3 - "$out/metrics.jsonl" <<'PY'
