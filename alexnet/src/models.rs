@@ -6,8 +6,8 @@ use crate::Plan;
 alexnet! {
     /// ImageNet classifier of Krizhevsky, Sutskever & Hinton (NIPS 2012): 227×227 input,
     /// grouped conv2/conv4/conv5, LRN after conv1 and conv2. Declared for two devices as in
-    /// the paper: the compiler plans its two towers (`PLAN.exchanges`), but until two-device
-    /// execution lands every layer runs on device 0.
+    /// the paper: every layer is split into two towers (`PLAN.towers`), which inference runs
+    /// on two devices (`TowerSession`) or both on one (`Session`); training runs on one.
     pub AlexNet {
         input: [3, 227, 227],
         devices: 2,

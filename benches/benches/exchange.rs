@@ -1,6 +1,6 @@
 //! What moving the paper's two-tower exchanges between two devices costs: every forward
 //! exchange `Plan::exchanges` lists for device 1, at batch 8 and 128, moved from device 0 by
-//! `exchange::Link` (one transfer per exchange point, as execution will do it; an LRN's
+//! `exchange::Link` (one transfer per exchange point, as `TowerSession` does; an LRN's
 //! boundary channels as one region per image). On a CPU-only machine both devices are the
 //! lavapipe adapter opened twice; set ALEXNET_BACKEND / ALEXNET_ADAPTER to choose.
 

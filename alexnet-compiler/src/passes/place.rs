@@ -21,9 +21,9 @@
 //! then it gathers what it reads on that device. The backward pass returns the gradient of
 //! every exchanged tensor the opposite way, so its traffic mirrors the forward's.
 //!
-//! Execution on two devices is not lowered yet: the schedule still runs every node on
-//! device 0, which computes the same result. What this pass decides is reported by the IR
-//! dump, the DOT graph and `alexnet info`.
+//! `schedule::towers` lowers this for inference (one program per device, these exchanges
+//! between them); the IR dump, the DOT graph and `alexnet info` report it. Training still
+//! runs on one device.
 
 use crate::error::{Error, Errors};
 use crate::ir::{Exchange, ExchangeKind, Graph, NodeId, Op, Place};

@@ -26,9 +26,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-/// The device every node runs on: the placement `passes::place` decides for `devices: 2` is
-/// reported (IR dump, `Plan::exchanges`, per-layer `place`) but not lowered to per-device
-/// programs yet, and one device computes the same result.
+/// The device of every node in the one-device programs; a `devices: 2` plan's per-device
+/// inference programs are `towers`'.
 const EXECUTION_DEVICE: u32 = 0;
 
 /// Standard deviation of the paper's weight initialisation.
@@ -223,6 +222,23 @@ pub fn schedule(graph: &Graph, info: &GraphInfo, name: &str, doc: &str, fusion: 
         list(&mut ir, steps, *target);
     }
     let tower_plan = towers::towers(graph, &nodes, &params, &kernels, &node_of, &act_of, &activations, &inference_steps);
+    if let Some((steps, exchanges)) = &tower_plan {
+        for (device, steps) in steps.iter().enumerate() {
+            let _ = writeln!(ir, "# two-device inference, device {device}:");
+            for step in steps {
+                match *step {
+                    Step::Dispatch(k) => {
+                        let _ = writeln!(ir, "#   {}", kernels[k as usize].name);
+                    }
+                    Step::Exchange { index, tensor } => {
+                        let e = &exchanges[index as usize];
+                        let name = if let Tensor::Activation(a) = tensor { activations[a as usize].name.to_string() } else { format!("{tensor:?}") };
+                        let _ = writeln!(ir, "#   exchange {index}: {name} bytes {}..{} of each image, dev{} -> dev{}", e.offset, e.offset + e.bytes, e.from, e.to);
+                    }
+                }
+            }
+        }
+    }
     let (mut tower_steps, tower_exchanges) = match tower_plan {
         Some((steps, exchanges)) => (Some(steps), exchanges),
         None => (None, Vec::new()),
