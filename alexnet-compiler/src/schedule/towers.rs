@@ -35,10 +35,13 @@ pub fn towers(
         let place = graph.node(id).place;
         // Two-device execution lowers only towers (and the gathered softmax and logits).
         let op = graph.node(id).op;
-        if matches!(op, Op::Conv(_) | Op::Linear(_)) && place != Place::Towers {
+        if matches!(op, Op::Conv(_) | Op::Linear(_)) && place != Place::Towers || place == Place::Device(1) {
             return None;
         }
         place_of.insert(n, place);
+    }
+    if !graph.topo().iter().any(|&id| matches!(graph.node(id).op, Op::Conv(_) | Op::Linear(_))) {
+        return None;
     }
     // What each reader needs moved in before it runs: (reader's plan node, or None for the
     // logits the host reads), with the tensor and the range.
