@@ -187,11 +187,12 @@ fn split_weights_and_micro_batches_agree() {
     assert!(plan.micro_batch < 16, "the 2 KiB limit should cut batches, got {}", plan.micro_batch);
     assert!(plan.param("c1.weight").unwrap().parts.len() == 1);
     assert!(plan.param("fc.weight").unwrap().parts.len() > 1, "fc.weight should be split");
-    // An unsplit conv runs tiled; a split one keeps an invocation per output.
+    // An unsplit conv and the parts of a split one (each inside the one group) are GEMMs.
     assert!(plan.param("c2.weight").unwrap().parts.len() > 1, "c2.weight should be split");
     let algo = |name: &str| plan.kernels.iter().find(|k| k.name == name).unwrap().algo;
     assert!(matches!(algo("c1_fwd"), alexnet::plan::Algo::Gemm(_)));
-    assert!(matches!(algo("c2_fwd_part0"), alexnet::plan::Algo::PerElement { .. }));
+    assert!(matches!(algo("c2_fwd_part0"), alexnet::plan::Algo::Gemm(_)));
+    assert!(matches!(algo("c2_fwd_part1"), alexnet::plan::Algo::Gemm(_)));
     check_all_activations(plan, 16, 16);
     check_all_activations(plan, 2, 16);
 }
