@@ -136,12 +136,17 @@ struct DeviceArgs {
 }
 
 fn variant_name(s: &str) -> std::result::Result<alexnet::plan::Target, String> {
-    alexnet::plan::Target::parse(s).ok_or_else(|| format!("unknown kernel variant `{s}` (expected gpu or cpu)"))
+    alexnet::plan::Target::parse(s)
+        .ok_or_else(|| format!("unknown kernel variant `{s}` (expected gpu or cpu)"))
 }
 
 impl DeviceArgs {
     fn options(&self) -> GpuOptions {
-        GpuOptions { backend: self.backend.clone(), adapter: self.adapter, variant: self.variant }
+        GpuOptions {
+            backend: self.backend.clone(),
+            adapter: self.adapter,
+            variant: self.variant,
+        }
     }
 }
 
@@ -157,12 +162,26 @@ struct TowerArgs {
 impl TowerArgs {
     /// The two devices `--devices` names, each with its kernel variants chosen as on one.
     fn open(&self, device: &DeviceArgs, plan: &Plan) -> Result<Option<[Gpu; 2]>> {
-        let Some(indices) = &self.devices else { return Ok(None) };
-        let [a, b] = indices[..] else { bail!("--devices takes two adapter indices, e.g. `0,1` (or `0,0` for one adapter opened twice); got {indices:?}") };
+        let Some(indices) = &self.devices else {
+            return Ok(None);
+        };
+        let [a, b] = indices[..] else {
+            bail!("--devices takes two adapter indices, e.g. `0,1` (or `0,0` for one adapter opened twice); got {indices:?}")
+        };
         if plan.towers.is_none() {
             bail!("--devices: {} has no two-device program (it needs `devices: 2` with every conv and linear layer split into towers); run it on one device", plan.name);
         }
-        let open = |index: usize| open_tuned(&DeviceArgs { adapter: Some(index), ..device.clone() }, plan, Mode::Inference, None);
+        let open = |index: usize| {
+            open_tuned(
+                &DeviceArgs {
+                    adapter: Some(index),
+                    ..device.clone()
+                },
+                plan,
+                Mode::Inference,
+                None,
+            )
+        };
         Ok(Some([open(a)?, open(b)?]))
     }
 }
@@ -335,7 +354,10 @@ fn model_name(name: &str) -> Result<String, String> {
         return Ok(name.to_string());
     }
     let names: Vec<&str> = alexnet::models::BUILTIN.iter().map(|(n, _)| *n).collect();
-    Err(format!("unknown model `{name}` (expected one of {}, or a FILE.alexnet declaration)", names.join(", ")))
+    Err(format!(
+        "unknown model `{name}` (expected one of {}, or a FILE.alexnet declaration)",
+        names.join(", ")
+    ))
 }
 
 /// The plan of a built-in model, or of a declaration file compiled now (its errors rendered
@@ -357,8 +379,12 @@ fn plan_of(name: &str) -> Result<&'static Plan> {
 
 fn main() {
     quiet_headless_wayland();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ALEXNET_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("alexnet_runtime=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ALEXNET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("alexnet_runtime=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -372,7 +398,10 @@ fn main() {
 /// before any thread exists, so changing the environment races with nothing.
 fn quiet_headless_wayland() {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|v| v.is_empty()) {
-        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir().join("alexnet-no-display"));
+        std::env::set_var(
+            "XDG_RUNTIME_DIR",
+            std::env::temp_dir().join("alexnet-no-display"),
+        );
     }
 }
 
@@ -383,19 +412,51 @@ fn run(cli: Cli) -> Result<()> {
         Command::Init { model, seed, out } => {
             let plan = plan_of(&model)?;
             Weights::init(plan, seed).save(plan, &out)?;
-            println!("wrote {} ({} parameters, seed {seed}) to {}", plan.name, plan.param_count(), out.display());
+            println!(
+                "wrote {} ({} parameters, seed {seed}) to {}",
+                plan.name,
+                plan.param_count(),
+                out.display()
+            );
             Ok(())
         }
         Command::Shaders { model, out } => shaders(plan_of(&model)?, out.as_deref()),
         Command::Graph { model, format } => {
             let plan = plan_of(&model)?;
-            print!("{}", if matches!(format, GraphFormat::Text) { &plan.ir } else { &plan.dot });
+            print!(
+                "{}",
+                if matches!(format, GraphFormat::Text) {
+                    &plan.ir
+                } else {
+                    &plan.dot
+                }
+            );
             Ok(())
         }
         Command::Compile { file, emit } => compile(&file, emit),
-        Command::Info { model, batch, kernels } => info(plan_of(&model)?, batch, kernels),
-        Command::Bench { model, batch, iters, train, kernels, unfused, shaders, device, towers } => {
-            let mode = if train { Mode::Training } else if unfused { Mode::Inspect } else { Mode::Inference };
+        Command::Info {
+            model,
+            batch,
+            kernels,
+        } => info(plan_of(&model)?, batch, kernels),
+        Command::Bench {
+            model,
+            batch,
+            iters,
+            train,
+            kernels,
+            unfused,
+            shaders,
+            device,
+            towers,
+        } => {
+            let mode = if train {
+                Mode::Training
+            } else if unfused {
+                Mode::Inspect
+            } else {
+                Mode::Inference
+            };
             let plan = replace_shaders(plan_of(&model)?, shaders.as_deref())?;
             if towers.devices.is_some() {
                 if mode != Mode::Inference || kernels {
@@ -405,7 +466,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             bench(&plan, batch, iters, mode, kernels, &device)
         }
-        Command::Selftest { model, batch, seed, shaders, device } => selftest(plan_of(&model)?, batch, seed, shaders.as_deref(), &device),
+        Command::Selftest {
+            model,
+            batch,
+            seed,
+            shaders,
+            device,
+        } => selftest(plan_of(&model)?, batch, seed, shaders.as_deref(), &device),
         Command::Train(args) => train::train(&args),
         Command::Eval(args) => train::eval(&args),
         Command::Step(args) => train::step(&args),
@@ -418,7 +485,10 @@ fn devices(args: &DeviceArgs) -> Result<()> {
         bail!("no GPU adapters found (on Linux: apt-get install mesa-vulkan-drivers libvulkan1)");
     }
     for a in list {
-        println!("[{}] {} — {} {} ({})", a.index, a.name, a.backend, a.device_type, a.driver);
+        println!(
+            "[{}] {} — {} {} ({})",
+            a.index, a.name, a.backend, a.device_type, a.driver
+        );
         println!(
             "    max storage binding {} MiB, max buffer {} MiB, {} workgroups/dim, {} invocations/workgroup",
             a.max_storage_buffer_binding_size >> 20,
@@ -442,23 +512,33 @@ fn shaders(plan: &Plan, out: Option<&Path>) -> Result<()> {
             let mut files = 0;
             for (file, wgsl) in plan.kernels.iter().flat_map(|k| k.sources()) {
                 let path = dir.join(file);
-                std::fs::write(&path, wgsl.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, wgsl.as_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
                 files += 1;
             }
-            println!("wrote {} kernels ({files} files with their CPU variants) to {}", plan.kernels.len(), dir.display());
+            println!(
+                "wrote {} kernels ({files} files with their CPU variants) to {}",
+                plan.kernels.len(),
+                dir.display()
+            );
         }
     }
     Ok(())
 }
 
 fn compile(file: &Path, emit: Emit) -> Result<()> {
-    let source = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let source =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     match alexnet_compiler::compile_str(&source) {
         Ok(compiled) => {
             match emit {
                 Emit::Ir => print!("{}", compiled.plan.ir),
                 Emit::Dot => print!("{}", compiled.plan.dot),
-                Emit::Wgsl => compiled.plan.kernels.iter().for_each(|k| println!("{}", k.wgsl)),
+                Emit::Wgsl => compiled
+                    .plan
+                    .kernels
+                    .iter()
+                    .for_each(|k| println!("{}", k.wgsl)),
             }
             Ok(())
         }
@@ -482,26 +562,57 @@ fn towers(plan: &Plan, batch: u64) {
         None => println!("two-device split (planned; this plan has no two-device program: a layer is pinned to one device):"),
     }
     for l in plan.layers.iter() {
-        let mine: Vec<&alexnet::plan::Exchange> = plan.exchanges.iter().filter(|e| e.reader.split_once('.').map(|(layer, _)| layer) == Some(&*l.name)).collect();
+        let mine: Vec<&alexnet::plan::Exchange> = plan
+            .exchanges
+            .iter()
+            .filter(|e| e.reader.split_once('.').map(|(layer, _)| layer) == Some(&*l.name))
+            .collect();
         let mut received = Vec::new();
         for (i, e) in mine.iter().enumerate() {
             let kind = match e.kind {
                 alexnet::plan::ExchangeKind::Gather => "half the input".to_string(),
-                alexnet::plan::ExchangeKind::Halo { channels } => format!("{channels} boundary channels"),
+                alexnet::plan::ExchangeKind::Halo { channels } => {
+                    format!("{channels} boundary channels")
+                }
                 alexnet::plan::ExchangeKind::Whole => "the whole input".to_string(),
             };
             // The towers' symmetric exchanges read as one.
-            let twin = mine.iter().position(|o| o.reader == e.reader && o.kind == e.kind && o.bytes_per_image == e.bytes_per_image && o.to != e.to);
+            let twin = mine.iter().position(|o| {
+                o.reader == e.reader
+                    && o.kind == e.kind
+                    && o.bytes_per_image == e.bytes_per_image
+                    && o.to != e.to
+            });
             match twin {
                 Some(j) if j < i => continue,
-                Some(_) => received.push(format!("each device receives {kind} ({:.1} KB/img) for {}", e.bytes_per_image as f64 / 1e3, e.reader)),
-                None => received.push(format!("device {} receives {kind} ({:.1} KB/img) for {}", e.to, e.bytes_per_image as f64 / 1e3, e.reader)),
+                Some(_) => received.push(format!(
+                    "each device receives {kind} ({:.1} KB/img) for {}",
+                    e.bytes_per_image as f64 / 1e3,
+                    e.reader
+                )),
+                None => received.push(format!(
+                    "device {} receives {kind} ({:.1} KB/img) for {}",
+                    e.to,
+                    e.bytes_per_image as f64 / 1e3,
+                    e.reader
+                )),
             }
         }
-        println!("  {:<8} {:<20} {}", l.name, place(l.place), received.join("; "));
+        println!(
+            "  {:<8} {:<20} {}",
+            l.name,
+            place(l.place),
+            received.join("; ")
+        );
     }
     for e in plan.exchanges.iter().filter(|e| e.reader == "output") {
-        println!("  {:<8} {:<20} device {} receives half the logits ({:.1} KB/img)", "output", format!("device {}", e.to), e.to, e.bytes_per_image as f64 / 1e3);
+        println!(
+            "  {:<8} {:<20} device {} receives half the logits ({:.1} KB/img)",
+            "output",
+            format!("device {}", e.to),
+            e.to,
+            e.bytes_per_image as f64 / 1e3
+        );
     }
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     for device in 0..2 {
@@ -519,14 +630,34 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
     if batch == 0 || batch > u64::from(plan.max_batch) {
         bail!("--batch must be in 1..={}", plan.max_batch);
     }
-    println!("{} — input {:?}, {} device(s), max batch {} (micro-batch {})", plan.name, plan.input, plan.devices, plan.max_batch, plan.micro_batch);
-    println!("{:<8} {:>18} {:>14} {:>12} {:>14}", "layer", "output", "parameters", "M mult-adds", "act. KiB/img");
+    println!(
+        "{} — input {:?}, {} device(s), max batch {} (micro-batch {})",
+        plan.name, plan.input, plan.devices, plan.max_batch, plan.micro_batch
+    );
+    println!(
+        "{:<8} {:>18} {:>14} {:>12} {:>14}",
+        "layer", "output", "parameters", "M mult-adds", "act. KiB/img"
+    );
     for l in plan.layers.iter() {
         let shape = format!("{:?}", l.output);
-        println!("{:<8} {:>18} {:>14} {:>12.1} {:>14.1}", l.name, shape, l.params, l.macs as f64 / 1e6, l.activation_bytes as f64 / 1024.0);
+        println!(
+            "{:<8} {:>18} {:>14} {:>12.1} {:>14.1}",
+            l.name,
+            shape,
+            l.params,
+            l.macs as f64 / 1e6,
+            l.activation_bytes as f64 / 1024.0
+        );
     }
     let act: u64 = plan.layers.iter().map(|l| l.activation_bytes).sum();
-    println!("{:<8} {:>18} {:>14} {:>12.1} {:>14.1}", "total", "", plan.param_count(), plan.macs() as f64 / 1e6, act as f64 / 1024.0);
+    println!(
+        "{:<8} {:>18} {:>14} {:>12.1} {:>14.1}",
+        "total",
+        "",
+        plan.param_count(),
+        plan.macs() as f64 / 1e6,
+        act as f64 / 1024.0
+    );
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     println!(
         "fusion {}: {} kernels in all, {} dispatches per forward pass; weights {:.1} MiB (f32)",
@@ -536,7 +667,12 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
         mib(plan.param_count() * 4)
     );
     for v in plan.inference_variants.iter() {
-        println!("  on {} adapters: fusion {}, {} dispatches per forward pass", v.target.as_str(), v.fusion.as_str(), v.program.dispatches().count());
+        println!(
+            "  on {} adapters: fusion {}, {} dispatches per forward pass",
+            v.target.as_str(),
+            v.fusion.as_str(),
+            v.program.dispatches().count()
+        );
     }
     // A session runs at most a micro-batch at a time; larger batches reuse its buffers.
     let pass = batch.min(u64::from(plan.micro_batch));
@@ -550,18 +686,45 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
     }
     println!("GPU memory at batch {batch} ({pass} images per pass), from the memory plan:");
     for device in 0..plan.devices {
-        let mut programs = vec![("inference".to_string(), &plan.inference), ("training".to_string(), &plan.training)];
-        programs.extend(plan.inference_variants.iter().map(|v| (format!("inference ({})", v.target.as_str()), &v.program)));
+        let mut programs = vec![
+            ("inference".to_string(), &plan.inference),
+            ("training".to_string(), &plan.training),
+        ];
+        programs.extend(
+            plan.inference_variants
+                .iter()
+                .map(|v| (format!("inference ({})", v.target.as_str()), &v.program)),
+        );
         // On two devices each runs its tower's program (every activation whole, its own weight parts).
-        programs.extend(plan.towers.iter().map(|t| ("tower inference".to_string(), &t.programs[device as usize])));
-        if programs.iter().all(|(_, p)| p.buffers.iter().all(|b| b.device != device)) {
+        programs.extend(
+            plan.towers
+                .iter()
+                .map(|t| ("tower inference".to_string(), &t.programs[device as usize])),
+        );
+        if programs
+            .iter()
+            .all(|(_, p)| p.buffers.iter().all(|b| b.device != device))
+        {
             println!("  device {device}: nothing placed (this plan has no two-device program)");
             continue;
         }
         for (name, program) in programs {
-            let on_device = |p: &&alexnet::plan::Placement| program.buffers[p.buffer as usize].device == device;
-            let state: u64 = program.placements.iter().filter(on_device).filter(|p| p.tensor.is_state()).map(|p| p.size.at(pass)).sum();
-            let unplanned: u64 = program.placements.iter().filter(on_device).filter(|p| !p.tensor.is_state()).map(|p| p.size.at(pass)).sum();
+            let on_device =
+                |p: &&alexnet::plan::Placement| program.buffers[p.buffer as usize].device == device;
+            let state: u64 = program
+                .placements
+                .iter()
+                .filter(on_device)
+                .filter(|p| p.tensor.is_state())
+                .map(|p| p.size.at(pass))
+                .sum();
+            let unplanned: u64 = program
+                .placements
+                .iter()
+                .filter(on_device)
+                .filter(|p| !p.tensor.is_state())
+                .map(|p| p.size.at(pass))
+                .sum();
             println!(
                 "  device {device} {name:<15} {:>9.1} MiB in {:>3} buffers: {:>8.1} MiB parameters/gradients/momentum, {:>8.1} MiB activations (without reuse {:.1} MiB)",
                 mib(program.memory(device, pass)),
@@ -578,15 +741,40 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
     if kernels {
         use alexnet::plan::Target;
         // Each program's kernels in their form for the adapters that run it.
-        let variants: Vec<(String, &alexnet::plan::Program, Target)> =
-            plan.inference_variants.iter().map(|v| (format!("inference on {} adapters", v.target.as_str()), &v.program, v.target)).collect();
-        let programs = [("inference".to_string(), &plan.inference, Target::Gpu), ("training".to_string(), &plan.training, Target::Gpu)];
+        let variants: Vec<(String, &alexnet::plan::Program, Target)> = plan
+            .inference_variants
+            .iter()
+            .map(|v| {
+                (
+                    format!("inference on {} adapters", v.target.as_str()),
+                    &v.program,
+                    v.target,
+                )
+            })
+            .collect();
+        let programs = [
+            ("inference".to_string(), &plan.inference, Target::Gpu),
+            ("training".to_string(), &plan.training, Target::Gpu),
+        ];
         for (name, program, target) in programs.into_iter().chain(variants) {
             println!("\n{name} kernels at batch {pass} (per pass):");
-            println!("{:<26} {:<40} {:<44} {:>9} {:>9} {:>9}", "kernel", "covers", "algorithm", "MFLOP", "MB read", "MB write");
+            println!(
+                "{:<26} {:<40} {:<44} {:>9} {:>9} {:>9}",
+                "kernel", "covers", "algorithm", "MFLOP", "MB read", "MB write"
+            );
             for k in program.dispatches() {
                 let k = &plan.kernels[k as usize].for_target(target);
-                let covers: Vec<String> = k.covers.iter().map(|&n| format!("{}.{}", plan.nodes[n as usize].layer, plan.nodes[n as usize].op.name())).collect();
+                let covers: Vec<String> = k
+                    .covers
+                    .iter()
+                    .map(|&n| {
+                        format!(
+                            "{}.{}",
+                            plan.nodes[n as usize].layer,
+                            plan.nodes[n as usize].op.name()
+                        )
+                    })
+                    .collect();
                 println!(
                     "{:<26} {:<40} {:<44} {:>9.1} {:>9.2} {:>9.2}",
                     k.name,
@@ -606,18 +794,38 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
 /// program runs fastest with: measured on first use, then cached per adapter, driver and
 /// plan (`alexnet::runtime::tune`); `--variant` skips the measurement.
 /// `keep` (a resumed run's adapter and variants) wins on that adapter unless `--variant` is given.
-pub(crate) fn open_tuned(device: &DeviceArgs, plan: &Plan, mode: Mode, keep: Option<&(String, alexnet::plan::Target)>) -> Result<Gpu> {
+pub(crate) fn open_tuned(
+    device: &DeviceArgs,
+    plan: &Plan,
+    mode: Mode,
+    keep: Option<&(String, alexnet::plan::Target)>,
+) -> Result<Gpu> {
     let mut gpu = Gpu::open(&device.options(), plan)?;
-    if let Some((adapter, target)) = keep.filter(|(adapter, _)| !gpu.forced && *adapter == gpu.adapter_name()) {
-        eprintln!("kernel variants: {} (those the run started with on {adapter})", target.as_str());
+    if let Some((adapter, target)) =
+        keep.filter(|(adapter, _)| !gpu.forced && *adapter == gpu.adapter_name())
+    {
+        eprintln!(
+            "kernel variants: {} (those the run started with on {adapter})",
+            target.as_str()
+        );
         gpu.target = *target;
         return Ok(gpu);
     }
     let tuned = gpu.tune(plan, mode)?;
     if let How::Measured { seconds, cache } = &tuned.how {
-        let times: Vec<String> = seconds.iter().map(|(t, s)| format!("{} {:.1} ms", t.as_str(), s * 1e3)).collect();
-        let cached = cache.as_ref().map(|c| format!("; cached in {}", c.display())).unwrap_or_default();
-        eprintln!("kernel variants: {} (measured on this adapter, best pass of each: {}{cached})", tuned.target.as_str(), times.join(", "));
+        let times: Vec<String> = seconds
+            .iter()
+            .map(|(t, s)| format!("{} {:.1} ms", t.as_str(), s * 1e3))
+            .collect();
+        let cached = cache
+            .as_ref()
+            .map(|c| format!("; cached in {}", c.display()))
+            .unwrap_or_default();
+        eprintln!(
+            "kernel variants: {} (measured on this adapter, best pass of each: {}{cached})",
+            tuned.target.as_str(),
+            times.join(", ")
+        );
     }
     Ok(gpu)
 }
@@ -625,40 +833,82 @@ pub(crate) fn open_tuned(device: &DeviceArgs, plan: &Plan, mode: Mode, keep: Opt
 /// Labels for the model's classes, from `--labels` or the built-in lists.
 fn labels(plan: &Plan, path: Option<&Path>) -> Result<Vec<String>> {
     let text = match path {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading labels {}", p.display()))?,
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading labels {}", p.display()))?
+        }
         None if plan.classes() == 1000 => include_str!("../data/imagenet_classes.txt").to_string(),
         None if plan.classes() == 10 => FASHION_MNIST.join("\n"),
-        None => (0..plan.classes()).map(|i| format!("class {i}")).collect::<Vec<_>>().join("\n"),
+        None => (0..plan.classes())
+            .map(|i| format!("class {i}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
     };
-    let names: Vec<String> = text.lines().map(|l| l.split_once('\t').map_or(l, |(_, name)| name).to_string()).collect();
+    let names: Vec<String> = text
+        .lines()
+        .map(|l| l.split_once('\t').map_or(l, |(_, name)| name).to_string())
+        .collect();
     if names.len() != plan.classes() as usize {
-        bail!("{} labels for a model with {} classes", names.len(), plan.classes());
+        bail!(
+            "{} labels for a model with {} classes",
+            names.len(),
+            plan.classes()
+        );
     }
     Ok(names)
 }
 
 /// Fashion-MNIST's class names, in label order.
-const FASHION_MNIST: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+const FASHION_MNIST: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
 
 fn infer(args: &InferArgs) -> Result<()> {
     let plan = plan_of(&args.model)?;
-    let is_npy = args.inputs.len() == 1 && args.inputs[0].extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let is_npy = args.inputs.len() == 1
+        && args.inputs[0]
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     let (input, batch, names) = if is_npy {
         let (data, batch) = npy::read_input(&args.inputs[0], plan)?;
-        let names = (0..batch).map(|i| format!("{}[{i}]", args.inputs[0].display())).collect();
+        let names = (0..batch)
+            .map(|i| format!("{}[{i}]", args.inputs[0].display()))
+            .collect();
         (data, batch, names)
     } else {
         let mut data = Vec::new();
         for path in &args.inputs {
-            if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+            if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+            {
                 bail!("{}: a .npy input must be the only input", path.display());
             }
             data.extend(data::load_image(path, plan)?);
         }
-        (data, args.inputs.len(), args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>())
+        (
+            data,
+            args.inputs.len(),
+            args.inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>(),
+        )
     };
     if batch > plan.max_batch as usize {
-        bail!("{batch} inputs, but {} takes at most {} per run", plan.name, plan.max_batch);
+        bail!(
+            "{batch} inputs, but {} takes at most {} per run",
+            plan.name,
+            plan.max_batch
+        );
     }
     let weights = match &args.weights {
         Some(path) => Weights::load(plan, path)?,
@@ -670,7 +920,12 @@ fn infer(args: &InferArgs) -> Result<()> {
     let labels = labels(plan, args.labels.as_deref())?;
     let out = match args.towers.open(&args.device, plan)? {
         Some(gpus) => {
-            eprintln!("running {} on two devices: {} and {}", plan.name, gpus[0].describe(), gpus[1].describe());
+            eprintln!(
+                "running {} on two devices: {} and {}",
+                plan.name,
+                gpus[0].describe(),
+                gpus[1].describe()
+            );
             let mut session = TowerSession::new([&gpus[0], &gpus[1]], plan, batch as u32)?;
             session.load_weights(&weights)?;
             session.forward(&input, batch)?
@@ -691,7 +946,11 @@ fn infer(args: &InferArgs) -> Result<()> {
     }
     if let Some(path) = &args.save_logits {
         npy::write_2d(path, &out.logits, batch, out.classes)?;
-        eprintln!("wrote logits [{batch}, {}] to {}", out.classes, path.display());
+        eprintln!(
+            "wrote logits [{batch}, {}] to {}",
+            out.classes,
+            path.display()
+        );
     }
     Ok(())
 }
@@ -712,7 +971,10 @@ fn with_shaders(plan: &Plan, dir: &Path) -> Result<(Plan, Vec<String>)> {
                 return Ok(None);
             }
             replaced.push(file);
-            Ok(Some(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?))
+            Ok(Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            ))
         };
         if let Some(wgsl) = read(format!("{name}.wgsl"))? {
             kernel.wgsl = wgsl.into();
@@ -724,27 +986,48 @@ fn with_shaders(plan: &Plan, dir: &Path) -> Result<(Plan, Vec<String>)> {
         }
     }
     if replaced.is_empty() {
-        bail!("{}: no file names a kernel of {} (see `alexnet shaders --model {} --out DIR`)", dir.display(), plan.name, plan.name);
+        bail!(
+            "{}: no file names a kernel of {} (see `alexnet shaders --model {} --out DIR`)",
+            dir.display(),
+            plan.name,
+            plan.name
+        );
     }
     Ok((plan, replaced))
 }
 
 /// `plan`, with its kernels replaced from `dir` when one is given (saying which on stderr).
 fn replace_shaders(plan: &Plan, dir: Option<&Path>) -> Result<Plan> {
-    let Some(dir) = dir else { return Ok(plan.clone()) };
+    let Some(dir) = dir else {
+        return Ok(plan.clone());
+    };
     let (plan, replaced) = with_shaders(plan, dir)?;
-    let list = if replaced.len() <= 8 { replaced.join(", ") } else { format!("{} files", replaced.len()) };
+    let list = if replaced.len() <= 8 {
+        replaced.join(", ")
+    } else {
+        format!("{} files", replaced.len())
+    };
     eprintln!("kernels replaced from {}: {list}", dir.display());
     Ok(plan)
 }
 
-fn selftest(plan: &Plan, batch: usize, seed: u64, shaders: Option<&Path>, device: &DeviceArgs) -> Result<()> {
+fn selftest(
+    plan: &Plan,
+    batch: usize,
+    seed: u64,
+    shaders: Option<&Path>,
+    device: &DeviceArgs,
+) -> Result<()> {
     if batch == 0 || batch > plan.max_batch as usize {
         bail!("--batch must be in 1..={}", plan.max_batch);
     }
     let plan = replace_shaders(plan, shaders)?;
     let gpu = Gpu::open(&device.options(), &plan)?;
-    println!("{} on {}: every kernel alone against the CPU reference (f64), batch {batch}", plan.name, gpu.describe());
+    println!(
+        "{} on {}: every kernel alone against the CPU reference (f64), batch {batch}",
+        plan.name,
+        gpu.describe()
+    );
     let bar = indicatif::ProgressBar::new(0);
     let options = alexnet::runtime::selftest::Options { batch, seed };
     let checks = alexnet::runtime::selftest::run(&gpu, &plan, &options, |done, total, name| {
@@ -753,8 +1036,16 @@ fn selftest(plan: &Plan, batch: usize, seed: u64, shaders: Option<&Path>, device
         bar.set_message(name.to_string());
     })?;
     bar.finish_and_clear();
-    let width = checks.iter().map(|c| c.name().len()).max().unwrap_or(6).max(6);
-    println!("{:<width$}  {:<9} {:<8} {:>10} {:>9}  {:<4}  worst tensor", "kernel", "program", "role", "max error", "tolerance", "");
+    let width = checks
+        .iter()
+        .map(|c| c.name().len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:<width$}  {:<9} {:<8} {:>10} {:>9}  {:<4}  worst tensor",
+        "kernel", "program", "role", "max error", "tolerance", ""
+    );
     for c in &checks {
         let program = match c.mode {
             Mode::Inference => "inference",
@@ -762,18 +1053,40 @@ fn selftest(plan: &Plan, batch: usize, seed: u64, shaders: Option<&Path>, device
             Mode::Inspect => "inspect",
         };
         let verdict = if c.passed() { "ok" } else { "FAIL" };
-        println!("{:<width$}  {program:<9} {:<8} {:>10.2e} {:>9.0e}  {verdict:<4}  {}", c.name(), c.role, c.error, c.tolerance, c.worst);
+        println!(
+            "{:<width$}  {program:<9} {:<8} {:>10.2e} {:>9.0e}  {verdict:<4}  {}",
+            c.name(),
+            c.role,
+            c.error,
+            c.tolerance,
+            c.worst
+        );
     }
-    let failed: Vec<String> = checks.iter().filter(|c| !c.passed()).map(|c| c.name()).collect();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed())
+        .map(|c| c.name())
+        .collect();
     if !failed.is_empty() {
-        bail!("{} of {} kernel checks failed: {}", failed.len(), checks.len(), failed.join(", "));
+        bail!(
+            "{} of {} kernel checks failed: {}",
+            failed.len(),
+            checks.len(),
+            failed.join(", ")
+        );
     }
     println!("all {} kernel checks passed", checks.len());
     Ok(())
 }
 
 /// Times the two-device forward pass: the median pass, and how much of it the exchanges took.
-fn bench_towers(plan: &Plan, batch: usize, iters: usize, device: &DeviceArgs, towers: &TowerArgs) -> Result<()> {
+fn bench_towers(
+    plan: &Plan,
+    batch: usize,
+    iters: usize,
+    device: &DeviceArgs,
+    towers: &TowerArgs,
+) -> Result<()> {
     if batch == 0 || batch > plan.max_batch as usize {
         bail!("--batch must be in 1..={}", plan.max_batch);
     }
@@ -810,7 +1123,14 @@ fn bench_towers(plan: &Plan, batch: usize, iters: usize, device: &DeviceArgs, to
     Ok(())
 }
 
-fn bench(plan: &Plan, batch: usize, iters: usize, mode: Mode, kernels: bool, device: &DeviceArgs) -> Result<()> {
+fn bench(
+    plan: &Plan,
+    batch: usize,
+    iters: usize,
+    mode: Mode,
+    kernels: bool,
+    device: &DeviceArgs,
+) -> Result<()> {
     let train = mode == Mode::Training;
     if batch == 0 || batch > plan.max_batch as usize {
         bail!("--batch must be in 1..={}", plan.max_batch);
@@ -835,9 +1155,16 @@ fn bench(plan: &Plan, batch: usize, iters: usize, mode: Mode, kernels: bool, dev
         let mut times = profile.kernels.clone();
         let total: f64 = times.iter().map(|t| t.1).sum();
         times.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let clock = if profile.gpu_timestamps { "GPU timestamps" } else { "wall clock per submission (the adapter has no timestamp queries)" };
+        let clock = if profile.gpu_timestamps {
+            "GPU timestamps"
+        } else {
+            "wall clock per submission (the adapter has no timestamp queries)"
+        };
         println!("per-kernel times at batch {batch}, by {clock}:");
-        println!("{:<28} {:>10} {:>7} {:>9} {:>9}  algorithm", "kernel", "ms", "share", "GFLOP/s", "GB/s");
+        println!(
+            "{:<28} {:>10} {:>7} {:>9} {:>9}  algorithm",
+            "kernel", "ms", "share", "GFLOP/s", "GB/s"
+        );
         // A kernel runs once per pass of at most a micro-batch; its cost is per pass.
         let pass = (batch as u64).min(u64::from(session.capacity()));
         let passes = (batch as u64).div_ceil(pass) as f64;
@@ -871,8 +1198,14 @@ fn bench(plan: &Plan, batch: usize, iters: usize, mode: Mode, kernels: bool, dev
     // A training step does about three forward passes' work (forward, input and weight gradients).
     let (what, passes) = match mode {
         Mode::Training => ("training step".to_string(), 3.0),
-        Mode::Inference => (format!("forward (fusion {})", session.plan().fusion.as_str()), 1.0),
-        Mode::Inspect => ("forward (one kernel per op, every activation kept)".to_string(), 1.0),
+        Mode::Inference => (
+            format!("forward (fusion {})", session.plan().fusion.as_str()),
+            1.0,
+        ),
+        Mode::Inspect => (
+            "forward (one kernel per op, every activation kept)".to_string(),
+            1.0,
+        ),
     };
     let gflops = passes * 2.0 * plan.macs() as f64 * batch as f64 / median / 1e9;
     println!(

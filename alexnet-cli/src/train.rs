@@ -1,10 +1,12 @@
 //! `alexnet train`, `eval` and `step`.
 
 use crate::{plan_of, EvalArgs, InitKind, StepArgs, TrainArgs};
-use alexnet::runtime::npy;
 use alexnet::runtime::folder::{ImageFolder, Pca};
 use alexnet::runtime::idx::{FashionMnist, FASHION_MNIST_DIR};
-use alexnet::runtime::train::{self, Checkpoint, Dataset, FolderSet, Schedule, Source, TrainOptions, TrainState};
+use alexnet::runtime::npy;
+use alexnet::runtime::train::{
+    self, Checkpoint, Dataset, FolderSet, Schedule, Source, TrainOptions, TrainState,
+};
 use alexnet::runtime::trainer::{Epoch, EpochReport, Trainer};
 use alexnet::runtime::{Mode, StepConfig};
 use alexnet::{Gpu, Plan, Session, Weights};
@@ -17,7 +19,8 @@ use std::time::{Duration, Instant};
 /// The Fashion-MNIST folder named by `--dataset`.
 fn dataset_dir(name: &str) -> PathBuf {
     if name == "fashion-mnist" {
-        std::env::var_os("ALEXNET_FASHION_MNIST").map_or_else(|| PathBuf::from(FASHION_MNIST_DIR), PathBuf::from)
+        std::env::var_os("ALEXNET_FASHION_MNIST")
+            .map_or_else(|| PathBuf::from(FASHION_MNIST_DIR), PathBuf::from)
     } else {
         PathBuf::from(name)
     }
@@ -26,19 +29,30 @@ fn dataset_dir(name: &str) -> PathBuf {
 fn load(plan: &Plan, name: &str) -> Result<(Dataset, Dataset)> {
     let dir = dataset_dir(name);
     let data = FashionMnist::load(&dir)?;
-    Ok((Dataset::from_idx(&data.train, plan, &dir)?, Dataset::from_idx(&data.test, plan, &dir)?))
+    Ok((
+        Dataset::from_idx(&data.train, plan, &dir)?,
+        Dataset::from_idx(&data.test, plan, &dir)?,
+    ))
 }
 
 /// Whether `--dataset` names Fashion-MNIST (the package, or a folder of IDX files).
 fn is_idx(name: &str) -> bool {
     let dir = dataset_dir(name);
-    name == "fashion-mnist" || ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"].iter().any(|f| dir.join(f).exists())
+    name == "fashion-mnist"
+        || ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"]
+            .iter()
+            .any(|f| dir.join(f).exists())
 }
 
 /// Scans an image folder, reporting (or with `strict`, refusing) unreadable images.
 fn scan_folder(dir: &Path, strict: bool) -> Result<ImageFolder> {
     let mut folder = ImageFolder::scan(dir)?;
-    eprintln!("checking {} images in {} classes under {}", folder.files.len(), folder.classes.len(), dir.display());
+    eprintln!(
+        "checking {} images in {} classes under {}",
+        folder.files.len(),
+        folder.classes.len(),
+        dir.display()
+    );
     for (path, why) in folder.check(strict)? {
         eprintln!("warning: skipping {}: {why}", path.display());
     }
@@ -50,13 +64,21 @@ fn scan_folder(dir: &Path, strict: bool) -> Result<ImageFolder> {
 
 fn bar(len: u64, template: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    bar.set_style(ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
     bar
 }
 
 /// Appends one line to OUT/metrics.jsonl.
 fn log_metrics(path: &Path, line: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
     writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
 }
 
@@ -86,13 +108,20 @@ const PLAIN_EVERY: Duration = Duration::from_secs(10);
 /// lock when the process ends, however it ends (a killed run leaves no stale lock).
 fn lock_out(out: &Path) -> Result<std::fs::File> {
     let path = out.join(".lock");
-    let file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
             bail!("{}: another `alexnet train` is writing to this folder (it holds {}); wait for it to finish or choose another --out", out.display(), path.display())
         }
-        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
     }
 }
 
@@ -106,10 +135,18 @@ fn truncate_jsonl(path: &Path, key: &str, max: u64) -> Result<()> {
     };
     let kept: String = text
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v[key].as_u64()).is_some_and(|v| v <= max))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v[key].as_u64())
+                .is_some_and(|v| v <= max)
+        })
         .map(|l| format!("{l}\n"))
         .collect();
-    Ok(alexnet::runtime::weights::write_atomic(path, kept.as_bytes())?)
+    Ok(alexnet::runtime::weights::write_atomic(
+        path,
+        kept.as_bytes(),
+    )?)
 }
 
 /// Training, validation and (optional) test images.
@@ -118,12 +155,17 @@ type Splits = (Box<dyn Source>, Box<dyn Source>, Option<Box<dyn Source>>);
 pub fn train(args: &TrainArgs) -> Result<()> {
     let plan = plan_of(&args.model)?;
     if args.batch == 0 || args.batch > plan.max_batch as usize {
-        bail!("--batch must be in 1..={} for {}", plan.max_batch, plan.name);
+        bail!(
+            "--batch must be in 1..={} for {}",
+            plan.max_batch,
+            plan.name
+        );
     }
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         bail!("--lr must be a positive number");
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let _lock = lock_out(&args.out)?;
     // The lock is held, so temporaries here are what killed runs left.
     alexnet::runtime::weights::remove_stale_temporaries(&args.out)?;
@@ -136,7 +178,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             train_set = train_set.take(n + args.val);
         }
         let val_set = train_set.split_off(args.val);
-        (Box::new(train_set), Box::new(val_set), Some(Box::new(test_set)))
+        (
+            Box::new(train_set),
+            Box::new(val_set),
+            Some(Box::new(test_set)),
+        )
     } else {
         let mut folder = scan_folder(&dataset_dir(&args.dataset), args.strict)?;
         if let Some(n) = args.limit {
@@ -171,7 +217,13 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         momentum: args.momentum,
         decay: args.decay,
         seed: args.seed,
-        schedule: if args.lr_steps.is_empty() { Schedule::Plateau { patience: args.patience } } else { Schedule::Steps(args.lr_steps.clone()) },
+        schedule: if args.lr_steps.is_empty() {
+            Schedule::Plateau {
+                patience: args.patience,
+            }
+        } else {
+            Schedule::Steps(args.lr_steps.clone())
+        },
         flip: !args.no_flip,
         save_every: args.save_every.max(1),
     };
@@ -180,11 +232,22 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let steps_log = args.out.join("steps.jsonl");
     let weights_path = args.out.join("weights.safetensors");
     let (weights, momentum, state) = if args.resume {
-        let c = Checkpoint::load(plan, &ckpt_path).with_context(|| "--resume needs the checkpoint of an earlier run in --out")?;
+        let c = Checkpoint::load(plan, &ckpt_path)
+            .with_context(|| "--resume needs the checkpoint of an earlier run in --out")?;
         if c.state.seed != args.seed {
-            bail!("{}: the run used seed {}, but --seed is {}", ckpt_path.display(), c.state.seed, args.seed);
+            bail!(
+                "{}: the run used seed {}, but --seed is {}",
+                ckpt_path.display(),
+                c.state.seed,
+                args.seed
+            );
         }
-        eprintln!("resuming at epoch {}, step {} (lr {})", c.state.epoch + 1, c.state.step, c.state.lr);
+        eprintln!(
+            "resuming at epoch {}, step {} (lr {})",
+            c.state.epoch + 1,
+            c.state.step,
+            c.state.lr
+        );
         // Lines written after the checkpoint (by the run that was then stopped or killed) are
         // written again as the run repeats that work.
         truncate_jsonl(&steps_log, "step", u64::from(c.state.step))?;
@@ -219,16 +282,30 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     }
     let per_epoch = (train_set.len() / args.batch) as u32;
     let run_start = Instant::now();
-    let mut trainer = Trainer::new(&mut session, plan, options.clone(), state, ckpt_path.clone(), args.max_steps);
+    let mut trainer = Trainer::new(
+        &mut session,
+        plan,
+        options.clone(),
+        state,
+        ckpt_path.clone(),
+        args.max_steps,
+    );
     // A bar on a terminal; in a log or a pipe (where a bar is not drawn), a plain line for the
     // first step, then every PLAIN_EVERY, and at the end of each epoch.
     let plain = !std::io::stderr().is_terminal();
     let mut last_line: Option<Instant> = None;
     let mut saved_at = None;
-    let mut step_lines = std::fs::OpenOptions::new().create(true).append(true).open(&steps_log).with_context(|| format!("opening {}", steps_log.display()))?;
+    let mut step_lines = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&steps_log)
+        .with_context(|| format!("opening {}", steps_log.display()))?;
     while !trainer.finished() {
         let epoch = trainer.state().epoch;
-        let progress = bar(u64::from(per_epoch), "{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}");
+        let progress = bar(
+            u64::from(per_epoch),
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
+        );
         progress.set_prefix(format!("epoch {}/{}", epoch + 1, options.epochs));
         progress.set_position(u64::from(trainer.state().batch_in_epoch));
         let mut logged = Ok(());
@@ -237,17 +314,32 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             val_set.as_ref(),
             test_set.as_deref(),
             |s| {
-                let message = format!("loss {:.4} acc {:.1}% {:.0} img/s", s.loss, 100.0 * s.accuracy, s.images_per_s);
-                if plain && (last_line.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) || s.batch_in_epoch == per_epoch) {
-                    eprintln!("epoch {}/{} step {}/{per_epoch}: {message}", epoch + 1, options.epochs, s.batch_in_epoch);
+                let message = format!(
+                    "loss {:.4} acc {:.1}% {:.0} img/s",
+                    s.loss,
+                    100.0 * s.accuracy,
+                    s.images_per_s
+                );
+                if plain
+                    && (last_line.is_none_or(|t| t.elapsed() >= PLAIN_EVERY)
+                        || s.batch_in_epoch == per_epoch)
+                {
+                    eprintln!(
+                        "epoch {}/{} step {}/{per_epoch}: {message}",
+                        epoch + 1,
+                        options.epochs,
+                        s.batch_in_epoch
+                    );
                     last_line = Some(Instant::now());
                 }
                 progress.set_message(message);
                 progress.set_position(u64::from(s.batch_in_epoch));
-                let at = f64::from(epoch) + f64::from(s.batch_in_epoch) / f64::from(per_epoch.max(1));
+                let at =
+                    f64::from(epoch) + f64::from(s.batch_in_epoch) / f64::from(per_epoch.max(1));
                 let line = serde_json::json!({ "step": s.step, "epoch": at, "loss": s.batch_loss });
                 if logged.is_ok() {
-                    logged = writeln!(step_lines, "{line}").with_context(|| format!("writing {}", steps_log.display()));
+                    logged = writeln!(step_lines, "{line}")
+                        .with_context(|| format!("writing {}", steps_log.display()));
                 }
             },
             // Written before the epoch's checkpoint: see `Trainer::run_epoch`.
@@ -257,21 +349,40 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         let report = match outcome {
             Epoch::Stopped => {
                 progress.abandon();
-                eprintln!("stopped at step {} (--max-steps); {} continues with --resume", trainer.state().step, ckpt_path.display());
+                eprintln!(
+                    "stopped at step {} (--max-steps); {} continues with --resume",
+                    trainer.state().step,
+                    ckpt_path.display()
+                );
                 return Ok(());
             }
             Epoch::Done(report) => report,
         };
         progress.finish();
         let (test_top1, test_top5) = report.test.unwrap_or((f64::NAN, f64::NAN));
-        let test = if report.test.is_some() { format!(", test top-1 {:.2}% top-5 {:.2}%", 100.0 * test_top1, 100.0 * test_top5) } else { String::new() };
+        let test = if report.test.is_some() {
+            format!(
+                ", test top-1 {:.2}% top-5 {:.2}%",
+                100.0 * test_top1,
+                100.0 * test_top5
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
             "epoch {}: validation {:.2}%{test}{}",
             report.epoch,
             100.0 * report.val_top1,
-            if report.lr_divided { format!("; learning rate now {}", trainer.state().lr) } else { String::new() }
+            if report.lr_divided {
+                format!("; learning rate now {}", trainer.state().lr)
+            } else {
+                String::new()
+            }
         );
-        trainer.session().read_weights()?.save(plan, &weights_path)?;
+        trainer
+            .session()
+            .read_weights()?
+            .save(plan, &weights_path)?;
         saved_at = Some(trainer.state().step);
         crate::plot::plot(&metrics, Some(&steps_log), &args.out.join("curves.png"))?;
     }
@@ -279,7 +390,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     // resumes as finished: its weights are the checkpoint's.
     if saved_at != Some(trainer.state().step) {
         eprintln!("the checkpoint is of a finished run; writing its weights and curves");
-        trainer.session().read_weights()?.save(plan, &weights_path)?;
+        trainer
+            .session()
+            .read_weights()?
+            .save(plan, &weights_path)?;
         crate::plot::plot(&metrics, Some(&steps_log), &args.out.join("curves.png"))?;
     }
     eprintln!(
@@ -294,7 +408,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let plan = plan_of(&args.model)?;
     if args.batch == 0 || args.batch > plan.max_batch as usize {
-        bail!("--batch must be in 1..={} for {}", plan.max_batch, plan.name);
+        bail!(
+            "--batch must be in 1..={} for {}",
+            plan.max_batch,
+            plan.name
+        );
     }
     let weights = Weights::load(plan, &args.weights)?;
     let test: Box<dyn Source> = if is_idx(&args.dataset) {
@@ -313,16 +431,29 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let gpu = crate::open_tuned(&args.device, plan, Mode::Inference, None)?;
     let mut session = Session::new(&gpu, plan, args.batch as u32)?;
     session.load_weights(&weights)?;
-    let progress = bar(test.len() as u64, "evaluating [{bar:30}] {pos}/{len} ETA {eta}");
+    let progress = bar(
+        test.len() as u64,
+        "evaluating [{bar:30}] {pos}/{len} ETA {eta}",
+    );
     let start = Instant::now();
-    let (top1, top5) = train::evaluate(&mut session, test.as_ref(), args.batch, args.ten_crop, |n| progress.inc(n as u64))?;
+    let (top1, top5) = train::evaluate(
+        &mut session,
+        test.as_ref(),
+        args.batch,
+        args.ten_crop,
+        |n| progress.inc(n as u64),
+    )?;
     progress.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     println!(
         "{} on {} test images{}: top-1 {:.2}%, top-5 {:.2}% ({:.0} images/s on {})",
         plan.name,
         test.len(),
-        if args.ten_crop { format!(" ({} views each, softmax averaged)", test.views()) } else { String::new() },
+        if args.ten_crop {
+            format!(" ({} views each, softmax averaged)", test.views())
+        } else {
+            String::new()
+        },
         100.0 * top1,
         100.0 * top5,
         test.len() as f64 / secs,
@@ -340,7 +471,12 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             let (class, p) = out.top_k(i, 1)[0];
             let truth = test.label(i) as usize;
             let mark = if class == truth { "✓" } else { "✗" };
-            println!("  test image {i:>4}: {mark} {:<12} {:>5.1}%  (true: {})", names[class], 100.0 * p, names[truth]);
+            println!(
+                "  test image {i:>4}: {mark} {:<12} {:>5.1}%  (true: {})",
+                names[class],
+                100.0 * p,
+                names[truth]
+            );
         }
     }
     Ok(())
@@ -352,17 +488,38 @@ pub fn step(args: &StepArgs) -> Result<()> {
     let (input, batch) = npy::read_input(&args.input, plan)?;
     let labels = npy::read_labels(&args.labels, plan.classes())?;
     if labels.len() != batch {
-        bail!("{}: {} labels for the {batch} images of {}", args.labels.display(), labels.len(), args.input.display());
+        bail!(
+            "{}: {} labels for the {batch} images of {}",
+            args.labels.display(),
+            labels.len(),
+            args.input.display()
+        );
     }
     if batch > plan.max_batch as usize {
-        bail!("{}: {batch} images, but {} takes at most {} per step", args.input.display(), plan.name, plan.max_batch);
+        bail!(
+            "{}: {batch} images, but {} takes at most {} per step",
+            args.input.display(),
+            plan.name,
+            plan.max_batch
+        );
     }
     let gpu = Gpu::open(&args.device.options(), plan)?;
     let mut session = Session::for_training(&gpu, plan, batch as u32)?;
     session.load_weights(&weights)?;
-    let config = StepConfig { lr: args.lr, momentum: 0.9, decay: args.decay, seed: 0, step: 0, dropout: false };
+    let config = StepConfig {
+        lr: args.lr,
+        momentum: 0.9,
+        decay: args.decay,
+        seed: 0,
+        step: 0,
+        dropout: false,
+    };
     let out = session.train_step(&input, &labels, batch, &config)?;
     session.read_weights()?.save(plan, &args.out)?;
-    println!("loss {:.6} before the step; wrote the updated weights to {}", out.loss, args.out.display());
+    println!(
+        "loss {:.6} before the step; wrote the updated weights to {}",
+        out.loss,
+        args.out.display()
+    );
     Ok(())
 }

@@ -15,7 +15,10 @@ pub struct Error {
 impl Error {
     /// A new error at `span`.
     pub fn new(span: Span, message: impl Into<String>) -> Self {
-        Error { span, message: message.into() }
+        Error {
+            span,
+            message: message.into(),
+        }
     }
 
     /// Line and column (1-based) of the span's start, when spans carry locations

@@ -108,7 +108,8 @@ pub struct Parsed {
 /// Parses a network declaration from tokens (the macro's input, or a file's text).
 /// Syntax errors are fatal; value errors come back in [`Parsed::errors`].
 pub fn parse(tokens: TokenStream) -> Result<Parsed, Errors> {
-    let raw: RawNet = syn::parse2(tokens).map_err(|e| Errors(e.into_iter().map(Error::from).collect()))?;
+    let raw: RawNet =
+        syn::parse2(tokens).map_err(|e| Errors(e.into_iter().map(Error::from).collect()))?;
     Ok(raw.resolve())
 }
 
@@ -155,7 +156,10 @@ impl Parse for RawArg {
                 let neg = input.parse::<Option<Token![-]>>()?;
                 let lit: syn::Lit = input.parse()?;
                 if let Some(minus) = neg {
-                    return Err(syn::Error::new(minus.span, format!("`{name}` must not be negative")));
+                    return Err(syn::Error::new(
+                        minus.span,
+                        format!("`{name}` must not be negative"),
+                    ));
                 }
                 Ok(RawArg::Named(name, lit))
             } else {
@@ -175,7 +179,11 @@ fn doc_of(attrs: &[syn::Attribute]) -> String {
     for attr in attrs {
         if let syn::Meta::NameValue(nv) = &attr.meta {
             if nv.path.is_ident("doc") {
-                if let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &nv.value {
+                if let syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) = &nv.value
+                {
                     lines.push(s.value().trim().to_string());
                 }
             }
@@ -206,7 +214,10 @@ impl Parse for RawNet {
         };
         for attr in &attrs {
             if !attr.path().is_ident("doc") {
-                net.errors.push(Error::new(attr.span(), "only doc comments may stand before a network"));
+                net.errors.push(Error::new(
+                    attr.span(),
+                    "only doc comments may stand before a network",
+                ));
             }
         }
         while !body.is_empty() {
@@ -219,9 +230,13 @@ impl Parse for RawNet {
                 bracketed!(dims in body);
                 let list = Punctuated::<LitInt, Token![,]>::parse_terminated(&dims)?;
                 if net.input.is_some() {
-                    net.errors.push(Error::new(kw.span, "`input` is declared twice"));
+                    net.errors
+                        .push(Error::new(kw.span, "`input` is declared twice"));
                 }
-                net.input = Some((kw.span.join(dims.span()).unwrap_or(kw.span), list.into_iter().collect()));
+                net.input = Some((
+                    kw.span.join(dims.span()).unwrap_or(kw.span),
+                    list.into_iter().collect(),
+                ));
             } else if lookahead.peek(kw::devices) {
                 let kw: kw::devices = body.parse()?;
                 body.parse::<Token![:]>()?;
@@ -247,7 +262,8 @@ impl Parse for RawNet {
                 body.parse::<Token![:]>()?;
                 let v: Ident = body.parse()?;
                 if net.fusion.is_some() {
-                    net.errors.push(Error::new(kw.span, "`fusion` is declared twice"));
+                    net.errors
+                        .push(Error::new(kw.span, "`fusion` is declared twice"));
                 }
                 net.fusion = Some(v);
             } else if lookahead.peek(Ident) {
@@ -269,16 +285,27 @@ impl Parse for RawNet {
 }
 
 impl RawNet {
-    fn set_field(&mut self, span: Span, what: &str, value: LitInt, slot: impl Fn(&mut Self) -> &mut Option<LitInt>) {
+    fn set_field(
+        &mut self,
+        span: Span,
+        what: &str,
+        value: LitInt,
+        slot: impl Fn(&mut Self) -> &mut Option<LitInt>,
+    ) {
         if slot(self).is_some() {
-            self.errors.push(Error::new(span, format!("`{what}` is declared twice")));
+            self.errors
+                .push(Error::new(span, format!("`{what}` is declared twice")));
         }
         *slot(self) = Some(value);
     }
 }
 
 impl RawLayer {
-    fn parse_with(input: ParseStream, attrs: &[syn::Attribute], errors: &mut Vec<Error>) -> syn::Result<Self> {
+    fn parse_with(
+        input: ParseStream,
+        attrs: &[syn::Attribute],
+        errors: &mut Vec<Error>,
+    ) -> syn::Result<Self> {
         let (mut weights, mut device) = (None, None);
         for attr in attrs {
             if attr.path().is_ident("doc") {
@@ -307,16 +334,26 @@ impl RawLayer {
             if input.peek(syn::token::Paren) {
                 let inner;
                 parenthesized!(inner in input);
-                args = Punctuated::<RawArg, Token![,]>::parse_terminated(&inner)?.into_iter().collect();
+                args = Punctuated::<RawArg, Token![,]>::parse_terminated(&inner)?
+                    .into_iter()
+                    .collect();
             }
-            ops.push(RawOp { name: op_name, args });
+            ops.push(RawOp {
+                name: op_name,
+                args,
+            });
             if input.peek(Token![->]) {
                 input.parse::<Token![->]>()?;
             } else {
                 break;
             }
         }
-        Ok(RawLayer { name, weights, device, ops })
+        Ok(RawLayer {
+            name,
+            weights,
+            device,
+            ops,
+        })
     }
 }
 
@@ -330,7 +367,10 @@ impl RawNet {
             }
             Some((span, dims)) => {
                 if dims.len() != 3 {
-                    errors.push(Error::new(span, format!("`input` needs 3 dimensions [C, H, W], got {}", dims.len())));
+                    errors.push(Error::new(
+                        span,
+                        format!("`input` needs 3 dimensions [C, H, W], got {}", dims.len()),
+                    ));
                     ([1, 1, 1], span)
                 } else {
                     let mut out = [1u32; 3];
@@ -360,7 +400,10 @@ impl RawNet {
             Some(lit) => match lit.base10_parse::<u64>() {
                 Ok(v) if v >= 4 => v,
                 _ => {
-                    errors.push(Error::new(lit.span(), "`binding_limit` must be at least 4 bytes"));
+                    errors.push(Error::new(
+                        lit.span(),
+                        "`binding_limit` must be at least 4 bytes",
+                    ));
                     4
                 }
             },
@@ -370,7 +413,10 @@ impl RawNet {
             Some(lit) => match lit.base10_parse::<u64>() {
                 Ok(v @ 1..=1_000_000) => v * 1_000_000_000,
                 _ => {
-                    errors.push(Error::new(lit.span(), "`dispatch_gflop` must be in 1..=1000000 (GFLOP per dispatch)"));
+                    errors.push(Error::new(
+                        lit.span(),
+                        "`dispatch_gflop` must be in 1..=1000000 (GFLOP per dispatch)",
+                    ));
                     alexnet_plan::Limits::DEFAULT_DISPATCH_FLOPS
                 }
             },
@@ -381,18 +427,27 @@ impl RawNet {
             Some(v) if v == "epilogue" => alexnet_plan::Fusion::Epilogue,
             Some(v) if v == "off" => alexnet_plan::Fusion::Off,
             Some(v) => {
-                errors.push(Error::new(v.span(), format!("`fusion` must be `on`, `epilogue` or `off`, not `{v}`")));
+                errors.push(Error::new(
+                    v.span(),
+                    format!("`fusion` must be `on`, `epilogue` or `off`, not `{v}`"),
+                ));
                 alexnet_plan::Fusion::Blocks
             }
         };
         if self.layers.is_empty() {
-            errors.push(Error::new(self.name.span(), "a network needs at least one layer"));
+            errors.push(Error::new(
+                self.name.span(),
+                "a network needs at least one layer",
+            ));
         }
         let mut layers = Vec::new();
         let mut shapes_reliable = true;
         for (i, raw) in self.layers.iter().enumerate() {
             if self.layers[..i].iter().any(|l| l.name == raw.name) {
-                errors.push(Error::new(raw.name.span(), format!("duplicate layer name `{}`", raw.name)));
+                errors.push(Error::new(
+                    raw.name.span(),
+                    format!("duplicate layer name `{}`", raw.name),
+                ));
             }
             let mut ops = Vec::new();
             for op in &raw.ops {
@@ -400,7 +455,10 @@ impl RawNet {
                 let resolved = resolve_op(&raw.name, op, &mut errors);
                 if errors.len() == before {
                     ops.extend(resolved);
-                } else if !matches!(resolved.map(|o| o.kind), Some(OpKind::Relu | OpKind::Lrn(_) | OpKind::Dropout { .. } | OpKind::Softmax)) {
+                } else if !matches!(
+                    resolved.map(|o| o.kind),
+                    Some(OpKind::Relu | OpKind::Lrn(_) | OpKind::Dropout { .. } | OpKind::Softmax)
+                ) {
                     shapes_reliable = false;
                 }
             }
@@ -415,7 +473,12 @@ impl RawNet {
                     None
                 }
             });
-            layers.push(LayerDef { name: raw.name.clone(), weights: raw.weights.as_ref().map(LitStr::value), device, ops });
+            layers.push(LayerDef {
+                name: raw.name.clone(),
+                weights: raw.weights.as_ref().map(LitStr::value),
+                device,
+                ops,
+            });
         }
         let net = NetDef {
             doc: self.doc,
@@ -430,19 +493,29 @@ impl RawNet {
             fusion,
             layers,
         };
-        Parsed { net, errors, shapes_reliable }
+        Parsed {
+            net,
+            errors,
+            shapes_reliable,
+        }
     }
 }
 
 fn positive(lit: &LitInt, what: &str, errors: &mut Vec<Error>) -> Option<u32> {
     match lit.base10_parse::<u32>() {
         Ok(0) => {
-            errors.push(Error::new(lit.span(), format!("{what} must be positive, got 0")));
+            errors.push(Error::new(
+                lit.span(),
+                format!("{what} must be positive, got 0"),
+            ));
             None
         }
         Ok(v) => Some(v),
         Err(_) => {
-            errors.push(Error::new(lit.span(), format!("{what} must be a positive integer below 2^32")));
+            errors.push(Error::new(
+                lit.span(),
+                format!("{what} must be a positive integer below 2^32"),
+            ));
             None
         }
     }
@@ -460,8 +533,19 @@ struct Args<'a> {
 
 impl<'a> Args<'a> {
     fn new(layer: &'a Ident, op: &'a RawOp, accepted: &[&str], errors: &'a mut Vec<Error>) -> Self {
-        let mut args = Args { layer, op: &op.name, positional: Vec::new(), named: Vec::new(), flags: Vec::new(), errors };
-        let expected = accepted.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ");
+        let mut args = Args {
+            layer,
+            op: &op.name,
+            positional: Vec::new(),
+            named: Vec::new(),
+            flags: Vec::new(),
+            errors,
+        };
+        let expected = accepted
+            .iter()
+            .map(|a| format!("`{a}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         for arg in &op.args {
             let name = match arg {
                 RawArg::Positional(lit) => {
@@ -482,24 +566,37 @@ impl<'a> Args<'a> {
                 let msg = if accepted.is_empty() {
                     format!("{}: `{}` takes no arguments", args.layer, args.op)
                 } else {
-                    format!("{}: unknown argument `{text}` of `{}` (expected one of {expected})", args.layer, args.op)
+                    format!(
+                        "{}: unknown argument `{text}` of `{}` (expected one of {expected})",
+                        args.layer, args.op
+                    )
                 };
                 args.errors.push(Error::new(name.span(), msg));
-            } else if args.named.iter().filter(|(n, _)| **n == text).count() + args.flags.iter().filter(|n| ***n == text).count() > 1 {
-                args.errors.push(Error::new(name.span(), format!("{}: argument `{text}` is given twice", args.layer)));
+            } else if args.named.iter().filter(|(n, _)| **n == text).count()
+                + args.flags.iter().filter(|n| ***n == text).count()
+                > 1
+            {
+                args.errors.push(Error::new(
+                    name.span(),
+                    format!("{}: argument `{text}` is given twice", args.layer),
+                ));
             }
         }
         args
     }
 
     fn err(&mut self, span: Span, msg: impl std::fmt::Display) {
-        self.errors.push(Error::new(span, format!("{}: {msg}", self.layer)));
+        self.errors
+            .push(Error::new(span, format!("{}: {msg}", self.layer)));
     }
 
     fn only_positional(&mut self, max: usize) {
         for lit in self.positional.clone().into_iter().skip(max) {
             let op = self.op.to_string();
-            self.err(lit.span(), format!("`{op}` takes at most {max} positional argument(s)"));
+            self.err(
+                lit.span(),
+                format!("`{op}` takes at most {max} positional argument(s)"),
+            );
         }
     }
 
@@ -534,12 +631,19 @@ impl<'a> Args<'a> {
             syn::Lit::Int(i) => match i.base10_parse::<u32>() {
                 Ok(v) if v >= min => Some(v),
                 Ok(v) => {
-                    let what = if min == 1 { "positive".to_string() } else { format!("at least {min}") };
+                    let what = if min == 1 {
+                        "positive".to_string()
+                    } else {
+                        format!("at least {min}")
+                    };
                     self.err(lit.span(), format!("`{name}` must be {what}, got {v}"));
                     None
                 }
                 Err(_) => {
-                    self.err(lit.span(), format!("`{name}` must be an integer below 2^32"));
+                    self.err(
+                        lit.span(),
+                        format!("`{name}` must be an integer below 2^32"),
+                    );
                     None
                 }
             },
@@ -564,7 +668,10 @@ impl<'a> Args<'a> {
             Some(lit) => self.uint_lit(lit, what, 1).unwrap_or(1),
             None => {
                 let op = self.op.to_string();
-                self.err(self.op.span(), format!("`{op}` needs the number of {what} first, e.g. `{op}(96, ...)`"));
+                self.err(
+                    self.op.span(),
+                    format!("`{op}` needs the number of {what} first, e.g. `{op}(96, ...)`"),
+                );
                 1
             }
         }
@@ -594,7 +701,12 @@ fn resolve_op(layer: &Ident, op: &RawOp, errors: &mut Vec<Error>) -> Option<OpDe
     let span = op.name.span();
     let kind = match op.name.to_string().as_str() {
         "conv" => {
-            let mut a = Args::new(layer, op, &["k", "s", "p", "groups", "bias", "floor"], errors);
+            let mut a = Args::new(
+                layer,
+                op,
+                &["k", "s", "p", "groups", "bias", "floor"],
+                errors,
+            );
             a.only_positional(1);
             let out_channels = a.first_uint("output channels");
             let kernel = match a.lit("k") {
@@ -631,9 +743,17 @@ fn resolve_op(layer: &Ident, op: &RawOp, errors: &mut Vec<Error>) -> Option<OpDe
             let k = a.float("k", Some(2.0));
             if k <= 0.0 {
                 let s = a.lit("k").map_or(span, |l| l.span());
-                a.err(s, "lrn `k` must be positive so the denominator never vanishes");
+                a.err(
+                    s,
+                    "lrn `k` must be positive so the denominator never vanishes",
+                );
             }
-            OpKind::Lrn(ir::Lrn { size, alpha, beta, k })
+            OpKind::Lrn(ir::Lrn {
+                size,
+                alpha,
+                beta,
+                k,
+            })
         }
         "maxpool" => {
             let mut a = Args::new(layer, op, &["k", "s", "p", "floor"], errors);
@@ -649,15 +769,26 @@ fn resolve_op(layer: &Ident, op: &RawOp, errors: &mut Vec<Error>) -> Option<OpDe
             let pad = a.uint("p", 0, 0);
             if pad * 2 >= kernel.max(1) && pad > 0 {
                 let s = a.lit("p").map_or(span, |l| l.span());
-                a.err(s, format!("maxpool padding {pad} must be less than half the kernel {kernel}"));
+                a.err(
+                    s,
+                    format!("maxpool padding {pad} must be less than half the kernel {kernel}"),
+                );
             }
-            OpKind::MaxPool(ir::MaxPool { kernel, stride, pad, floor: a.flag("floor") })
+            OpKind::MaxPool(ir::MaxPool {
+                kernel,
+                stride,
+                pad,
+                floor: a.flag("floor"),
+            })
         }
         "linear" => {
             let mut a = Args::new(layer, op, &["bias"], errors);
             a.only_positional(1);
             let out_features = a.first_uint("output features");
-            OpKind::Linear(ir::Linear { out_features, bias: a.bool_or("bias", true) })
+            OpKind::Linear(ir::Linear {
+                out_features,
+                bias: a.bool_or("bias", true),
+            })
         }
         "dropout" => {
             let mut a = Args::new(layer, op, &[], errors);

@@ -71,7 +71,9 @@ pub struct Dropout {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Op {
     /// The input batch, `[C, H, W]` per image.
-    Input { shape: [u32; 3] },
+    Input {
+        shape: [u32; 3],
+    },
     Conv(Conv),
     Relu,
     Lrn(Lrn),
@@ -87,9 +89,15 @@ pub enum Op {
     /// its value is the gradient of the logits. Added by `passes::autodiff`, like the rest.
     Loss,
     /// A gradient of the forward node `of`, with respect to its input or a parameter.
-    Grad { of: NodeId, wrt: Wrt },
+    Grad {
+        of: NodeId,
+        wrt: Wrt,
+    },
     /// The optimiser's update of a parameter of `of`, from its gradient.
-    Sgd { of: NodeId, wrt: Wrt },
+    Sgd {
+        of: NodeId,
+        wrt: Wrt,
+    },
 }
 
 /// What a gradient is taken with respect to.
@@ -135,7 +143,10 @@ impl Op {
         match self {
             Op::Input { shape } => format!("{{shape {}}}", dims(shape)),
             Op::Conv(c) => {
-                let mut s = format!("{{out {} k{} s{} p{}", c.out_channels, c.kernel, c.stride, c.pad);
+                let mut s = format!(
+                    "{{out {} k{} s{} p{}",
+                    c.out_channels, c.kernel, c.stride, c.pad
+                );
                 if c.groups != 1 {
                     let _ = write!(s, " g{}", c.groups);
                 }
@@ -147,9 +158,22 @@ impl Op {
                 }
                 s + "}"
             }
-            Op::Lrn(l) => format!("{{n{} alpha {:e} beta {} k {}}}", l.size, l.alpha, l.beta, l.k),
-            Op::MaxPool(p) => format!("{{k{} s{} p{}{}}}", p.kernel, p.stride, p.pad, if p.floor { " floor" } else { "" }),
-            Op::Linear(l) => format!("{{out {}{}}}", l.out_features, if l.bias { "" } else { " nobias" }),
+            Op::Lrn(l) => format!(
+                "{{n{} alpha {:e} beta {} k {}}}",
+                l.size, l.alpha, l.beta, l.k
+            ),
+            Op::MaxPool(p) => format!(
+                "{{k{} s{} p{}{}}}",
+                p.kernel,
+                p.stride,
+                p.pad,
+                if p.floor { " floor" } else { "" }
+            ),
+            Op::Linear(l) => format!(
+                "{{out {}{}}}",
+                l.out_features,
+                if l.bias { "" } else { " nobias" }
+            ),
             Op::Dropout(d) => format!("{{p {}}}", d.p),
             Op::Grad { of, wrt } | Op::Sgd { of, wrt } => format!("{{{} of {of}}}", wrt.as_str()),
             Op::Relu | Op::Flatten | Op::Softmax | Op::Output | Op::Loss => String::new(),
@@ -240,20 +264,40 @@ impl Graph {
 
     /// Producers of `id`'s inputs, in a stable order.
     pub fn inputs(&self, id: NodeId) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = self.g.edges_directed(id.0, Direction::Incoming).map(|e| NodeId(e.source())).collect();
+        let mut v: Vec<NodeId> = self
+            .g
+            .edges_directed(id.0, Direction::Incoming)
+            .map(|e| NodeId(e.source()))
+            .collect();
         v.sort();
         v
     }
 
     /// Nodes in a deterministic topological order (ties by node index).
     pub fn topo(&self) -> Vec<NodeId> {
-        let mut indegree: std::collections::BTreeMap<NodeId, usize> =
-            self.g.node_indices().map(|n| (NodeId(n), self.g.edges_directed(n, Direction::Incoming).count())).collect();
-        let mut ready: std::collections::BTreeSet<NodeId> = indegree.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
+        let mut indegree: std::collections::BTreeMap<NodeId, usize> = self
+            .g
+            .node_indices()
+            .map(|n| {
+                (
+                    NodeId(n),
+                    self.g.edges_directed(n, Direction::Incoming).count(),
+                )
+            })
+            .collect();
+        let mut ready: std::collections::BTreeSet<NodeId> = indegree
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(n, _)| *n)
+            .collect();
         let mut order = Vec::with_capacity(indegree.len());
         while let Some(n) = ready.pop_first() {
             order.push(n);
-            let mut next: Vec<NodeId> = self.g.edges_directed(n.0, Direction::Outgoing).map(|e| NodeId(e.target())).collect();
+            let mut next: Vec<NodeId> = self
+                .g
+                .edges_directed(n.0, Direction::Outgoing)
+                .map(|e| NodeId(e.target()))
+                .collect();
             next.sort();
             for m in next {
                 let d = indegree.get_mut(&m).expect("edge target is a node");
@@ -268,7 +312,9 @@ impl Graph {
 
     /// Graphviz DOT, one box per node, labelled like the dump.
     pub fn to_dot(&self, name: &str) -> String {
-        let mut s = format!("digraph {name} {{\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n");
+        let mut s = format!(
+            "digraph {name} {{\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n"
+        );
         for id in self.topo() {
             let n = self.node(id);
             let shape = n.shape.as_deref().map(dims).unwrap_or_default();
@@ -295,7 +341,13 @@ impl Graph {
                 if crossing.is_empty() {
                     let _ = writeln!(s, "  n{} -> n{};", src.0.index(), id.0.index());
                 } else {
-                    let _ = writeln!(s, "  n{} -> n{} [color=red, style=dashed, label=\"{}\"];", src.0.index(), id.0.index(), crossing.join("\\n"));
+                    let _ = writeln!(
+                        s,
+                        "  n{} -> n{} [color=red, style=dashed, label=\"{}\"];",
+                        src.0.index(),
+                        id.0.index(),
+                        crossing.join("\\n")
+                    );
                 }
             }
         }
@@ -322,8 +374,18 @@ impl fmt::Display for Graph {
             }
             if let Some(shape) = &n.shape {
                 // Parameters and their gradients have no batch dimension.
-                let per_batch = !matches!(n.op, Op::Grad { wrt: Wrt::Weight | Wrt::Bias, .. } | Op::Sgd { .. });
-                let mut full = if per_batch { vec!["N".to_string()] } else { Vec::new() };
+                let per_batch = !matches!(
+                    n.op,
+                    Op::Grad {
+                        wrt: Wrt::Weight | Wrt::Bias,
+                        ..
+                    } | Op::Sgd { .. }
+                );
+                let mut full = if per_batch {
+                    vec!["N".to_string()]
+                } else {
+                    Vec::new()
+                };
                 full.extend(shape.iter().map(u32::to_string));
                 write!(f, " -> [{}]", full.join(","))?;
             }

@@ -35,7 +35,11 @@ pub struct Compiled {
 
 /// Compiles a network declaration, reporting every error it finds.
 pub fn compile(tokens: TokenStream) -> Result<Compiled, Errors> {
-    let front::Parsed { net, mut errors, shapes_reliable } = front::parse(tokens)?;
+    let front::Parsed {
+        net,
+        mut errors,
+        shapes_reliable,
+    } = front::parse(tokens)?;
     let (mut graph, lower_errors) = lower::lower(&net);
     errors.extend(lower_errors);
     if !errors.is_empty() && !shapes_reliable {
@@ -45,14 +49,33 @@ pub fn compile(tokens: TokenStream) -> Result<Compiled, Errors> {
     if !errors.is_empty() {
         return Err(Errors(errors));
     }
-    let pinned = net.layers.iter().filter_map(|l| Some((l.name.to_string(), l.device?))).collect();
+    let pinned = net
+        .layers
+        .iter()
+        .filter_map(|l| Some((l.name.to_string(), l.device?)))
+        .collect();
     passes::place::place(&mut graph, &pinned)?;
     passes::autodiff::differentiate(&mut graph);
-    let limits = plan::Limits { max_storage_buffer_binding_size: net.binding_limit, max_dispatch_flops: net.dispatch_flops, ..plan::Limits::WEBGPU_DEFAULT };
-    let info = valid::validate(&graph, valid::Target { limits, max_batch: net.max_batch })?;
+    let limits = plan::Limits {
+        max_storage_buffer_binding_size: net.binding_limit,
+        max_dispatch_flops: net.dispatch_flops,
+        ..plan::Limits::WEBGPU_DEFAULT
+    };
+    let info = valid::validate(
+        &graph,
+        valid::Target {
+            limits,
+            max_batch: net.max_batch,
+        },
+    )?;
     let mut plan = schedule::schedule(&graph, &info, &net.name.to_string(), &net.doc, net.fusion);
     schedule::budget::fit(&mut plan, &graph)?;
-    schedule::verify::verify(&plan).map_err(|e| Errors(vec![Error::new(proc_macro2::Span::call_site(), format!("internal compiler error: {e}"))]))?;
+    schedule::verify::verify(&plan).map_err(|e| {
+        Errors(vec![Error::new(
+            proc_macro2::Span::call_site(),
+            format!("internal compiler error: {e}"),
+        )])
+    })?;
     codegen::generate(&mut plan, &info)?;
     Ok(Compiled { net, graph, plan })
 }
@@ -60,7 +83,10 @@ pub fn compile(tokens: TokenStream) -> Result<Compiled, Errors> {
 /// Compiles a declaration written as text (e.g. a `.alexnet` file); errors carry line and column.
 pub fn compile_str(source: &str) -> Result<Compiled, Errors> {
     let tokens: TokenStream = source.parse().map_err(|e: proc_macro2::LexError| {
-        Errors(vec![Error::new(e.span(), format!("cannot read the declaration: {e}"))])
+        Errors(vec![Error::new(
+            e.span(),
+            format!("cannot read the declaration: {e}"),
+        )])
     })?;
     compile(tokens)
 }

@@ -13,7 +13,10 @@ use crate::ir::{self, Graph, Node, Op};
 /// Builds the graph of `net`, with any structural errors.
 pub fn lower(net: &NetDef) -> (Graph, Vec<Error>) {
     let mut errors = Vec::new();
-    let mut graph = Graph { devices: net.devices, ..Graph::default() };
+    let mut graph = Graph {
+        devices: net.devices,
+        ..Graph::default()
+    };
     let mut prev = graph.add(Node {
         op: Op::Input { shape: net.input },
         layer: "input".into(),
@@ -56,7 +59,14 @@ pub fn lower(net: &NetDef) -> (Graph, Vec<Error>) {
                 graph.connect(prev, flat);
                 prev = flat;
             }
-            let id = graph.add(Node { op: lowered, layer: name.clone(), param_prefix: prefix.clone(), span: op.span, place: ir::Place::Device(0), shape: None });
+            let id = graph.add(Node {
+                op: lowered,
+                layer: name.clone(),
+                param_prefix: prefix.clone(),
+                span: op.span,
+                place: ir::Place::Device(0),
+                shape: None,
+            });
             graph.connect(prev, id);
             prev = id;
         }

@@ -40,24 +40,55 @@ fn bytes(elems: u64) -> u64 {
 pub fn validate(graph: &Graph, target: Target) -> Result<GraphInfo, Errors> {
     let mut sink = Sink::default();
     let order = graph.topo();
-    assert_eq!(order.len(), graph.g.node_count(), "internal compiler error: the IR has a cycle");
-    let inputs = order.iter().filter(|&&id| matches!(graph.node(id).op, Op::Input { .. })).count();
-    let outputs = order.iter().filter(|&&id| matches!(graph.node(id).op, Op::Output)).count();
-    assert!(inputs == 1 && outputs == 1, "internal compiler error: the IR needs one input and one output");
+    assert_eq!(
+        order.len(),
+        graph.g.node_count(),
+        "internal compiler error: the IR has a cycle"
+    );
+    let inputs = order
+        .iter()
+        .filter(|&&id| matches!(graph.node(id).op, Op::Input { .. }))
+        .count();
+    let outputs = order
+        .iter()
+        .filter(|&&id| matches!(graph.node(id).op, Op::Output))
+        .count();
+    assert!(
+        inputs == 1 && outputs == 1,
+        "internal compiler error: the IR needs one input and one output"
+    );
 
     let limit = target.limits.max_storage_buffer_binding_size;
     let mut micro_batch = target.max_batch;
     let mut parts = BTreeMap::new();
     for &id in &order {
         let node = graph.node(id);
-        let shape = node.shape.as_ref().expect("internal compiler error: shapes ran before validation");
+        let shape = node
+            .shape
+            .as_ref()
+            .expect("internal compiler error: shapes ran before validation");
         // Saturating: a declaration with absurd sizes must reach the error below, not overflow.
-        let per_image = bytes(shape.iter().fold(1u64, |a, &d| a.saturating_mul(u64::from(d))));
+        let per_image = bytes(
+            shape
+                .iter()
+                .fold(1u64, |a, &d| a.saturating_mul(u64::from(d))),
+        );
         // Views, in-place dropout and the output node bind nothing of their own; gradients
         // have the size of what they differentiate, so they fit wherever it fits.
         let owns_binding = match node.op {
-            Op::Flatten | Op::Dropout(_) | Op::Output | Op::Loss | Op::Grad { .. } | Op::Sgd { .. } => false,
-            Op::Input { .. } | Op::Conv(_) | Op::Relu | Op::Lrn(_) | Op::MaxPool(_) | Op::Linear(_) | Op::Softmax => true,
+            Op::Flatten
+            | Op::Dropout(_)
+            | Op::Output
+            | Op::Loss
+            | Op::Grad { .. }
+            | Op::Sgd { .. } => false,
+            Op::Input { .. }
+            | Op::Conv(_)
+            | Op::Relu
+            | Op::Lrn(_)
+            | Op::MaxPool(_)
+            | Op::Linear(_)
+            | Op::Softmax => true,
         };
         if !owns_binding {
             continue;
@@ -86,17 +117,34 @@ pub fn validate(graph: &Graph, target: Target) -> Result<GraphInfo, Errors> {
             _ => (per_image / 4).div_ceil(u64::from(WORKGROUP)),
         }
         .max(1);
-        micro_batch = micro_batch.min((max_groups / per_image_groups).min(u64::from(u32::MAX)) as u32);
+        micro_batch =
+            micro_batch.min((max_groups / per_image_groups).min(u64::from(u32::MAX)) as u32);
 
         let (rows, row_elems, what) = match node.op {
             Op::Conv(c) => {
-                let input = graph.inputs(id).first().map(|&s| graph.node(s).shape.clone().unwrap_or_default()).unwrap_or_default();
+                let input = graph
+                    .inputs(id)
+                    .first()
+                    .map(|&s| graph.node(s).shape.clone().unwrap_or_default())
+                    .unwrap_or_default();
                 let ch = input.first().copied().unwrap_or(1);
-                (c.out_channels, u64::from(ch / c.groups) * u64::from(c.kernel) * u64::from(c.kernel), "weight")
+                (
+                    c.out_channels,
+                    u64::from(ch / c.groups) * u64::from(c.kernel) * u64::from(c.kernel),
+                    "weight",
+                )
             }
             Op::Linear(l) => {
-                let input = graph.inputs(id).first().map(|&s| graph.node(s).shape.clone().unwrap_or_default()).unwrap_or_default();
-                (l.out_features, u64::from(input.first().copied().unwrap_or(1)), "weight")
+                let input = graph
+                    .inputs(id)
+                    .first()
+                    .map(|&s| graph.node(s).shape.clone().unwrap_or_default())
+                    .unwrap_or_default();
+                (
+                    l.out_features,
+                    u64::from(input.first().copied().unwrap_or(1)),
+                    "weight",
+                )
             }
             Op::Input { .. }
             | Op::Relu
@@ -123,19 +171,31 @@ pub fn validate(graph: &Graph, target: Target) -> Result<GraphInfo, Errors> {
         }
         // A layer split into towers (`devices: 2`) has each tower's rows in parts of their own,
         // so every part lives on one device; `place` has checked that the rows halve.
-        let towers = if node.place == Place::Towers && rows.is_multiple_of(2) { 2 } else { 1 };
+        let towers = if node.place == Place::Towers && rows.is_multiple_of(2) {
+            2
+        } else {
+            1
+        };
         let tower_rows = rows / towers;
         let rows_per_part = (limit / row_bytes).min(u64::from(tower_rows)) as u32;
         let count = tower_rows.div_ceil(rows_per_part);
         // Equal parts, so a split weight reads as "two halves" rather than "full and remainder".
         let even = tower_rows.div_ceil(count);
         let ranges = (0..towers)
-            .flat_map(|t| (0..count).map(move |i| (t * tower_rows + i * even, even.min(tower_rows - i * even))))
+            .flat_map(|t| {
+                (0..count)
+                    .map(move |i| (t * tower_rows + i * even, even.min(tower_rows - i * even)))
+            })
             .collect();
         parts.insert(id, ranges);
     }
     if micro_batch == 0 {
         micro_batch = 1;
     }
-    sink.finish(GraphInfo { order, parts, micro_batch, target })
+    sink.finish(GraphInfo {
+        order,
+        parts,
+        micro_batch,
+        target,
+    })
 }

@@ -38,7 +38,10 @@ fn expand(input: TokenStream) -> TokenStream {
             }
         }
         Err(errors) => {
-            let errors = errors.0.iter().map(|e| syn::Error::new(e.span, &e.message).to_compile_error());
+            let errors = errors
+                .0
+                .iter()
+                .map(|e| syn::Error::new(e.span, &e.message).to_compile_error());
             let stub = stub(input);
             quote! { #(#errors)* #stub }
         }
@@ -85,7 +88,12 @@ fn opt_u32(v: Option<u32>) -> TokenStream {
 
 /// Writes `plan` as a constant expression of `::alexnet::__private` types.
 fn plan_tokens(p: &plan::Plan) -> TokenStream {
-    let (name, doc, ir, dot) = (cow_str(&p.name), cow_str(&p.doc), cow_str(&p.ir), cow_str(&p.dot));
+    let (name, doc, ir, dot) = (
+        cow_str(&p.name),
+        cow_str(&p.doc),
+        cow_str(&p.ir),
+        cow_str(&p.dot),
+    );
     let [c, h, w] = p.input;
     let (devices, max_batch, micro_batch) = (p.devices, p.max_batch, p.micro_batch);
     let activations = cow_slice(p.activations.iter().map(|a| {
@@ -100,8 +108,12 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             plan::Layout::O => quote! { O },
         };
         let init = match q.init {
-            plan::Init::Normal { std } => quote! { ::alexnet::__private::Init::Normal { std: #std } },
-            plan::Init::Constant { value } => quote! { ::alexnet::__private::Init::Constant { value: #value } },
+            plan::Init::Normal { std } => {
+                quote! { ::alexnet::__private::Init::Normal { std: #std } }
+            }
+            plan::Init::Constant { value } => {
+                quote! { ::alexnet::__private::Init::Constant { value: #value } }
+            }
         };
         let parts = cow_slice(q.parts.iter().map(|pt| {
             let (start, rows) = (pt.start, pt.rows);
@@ -208,8 +220,13 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
     let (input_act, logits) = (p.input_activation, p.logits_activation);
     let probs = opt_u32(p.probs_activation);
     let fusion = fusion_tokens(p.fusion);
-    let (inference, training, inspect) = (program(&p.inference), program(&p.training), program(&p.inspect));
+    let (inference, training, inspect) = (
+        program(&p.inference),
+        program(&p.training),
+        program(&p.inspect),
+    );
     let towers = towers_tokens(&p.towers);
+    let tower_training = towers_tokens(&p.tower_training);
     let inference_variants = cow_slice(p.inference_variants.iter().map(|v| {
         let (target, fusion, program) = (target_tokens(v.target), fusion_tokens(v.fusion), program(&v.program));
         quote! { ::alexnet::__private::ProgramVariant { target: #target, fusion: #fusion, program: #program } }
@@ -232,6 +249,7 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             training: #training,
             inspect: #inspect,
             towers: #towers,
+            tower_training: #tower_training,
             input_activation: #input_act,
             logits_activation: #logits,
             probs_activation: #probs,
@@ -291,10 +309,16 @@ fn dispatch_tokens(d: plan::Dispatch) -> TokenStream {
     match d {
         plan::Dispatch::PerInvocation => quote! { ::alexnet::__private::Dispatch::PerInvocation },
         plan::Dispatch::Fixed => quote! { ::alexnet::__private::Dispatch::Fixed },
-        plan::Dispatch::Tiles { m_tiles, pixels, tile_pixels } => {
+        plan::Dispatch::Tiles {
+            m_tiles,
+            pixels,
+            tile_pixels,
+        } => {
             quote! { ::alexnet::__private::Dispatch::Tiles { m_tiles: #m_tiles, pixels: #pixels, tile_pixels: #tile_pixels } }
         }
-        plan::Dispatch::PerImage { workgroups } => quote! { ::alexnet::__private::Dispatch::PerImage { workgroups: #workgroups } },
+        plan::Dispatch::PerImage { workgroups } => {
+            quote! { ::alexnet::__private::Dispatch::PerImage { workgroups: #workgroups } }
+        }
     }
 }
 
@@ -305,15 +329,30 @@ fn cost_tokens(c: plan::Cost) -> TokenStream {
 
 fn algo_tokens(a: &plan::Algo) -> TokenStream {
     match *a {
-        plan::Algo::PerElement { threads } => quote! { ::alexnet::__private::Algo::PerElement { threads: #threads } },
-        plan::Algo::RowReduce { threads } => quote! { ::alexnet::__private::Algo::RowReduce { threads: #threads } },
-        plan::Algo::PerImage { threads } => quote! { ::alexnet::__private::Algo::PerImage { threads: #threads } },
-        plan::Algo::ChannelScan { threads } => quote! { ::alexnet::__private::Algo::ChannelScan { threads: #threads } },
+        plan::Algo::PerElement { threads } => {
+            quote! { ::alexnet::__private::Algo::PerElement { threads: #threads } }
+        }
+        plan::Algo::RowReduce { threads } => {
+            quote! { ::alexnet::__private::Algo::RowReduce { threads: #threads } }
+        }
+        plan::Algo::PerImage { threads } => {
+            quote! { ::alexnet::__private::Algo::PerImage { threads: #threads } }
+        }
+        plan::Algo::ChannelScan { threads } => {
+            quote! { ::alexnet::__private::Algo::ChannelScan { threads: #threads } }
+        }
         plan::Algo::Gemm(t) => {
             let t = gemm_tile(t);
             quote! { ::alexnet::__private::Algo::Gemm(#t) }
         }
-        plan::Algo::ConvBlock { tile, rows, cols, out_rows, out_cols, channels } => {
+        plan::Algo::ConvBlock {
+            tile,
+            rows,
+            cols,
+            out_rows,
+            out_cols,
+            channels,
+        } => {
             let tile = gemm_tile(tile);
             quote! {
                 ::alexnet::__private::Algo::ConvBlock {
@@ -328,9 +367,15 @@ fn tensor(t: plan::Tensor) -> TokenStream {
     match t {
         plan::Tensor::Activation(i) => quote! { ::alexnet::__private::Tensor::Activation(#i) },
         plan::Tensor::Grad(i) => quote! { ::alexnet::__private::Tensor::Grad(#i) },
-        plan::Tensor::Param { index, part } => quote! { ::alexnet::__private::Tensor::Param { index: #index, part: #part } },
-        plan::Tensor::ParamGrad { index, part } => quote! { ::alexnet::__private::Tensor::ParamGrad { index: #index, part: #part } },
-        plan::Tensor::Momentum { index, part } => quote! { ::alexnet::__private::Tensor::Momentum { index: #index, part: #part } },
+        plan::Tensor::Param { index, part } => {
+            quote! { ::alexnet::__private::Tensor::Param { index: #index, part: #part } }
+        }
+        plan::Tensor::ParamGrad { index, part } => {
+            quote! { ::alexnet::__private::Tensor::ParamGrad { index: #index, part: #part } }
+        }
+        plan::Tensor::Momentum { index, part } => {
+            quote! { ::alexnet::__private::Tensor::Momentum { index: #index, part: #part } }
+        }
         plan::Tensor::Labels => quote! { ::alexnet::__private::Tensor::Labels },
         plan::Tensor::Loss => quote! { ::alexnet::__private::Tensor::Loss },
     }
@@ -368,7 +413,20 @@ fn towers_tokens(t: &Option<plan::Towers>) -> TokenStream {
 fn node_op(op: &plan::NodeOp) -> TokenStream {
     match *op {
         plan::NodeOp::Conv(c) => {
-            let plan::ConvNode { in_channels, in_h, in_w, out_channels, out_h, out_w, kernel, stride, pad, groups, weight, bias } = c;
+            let plan::ConvNode {
+                in_channels,
+                in_h,
+                in_w,
+                out_channels,
+                out_h,
+                out_w,
+                kernel,
+                stride,
+                pad,
+                groups,
+                weight,
+                bias,
+            } = c;
             let bias = opt_u32(bias);
             quote! {
                 ::alexnet::__private::NodeOp::Conv(::alexnet::__private::ConvNode {
@@ -385,7 +443,15 @@ fn node_op(op: &plan::NodeOp) -> TokenStream {
             quote! { ::alexnet::__private::NodeOp::Dropout(::alexnet::__private::DropoutNode { p: #p, stream: #stream, elems: #elems }) }
         }
         plan::NodeOp::Lrn(l) => {
-            let plan::LrnNode { channels, h, w, size, alpha, beta, k } = l;
+            let plan::LrnNode {
+                channels,
+                h,
+                w,
+                size,
+                alpha,
+                beta,
+                k,
+            } = l;
             quote! {
                 ::alexnet::__private::NodeOp::Lrn(::alexnet::__private::LrnNode {
                     channels: #channels, h: #h, w: #w, size: #size, alpha: #alpha, beta: #beta, k: #k,
@@ -393,7 +459,16 @@ fn node_op(op: &plan::NodeOp) -> TokenStream {
             }
         }
         plan::NodeOp::MaxPool(p) => {
-            let plan::PoolNode { channels, in_h, in_w, out_h, out_w, kernel, stride, pad } = p;
+            let plan::PoolNode {
+                channels,
+                in_h,
+                in_w,
+                out_h,
+                out_w,
+                kernel,
+                stride,
+                pad,
+            } = p;
             quote! {
                 ::alexnet::__private::NodeOp::MaxPool(::alexnet::__private::PoolNode {
                     channels: #channels, in_h: #in_h, in_w: #in_w, out_h: #out_h, out_w: #out_w,
@@ -402,7 +477,12 @@ fn node_op(op: &plan::NodeOp) -> TokenStream {
             }
         }
         plan::NodeOp::Linear(l) => {
-            let plan::LinearNode { in_features, out_features, weight, bias } = l;
+            let plan::LinearNode {
+                in_features,
+                out_features,
+                weight,
+                bias,
+            } = l;
             let bias = opt_u32(bias);
             quote! {
                 ::alexnet::__private::NodeOp::Linear(::alexnet::__private::LinearNode {

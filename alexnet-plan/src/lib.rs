@@ -52,6 +52,11 @@ pub struct Plan {
     /// into towers (`None` otherwise): the inference program's kernels, each weight part's on
     /// the device that holds it, with the exchanges of [`Plan::exchanges`] between them.
     pub towers: Option<Towers>,
+    /// A training step split over two devices the same way (`None` where [`Plan::towers`] is,
+    /// or where the backward pass cannot be split): forward as in [`Plan::towers`], the loss
+    /// on device 0, each weight part's gradients and update on its device, and the exchanges
+    /// the backward pass needs between them.
+    pub tower_training: Option<Towers>,
     /// Activation that receives the input batch.
     pub input_activation: u32,
     /// Activation holding the logits (the input of a final softmax, or the last output).
@@ -494,12 +499,26 @@ pub struct GemmTile {
 impl GemmTile {
     /// A workgroup-memory tile with 4×4 register blocks.
     pub const fn shared(m: u32, n: u32, k: u32) -> GemmTile {
-        GemmTile { m, n, k, rm: 4, rn: 4, staging: Staging::Workgroup }
+        GemmTile {
+            m,
+            n,
+            k,
+            rm: 4,
+            rn: 4,
+            staging: Staging::Workgroup,
+        }
     }
 
     /// A registers-only tile of `rm × rn` blocks.
     pub const fn registers(m: u32, n: u32, rm: u32, rn: u32) -> GemmTile {
-        GemmTile { m, n, k: 1, rm, rn, staging: Staging::Registers }
+        GemmTile {
+            m,
+            n,
+            k: 1,
+            rm,
+            rn,
+            staging: Staging::Registers,
+        }
     }
 
     /// Invocations of one workgroup.
@@ -530,14 +549,24 @@ pub enum Algo {
     /// of one image and `tile.m` channels, halos included, keeps it in workgroup memory, and
     /// applies ReLU, LRN and max-pool there before writing `out_rows × out_cols` outputs of
     /// `channels` channels (the rest of the tile is the LRN's channel halo).
-    ConvBlock { tile: GemmTile, rows: u32, cols: u32, out_rows: u32, out_cols: u32, channels: u32 },
+    ConvBlock {
+        tile: GemmTile,
+        rows: u32,
+        cols: u32,
+        out_rows: u32,
+        out_cols: u32,
+        channels: u32,
+    },
 }
 
 impl Algo {
     /// Invocations per workgroup.
     pub const fn threads(&self) -> u32 {
         match *self {
-            Algo::PerElement { threads } | Algo::RowReduce { threads } | Algo::PerImage { threads } | Algo::ChannelScan { threads } => threads,
+            Algo::PerElement { threads }
+            | Algo::RowReduce { threads }
+            | Algo::PerImage { threads }
+            | Algo::ChannelScan { threads } => threads,
             Algo::Gemm(tile) | Algo::ConvBlock { tile, .. } => tile.threads(),
         }
     }
@@ -550,11 +579,26 @@ impl Algo {
             Algo::PerImage { threads } => format!("per-image wg{threads}"),
             Algo::ChannelScan { threads } => format!("channel-scan wg{threads}"),
             Algo::Gemm(t) => match t.staging {
-                Staging::Workgroup => format!("gemm {}x{}x{} block {}x{} workgroup-memory", t.m, t.n, t.k, t.rm, t.rn),
-                Staging::Registers => format!("gemm {}x{} block {}x{} registers", t.m, t.n, t.rm, t.rn),
+                Staging::Workgroup => format!(
+                    "gemm {}x{}x{} block {}x{} workgroup-memory",
+                    t.m, t.n, t.k, t.rm, t.rn
+                ),
+                Staging::Registers => {
+                    format!("gemm {}x{} block {}x{} registers", t.m, t.n, t.rm, t.rn)
+                }
             },
-            Algo::ConvBlock { tile: t, rows, cols, out_rows, out_cols, channels } => {
-                format!("conv-block {}x{}x{} patch {rows}x{cols} -> {channels}ch {out_rows}x{out_cols}", t.m, t.n, t.k)
+            Algo::ConvBlock {
+                tile: t,
+                rows,
+                cols,
+                out_rows,
+                out_cols,
+                channels,
+            } => {
+                format!(
+                    "conv-block {}x{}x{} patch {rows}x{cols} -> {channels}ch {out_rows}x{out_cols}",
+                    t.m, t.n, t.k
+                )
             }
         }
     }
@@ -570,28 +614,42 @@ pub struct Extent {
 impl Extent {
     /// An extent of `bytes` per image.
     pub const fn per_image(bytes: u64) -> Extent {
-        Extent { per_image: bytes, fixed: 0 }
+        Extent {
+            per_image: bytes,
+            fixed: 0,
+        }
     }
 
     /// An extent of `bytes` whatever the batch.
     pub const fn fixed(bytes: u64) -> Extent {
-        Extent { per_image: 0, fixed: bytes }
+        Extent {
+            per_image: 0,
+            fixed: bytes,
+        }
     }
 
     /// The value at `batch` images (saturating: absurd declarations reach the checks that
     /// refuse them instead of overflowing).
     pub const fn at(&self, batch: u64) -> u64 {
-        self.per_image.saturating_mul(batch).saturating_add(self.fixed)
+        self.per_image
+            .saturating_mul(batch)
+            .saturating_add(self.fixed)
     }
 
     /// Component-wise sum.
     pub const fn plus(self, other: Extent) -> Extent {
-        Extent { per_image: self.per_image + other.per_image, fixed: self.fixed + other.fixed }
+        Extent {
+            per_image: self.per_image + other.per_image,
+            fixed: self.fixed + other.fixed,
+        }
     }
 
     /// Component-wise maximum: large enough for either at every batch.
     pub fn max(self, other: Extent) -> Extent {
-        Extent { per_image: self.per_image.max(other.per_image), fixed: self.fixed.max(other.fixed) }
+        Extent {
+            per_image: self.per_image.max(other.per_image),
+            fixed: self.fixed.max(other.fixed),
+        }
     }
 }
 
@@ -669,7 +727,8 @@ pub enum Step {
     Exchange { index: u32, tensor: Tensor },
 }
 
-/// The forward pass of a plan's two towers, one program per device.
+/// A plan's two towers, one program per device: the forward pass ([`Plan::towers`]) or a
+/// training step ([`Plan::tower_training`]).
 ///
 /// Each device keeps every activation whole in its own memory but computes only its tower's
 /// output channels of each conv and linear layer (the weight parts it holds); channel-wise ops
@@ -700,7 +759,11 @@ pub struct TowerExchange {
 impl Towers {
     /// Bytes per image the exchanges move to `device`.
     pub fn received_per_image(&self, device: u32) -> u64 {
-        self.exchanges.iter().filter(|e| e.to == device).map(|e| e.bytes).sum()
+        self.exchanges
+            .iter()
+            .filter(|e| e.to == device)
+            .map(|e| e.bytes)
+            .sum()
     }
 }
 
@@ -716,12 +779,19 @@ pub struct Program {
 impl Program {
     /// Where `tensor` lives, if the program uses it.
     pub fn placement(&self, tensor: Tensor) -> Option<&Placement> {
-        self.placements.binary_search_by(|p| p.tensor.cmp(&tensor)).ok().map(|i| &self.placements[i])
+        self.placements
+            .binary_search_by(|p| p.tensor.cmp(&tensor))
+            .ok()
+            .map(|i| &self.placements[i])
     }
 
     /// Bytes of every buffer of `device` at `batch` images: what a session allocates.
     pub fn memory(&self, device: u32, batch: u64) -> u64 {
-        self.buffers.iter().filter(|b| b.device == device).map(|b| b.size.at(batch)).sum()
+        self.buffers
+            .iter()
+            .filter(|b| b.device == device)
+            .map(|b| b.size.at(batch))
+            .sum()
     }
 
     /// Kernels dispatched, in order.
@@ -798,7 +868,11 @@ pub enum Dispatch {
     PerInvocation,
     /// Output tiles: `m_tiles` channel tiles times `ceil(batch * pixels / tile_pixels)`
     /// pixel tiles, one workgroup each.
-    Tiles { m_tiles: u32, pixels: u64, tile_pixels: u32 },
+    Tiles {
+        m_tiles: u32,
+        pixels: u64,
+        tile_pixels: u32,
+    },
     /// `batch * workgroups` workgroups: a fixed number per image.
     PerImage { workgroups: u32 },
     /// `ceil(threads_per_image / workgroup_size)` workgroups whatever the batch (kernels over
@@ -828,17 +902,30 @@ impl Kernel {
     /// `NAME.TARGET.wgsl` for each variant (`conv1_fwd.cpu.wgsl`).
     pub fn sources(&self) -> Vec<(String, &str)> {
         let mut out = vec![(format!("{}.wgsl", self.name), &*self.wgsl)];
-        out.extend(self.variants.iter().map(|v| (format!("{}.{}.wgsl", self.name, v.target.as_str()), &*v.wgsl)));
+        out.extend(self.variants.iter().map(|v| {
+            (
+                format!("{}.{}.wgsl", self.name, v.target.as_str()),
+                &*v.wgsl,
+            )
+        }));
         out
     }
 
     /// Workgroups of one dispatch over `batch` images.
     pub fn workgroups(&self, batch: u64) -> u64 {
         match self.dispatch {
-            Dispatch::PerInvocation => (self.threads_per_image * batch).div_ceil(u64::from(self.workgroup_size)),
-            Dispatch::Tiles { m_tiles, pixels, tile_pixels } => u64::from(m_tiles) * (batch * pixels).div_ceil(u64::from(tile_pixels)),
+            Dispatch::PerInvocation => {
+                (self.threads_per_image * batch).div_ceil(u64::from(self.workgroup_size))
+            }
+            Dispatch::Tiles {
+                m_tiles,
+                pixels,
+                tile_pixels,
+            } => u64::from(m_tiles) * (batch * pixels).div_ceil(u64::from(tile_pixels)),
             Dispatch::PerImage { workgroups } => u64::from(workgroups) * batch,
-            Dispatch::Fixed => self.threads_per_image.div_ceil(u64::from(self.workgroup_size)),
+            Dispatch::Fixed => self
+                .threads_per_image
+                .div_ceil(u64::from(self.workgroup_size)),
         }
     }
 }
@@ -849,7 +936,9 @@ impl Binding {
         match *self {
             Binding::Uniform => None,
             Binding::Activation { index, .. } => Some(Tensor::Activation(index)),
-            Binding::Param { index, part } | Binding::ParamMut { index, part } => Some(Tensor::Param { index, part }),
+            Binding::Param { index, part } | Binding::ParamMut { index, part } => {
+                Some(Tensor::Param { index, part })
+            }
             Binding::Grad { index, .. } => Some(Tensor::Grad(index)),
             Binding::ParamGrad { index, part, .. } => Some(Tensor::ParamGrad { index, part }),
             Binding::Momentum { index, part } => Some(Tensor::Momentum { index, part }),
@@ -867,7 +956,9 @@ impl Binding {
     /// Whether the kernel writes through it.
     pub fn writes(&self) -> bool {
         match *self {
-            Binding::Activation { write, .. } | Binding::Grad { write, .. } | Binding::ParamGrad { write, .. } => write,
+            Binding::Activation { write, .. }
+            | Binding::Grad { write, .. }
+            | Binding::ParamGrad { write, .. } => write,
             Binding::ParamMut { .. } | Binding::Momentum { .. } | Binding::Loss => true,
             Binding::Uniform | Binding::Param { .. } | Binding::Labels => false,
         }
@@ -941,7 +1032,13 @@ impl Place {
     /// The share of a tensor of `total` elements (or bytes) so placed that `device` holds.
     pub fn share(self, total: u64, device: u32) -> u64 {
         match self {
-            Place::Device(d) => if d == device { total } else { 0 },
+            Place::Device(d) => {
+                if d == device {
+                    total
+                } else {
+                    0
+                }
+            }
             Place::Both => total,
             Place::Towers => total / 2,
         }
@@ -981,7 +1078,16 @@ impl Plan {
     pub fn heaviest_dispatch(&self, batch: u64) -> Option<(&Kernel, u64)> {
         self.kernels
             .iter()
-            .map(|k| (k, std::iter::once(k.cost).chain(k.variants.iter().map(|v| v.cost)).map(|c| c.flops.at(batch)).max().unwrap_or(0)))
+            .map(|k| {
+                (
+                    k,
+                    std::iter::once(k.cost)
+                        .chain(k.variants.iter().map(|v| v.cost))
+                        .map(|c| c.flops.at(batch))
+                        .max()
+                        .unwrap_or(0),
+                )
+            })
             .max_by_key(|&(_, flops)| flops)
     }
 
@@ -1034,25 +1140,44 @@ impl Plan {
             Extent::fixed(u64::from(p.parts[part as usize].rows) * p.row_elems() * 4)
         };
         match tensor {
-            Tensor::Activation(i) | Tensor::Grad(i) => Extent::per_image(self.activations[i as usize].elems_per_image() * 4),
-            Tensor::Param { index, part: p } | Tensor::ParamGrad { index, part: p } | Tensor::Momentum { index, part: p } => part(index, p),
+            Tensor::Activation(i) | Tensor::Grad(i) => {
+                Extent::per_image(self.activations[i as usize].elems_per_image() * 4)
+            }
+            Tensor::Param { index, part: p }
+            | Tensor::ParamGrad { index, part: p }
+            | Tensor::Momentum { index, part: p } => part(index, p),
             Tensor::Labels | Tensor::Loss => Extent::per_image(4),
         }
     }
 
     /// Learnable parameters held by `device` when the plan's towers run on two devices.
     pub fn params_on(&self, device: u32) -> u64 {
-        self.layers.iter().map(|l| l.place.share(l.params, device)).sum()
+        self.layers
+            .iter()
+            .map(|l| l.place.share(l.params, device))
+            .sum()
     }
 
     /// Bytes of activations per image that `device` writes when the towers run on two devices.
     pub fn activation_bytes_on(&self, device: u32) -> u64 {
-        self.layers.iter().map(|l| l.activation_bytes_on.get(device as usize).copied().unwrap_or(0)).sum()
+        self.layers
+            .iter()
+            .map(|l| {
+                l.activation_bytes_on
+                    .get(device as usize)
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 
     /// Bytes per image that `device` receives from the other in a forward pass.
     pub fn received_per_image(&self, device: u32) -> u64 {
-        self.exchanges.iter().filter(|e| e.to == device).map(|e| e.bytes_per_image).sum()
+        self.exchanges
+            .iter()
+            .filter(|e| e.to == device)
+            .map(|e| e.bytes_per_image)
+            .sum()
     }
 
     /// Looks a parameter up by name.

@@ -30,11 +30,19 @@ pub fn grey_pixel(v: u8) -> f32 {
 
 /// Decodes an image file with size and memory limits.
 pub fn decode(path: &Path) -> Result<image::DynamicImage> {
-    let err = |message: String| Error::Image { path: path.to_path_buf(), message };
-    let mut reader = image::ImageReader::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
-    reader = reader.with_guessed_format().map_err(|e| err(format!("cannot read: {e}")))?;
+    let err = |message: String| Error::Image {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut reader =
+        image::ImageReader::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+    reader = reader
+        .with_guessed_format()
+        .map_err(|e| err(format!("cannot read: {e}")))?;
     if reader.format().is_none() {
-        return Err(err("not a recognised image format (expected JPEG or PNG)".into()));
+        return Err(err(
+            "not a recognised image format (expected JPEG or PNG)".into()
+        ));
     }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(16_384);
@@ -43,7 +51,9 @@ pub fn decode(path: &Path) -> Result<image::DynamicImage> {
     // more is refused before anything is allocated (decompression bombs).
     limits.max_alloc = Some(128 << 20);
     reader.limits(limits);
-    reader.decode().map_err(|e| err(format!("cannot decode: {e}")))
+    reader
+        .decode()
+        .map_err(|e| err(format!("cannot decode: {e}")))
 }
 
 /// Decodes and preprocesses one image for `plan`: `C*H*W` values, NCHW.
@@ -60,7 +70,10 @@ pub fn load_image(path: &Path, plan: &Plan) -> Result<Vec<f32>> {
             let rgb = img.to_rgb8();
             let (iw, ih) = rgb.dimensions();
             let scale = 256.0 / iw.min(ih) as f32;
-            let (rw, rh) = (((iw as f32 * scale).round() as u32).max(256), ((ih as f32 * scale).round() as u32).max(256));
+            let (rw, rh) = (
+                ((iw as f32 * scale).round() as u32).max(256),
+                ((ih as f32 * scale).round() as u32).max(256),
+            );
             let resized = image::imageops::resize(&rgb, rw, rh, FilterType::Triangle);
             let (x0, y0) = ((rw - w.min(rw)) / 2, (rh - h.min(rh)) / 2);
             let crop = image::imageops::crop_imm(&resized, x0, y0, w.min(rw), h.min(rh)).to_image();
@@ -79,6 +92,9 @@ pub fn load_image(path: &Path, plan: &Plan) -> Result<Vec<f32>> {
             }
             Ok(out)
         }
-        other => Err(Error::Image { path: path.to_path_buf(), message: format!("the model takes {other}-channel input; images give 1 or 3 channels") }),
+        other => Err(Error::Image {
+            path: path.to_path_buf(),
+            message: format!("the model takes {other}-channel input; images give 1 or 3 channels"),
+        }),
     }
 }

@@ -28,13 +28,18 @@ pub struct ImageFolder {
 }
 
 fn is_image(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
 }
 
 impl ImageFolder {
     /// Lists `root/<class>/*.{jpg,jpeg,png}`; classes are the sub-folders in sorted order.
     pub fn scan(root: &Path) -> Result<ImageFolder> {
-        let io = |source| Error::Io { path: root.to_path_buf(), source };
+        let io = |source| Error::Io {
+            path: root.to_path_buf(),
+            source,
+        };
         let mut classes: Vec<String> = std::fs::read_dir(root)
             .map_err(io)?
             .filter_map(|e| e.ok())
@@ -45,15 +50,29 @@ impl ImageFolder {
         let mut files = Vec::new();
         for (label, class) in classes.iter().enumerate() {
             let dir = root.join(class);
-            let mut images: Vec<PathBuf> =
-                std::fs::read_dir(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| is_image(p)).collect();
+            let mut images: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|source| Error::Io {
+                    path: dir.clone(),
+                    source,
+                })?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| is_image(p))
+                .collect();
             images.sort();
             files.extend(images.into_iter().map(|p| (p, label as u32)));
         }
         if files.is_empty() {
-            return Err(Error::Dataset { path: root.to_path_buf(), message: "no images: expected <class>/<image>.jpg|png sub-folders".into() });
+            return Err(Error::Dataset {
+                path: root.to_path_buf(),
+                message: "no images: expected <class>/<image>.jpg|png sub-folders".into(),
+            });
         }
-        Ok(ImageFolder { root: root.to_path_buf(), classes, files })
+        Ok(ImageFolder {
+            root: root.to_path_buf(),
+            classes,
+            files,
+        })
     }
 
     /// Decodes every image once (on all cores). With `strict`, the first unreadable one is an
@@ -68,11 +87,20 @@ impl ImageFolder {
                 .enumerate()
                 .map(|(c, files)| {
                     s.spawn(move || {
-                        files.iter().enumerate().filter_map(|(i, (p, _))| decode(p).err().map(|e| (c * chunk + i, e.to_string()))).collect::<Vec<_>>()
+                        files
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, (p, _))| {
+                                decode(p).err().map(|e| (c * chunk + i, e.to_string()))
+                            })
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("decoding does not panic")).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("decoding does not panic"))
+                .collect()
         });
         if strict {
             if let Some((i, why)) = bad.first() {
@@ -82,7 +110,10 @@ impl ImageFolder {
                 });
             }
         }
-        let skipped = bad.iter().map(|(i, why)| (self.files[*i].0.clone(), why.clone())).collect();
+        let skipped = bad
+            .iter()
+            .map(|(i, why)| (self.files[*i].0.clone(), why.clone()))
+            .collect();
         let drop: std::collections::BTreeSet<usize> = bad.iter().map(|(i, _)| *i).collect();
         let mut index = 0;
         self.files.retain(|_| {
@@ -107,9 +138,15 @@ pub fn load_square(path: &Path, base: u32) -> Result<RgbImage> {
     let rgb = decode(path)?.to_rgb8();
     let (w, h) = rgb.dimensions();
     let scale = base as f32 / w.min(h) as f32;
-    let (rw, rh) = (((w as f32 * scale).round() as u32).max(base), ((h as f32 * scale).round() as u32).max(base));
+    let (rw, rh) = (
+        ((w as f32 * scale).round() as u32).max(base),
+        ((h as f32 * scale).round() as u32).max(base),
+    );
     let resized = image::imageops::resize(&rgb, rw, rh, FilterType::Triangle);
-    Ok(image::imageops::crop_imm(&resized, (rw - base) / 2, (rh - base) / 2, base, base).to_image())
+    Ok(
+        image::imageops::crop_imm(&resized, (rw - base) / 2, (rh - base) / 2, base, base)
+            .to_image(),
+    )
 }
 
 /// The principal components of the training set's RGB covariance (pixels in 0–255).
@@ -147,7 +184,11 @@ impl Pca {
 
     /// The RGB shift of one image: `P [α1λ1, α2λ2, α3λ3]ᵀ`.
     pub fn shift(&self, alphas: [f32; 3]) -> [f32; 3] {
-        [0, 1, 2].map(|r| (0..3).map(|c| self.eigenvectors[r][c] * alphas[c] * self.eigenvalues[c]).sum())
+        [0, 1, 2].map(|r| {
+            (0..3)
+                .map(|c| self.eigenvectors[r][c] * alphas[c] * self.eigenvalues[c])
+                .sum()
+        })
     }
 }
 
@@ -161,7 +202,14 @@ pub struct View {
 }
 
 /// The random view of image `i` in `epoch` of a run seeded `seed`.
-pub fn train_view(seed: u32, epoch: u32, i: usize, base: u32, side: u32, pca: Option<&Pca>) -> View {
+pub fn train_view(
+    seed: u32,
+    epoch: u32,
+    i: usize,
+    base: u32,
+    side: u32,
+    pca: Option<&Pca>,
+) -> View {
     let key = mix32(i as u32 ^ mix32(epoch ^ mix32(seed ^ 0xc0ff_ee00)));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(u64::from(key));
     let range = base - side + 1;
@@ -171,7 +219,13 @@ pub fn train_view(seed: u32, epoch: u32, i: usize, base: u32, side: u32, pca: Op
         x0: r(1) % range,
         y0: r(2) % range,
         flip: r(3) & 1 == 1,
-        shift: pca.map_or([0.0; 3], |p| p.shift([normal.sample(&mut rng), normal.sample(&mut rng), normal.sample(&mut rng)])),
+        shift: pca.map_or([0.0; 3], |p| {
+            p.shift([
+                normal.sample(&mut rng),
+                normal.sample(&mut rng),
+                normal.sample(&mut rng),
+            ])
+        }),
     }
 }
 
@@ -181,7 +235,12 @@ pub fn ten_views(base: u32, side: u32) -> [View; 10] {
     let corners = [(0, 0), (e, 0), (0, e), (e, e), (c, c)];
     std::array::from_fn(|k| {
         let (x0, y0) = corners[k % 5];
-        View { x0, y0, flip: k >= 5, shift: [0.0; 3] }
+        View {
+            x0,
+            y0,
+            flip: k >= 5,
+            shift: [0.0; 3],
+        }
     })
 }
 
@@ -198,12 +257,17 @@ pub fn tensor(square: &RgbImage, view: View, plan: &Plan, out: &mut Vec<f32>) {
     out.resize(start + (3 * h * w) as usize, 0.0);
     for y in 0..h {
         for x in 0..w {
-            let sx = if view.flip { view.x0 + w - 1 - x } else { view.x0 + x };
+            let sx = if view.flip {
+                view.x0 + w - 1 - x
+            } else {
+                view.x0 + x
+            };
             let p = square.get_pixel(sx, view.y0 + y).0;
             for ch in 0..3 {
                 let v = f32::from(p[ch]) + view.shift[ch];
                 let norm = if torchvision {
-                    (v / 255.0 - crate::data::TORCHVISION_MEAN[ch]) / crate::data::TORCHVISION_STD[ch]
+                    (v / 255.0 - crate::data::TORCHVISION_MEAN[ch])
+                        / crate::data::TORCHVISION_STD[ch]
                 } else {
                     v - IMAGENET_MEAN_255[ch]
                 };

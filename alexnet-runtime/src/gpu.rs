@@ -61,15 +61,32 @@ fn target_for(chosen: Option<Target>, device_type: wgpu::DeviceType) -> Result<(
     if let Some(t) = chosen {
         return Ok((t, true));
     }
-    match std::env::var("ALEXNET_VARIANT").ok().filter(|v| !v.is_empty()) {
-        Some(v) => Target::parse(&v).map(|t| (t, true)).ok_or(Error::UnknownVariant(v)),
-        None => Ok((if device_type == wgpu::DeviceType::Cpu { Target::Cpu } else { Target::Gpu }, false)),
+    match std::env::var("ALEXNET_VARIANT")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(v) => Target::parse(&v)
+            .map(|t| (t, true))
+            .ok_or(Error::UnknownVariant(v)),
+        None => Ok((
+            if device_type == wgpu::DeviceType::Cpu {
+                Target::Cpu
+            } else {
+                Target::Gpu
+            },
+            false,
+        )),
     }
 }
 
 fn parse_backends(name: Option<&str>) -> Result<wgpu::Backends> {
     Ok(match name.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("") | Some("all") => wgpu::Backends::VULKAN | wgpu::Backends::GL | wgpu::Backends::METAL | wgpu::Backends::DX12,
+        None | Some("") | Some("all") => {
+            wgpu::Backends::VULKAN
+                | wgpu::Backends::GL
+                | wgpu::Backends::METAL
+                | wgpu::Backends::DX12
+        }
         Some("vulkan") => wgpu::Backends::VULKAN,
         Some("gl") | Some("gles") | Some("opengl") => wgpu::Backends::GL,
         Some("metal") => wgpu::Backends::METAL,
@@ -98,7 +115,11 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 /// adapter exists, which keeps EGL (and its warnings) out of the common case.
 fn adapters(options: &GpuOptions, all: bool) -> Result<(Vec<wgpu::Adapter>, wgpu::Backends)> {
     let env_backend = std::env::var("ALEXNET_BACKEND").ok();
-    let chosen = options.backend.as_deref().or(env_backend.as_deref()).filter(|b| !b.is_empty());
+    let chosen = options
+        .backend
+        .as_deref()
+        .or(env_backend.as_deref())
+        .filter(|b| !b.is_empty());
     let backends = parse_backends(chosen)?;
     let enumerate = |backends: wgpu::Backends| {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
@@ -134,7 +155,9 @@ pub fn list_adapters(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
                 name: info.name,
                 backend: format!("{:?}", info.backend),
                 device_type: format!("{:?}", info.device_type),
-                driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+                driver: format!("{} {}", info.driver, info.driver_info)
+                    .trim()
+                    .to_string(),
                 max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
                 max_buffer_size: l.max_buffer_size,
                 max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
@@ -146,8 +169,15 @@ pub fn list_adapters(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
 
 /// Largest binding a session of `plan` with `capacity` images per chunk makes, in bytes.
 pub fn largest_binding(plan: &Plan, capacity: u32) -> u64 {
-    let acts = plan.activations.iter().map(|a| a.elems_per_image() * u64::from(capacity) * 4);
-    let params = plan.params.iter().flat_map(|p| p.parts.iter().map(move |part| u64::from(part.rows) * p.row_elems() * 4));
+    let acts = plan
+        .activations
+        .iter()
+        .map(|a| a.elems_per_image() * u64::from(capacity) * 4);
+    let params = plan.params.iter().flat_map(|p| {
+        p.parts
+            .iter()
+            .map(move |part| u64::from(part.rows) * p.row_elems() * 4)
+    });
     acts.chain(params).max().unwrap_or(4).max(16)
 }
 
@@ -159,11 +189,21 @@ fn adapter_name(info: &wgpu::AdapterInfo) -> String {
 impl Gpu {
     /// Opens the best (or the chosen) adapter with the limits `plan` needs.
     pub fn open(options: &GpuOptions, plan: &Plan) -> Result<Gpu> {
-        let (list, backends) = adapters(options, options.adapter.is_some() || std::env::var_os("ALEXNET_ADAPTER").is_some())?;
-        let env_index = std::env::var("ALEXNET_ADAPTER").ok().and_then(|v| v.parse::<usize>().ok());
+        let (list, backends) = adapters(
+            options,
+            options.adapter.is_some() || std::env::var_os("ALEXNET_ADAPTER").is_some(),
+        )?;
+        let env_index = std::env::var("ALEXNET_ADAPTER")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok());
         let adapter = match options.adapter.or(env_index) {
-            Some(index) => list.get(index).cloned().ok_or(Error::AdapterIndex { index, count: list.len() })?,
-            None => list.first().cloned().ok_or_else(|| Error::NoAdapter { backends: format!("{backends:?}") })?,
+            Some(index) => list.get(index).cloned().ok_or(Error::AdapterIndex {
+                index,
+                count: list.len(),
+            })?,
+            None => list.first().cloned().ok_or_else(|| Error::NoAdapter {
+                backends: format!("{backends:?}"),
+            })?,
         };
         let info = adapter.get_info();
         let (target, forced) = target_for(options.variant, info.device_type)?;
@@ -172,33 +212,73 @@ impl Gpu {
         let binding = largest_binding(plan, plan.micro_batch);
         // Storage buffers of the kernel that binds the most (a linear layer fused with its
         // softmax binds five).
-        let storage = plan.kernels.iter().map(|k| k.bindings.iter().filter(|b| b.tensor().is_some()).count() as u64).max().unwrap_or(1).max(4);
+        let storage = plan
+            .kernels
+            .iter()
+            .map(|k| k.bindings.iter().filter(|b| b.tensor().is_some()).count() as u64)
+            .max()
+            .unwrap_or(1)
+            .max(4);
         let needs: [(&'static str, u64, u64); 4] = [
-            ("max_storage_buffer_binding_size", binding, offered.max_storage_buffer_binding_size),
+            (
+                "max_storage_buffer_binding_size",
+                binding,
+                offered.max_storage_buffer_binding_size,
+            ),
             ("max_buffer_size", binding, offered.max_buffer_size),
             (
                 "max_compute_workgroups_per_dimension",
                 u64::from(plan.limits.max_compute_workgroups_per_dimension),
                 u64::from(offered.max_compute_workgroups_per_dimension),
             ),
-            ("max_storage_buffers_per_shader_stage", storage, u64::from(offered.max_storage_buffers_per_shader_stage)),
+            (
+                "max_storage_buffers_per_shader_stage",
+                storage,
+                u64::from(offered.max_storage_buffers_per_shader_stage),
+            ),
         ];
         for (limit, needed, available) in needs {
             if needed > available {
-                return Err(Error::Limit { adapter: name, limit, needed, available });
+                return Err(Error::Limit {
+                    adapter: name,
+                    limit,
+                    needed,
+                    available,
+                });
             }
         }
         let mut limits = wgpu::Limits::downlevel_defaults();
-        limits.max_storage_buffer_binding_size = binding.max(limits.max_storage_buffer_binding_size.min(offered.max_storage_buffer_binding_size));
+        limits.max_storage_buffer_binding_size = binding.max(
+            limits
+                .max_storage_buffer_binding_size
+                .min(offered.max_storage_buffer_binding_size),
+        );
         limits.max_buffer_size = binding.max(limits.max_buffer_size.min(offered.max_buffer_size));
-        limits.max_compute_workgroups_per_dimension = plan.limits.max_compute_workgroups_per_dimension;
-        limits.max_storage_buffers_per_shader_stage = (storage as u32).max(limits.max_storage_buffers_per_shader_stage.min(offered.max_storage_buffers_per_shader_stage));
+        limits.max_compute_workgroups_per_dimension =
+            plan.limits.max_compute_workgroups_per_dimension;
+        limits.max_storage_buffers_per_shader_stage = (storage as u32).max(
+            limits
+                .max_storage_buffers_per_shader_stage
+                .min(offered.max_storage_buffers_per_shader_stage),
+        );
         // Timestamps, where the adapter has them, let `alexnet bench --kernels` time kernels on the GPU.
         let required_features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
-        let desc = wgpu::DeviceDescriptor { label: Some("alexnet"), required_limits: limits, required_features, ..Default::default() };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
-            .map_err(|e| Error::RequestDevice { adapter: name.clone(), message: e.to_string() })?;
-        let timeout = std::env::var("ALEXNET_GPU_TIMEOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("alexnet"),
+            required_limits: limits,
+            required_features,
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::RequestDevice {
+                adapter: name.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        let timeout = std::env::var("ALEXNET_GPU_TIMEOUT_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(600);
         tracing::info!(adapter = %name, variant = target.as_str(), "opened device");
         let lost = Arc::new(Mutex::new(None));
         let record = Arc::clone(&lost);
@@ -207,7 +287,15 @@ impl Gpu {
                 *slot = Some(format!("{reason:?}: {message}"));
             }
         });
-        Ok(Gpu { adapter, device, queue, timeout: Duration::from_secs(timeout), target, forced, lost })
+        Ok(Gpu {
+            adapter,
+            device,
+            queue,
+            timeout: Duration::from_secs(timeout),
+            target,
+            forced,
+            lost,
+        })
     }
 
     /// Name and backend of the adapter (`llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`).
@@ -218,13 +306,22 @@ impl Gpu {
     /// Name, backend and kind of the adapter, and the kernel variants it runs.
     pub fn describe(&self) -> String {
         let info = self.adapter.get_info();
-        format!("{} ({:?}, {:?}, {} kernels)", info.name, info.backend, info.device_type, self.target.as_str())
+        format!(
+            "{} ({:?}, {:?}, {} kernels)",
+            info.name,
+            info.backend,
+            info.device_type,
+            self.target.as_str()
+        )
     }
 
     /// An error if the device has been lost (a driver reset, a removed GPU, a hang).
     pub fn alive(&self) -> Result<()> {
         match self.lost.lock().map(|l| l.clone()) {
-            Ok(Some(reason)) => Err(Error::DeviceLost { adapter: self.describe(), reason }),
+            Ok(Some(reason)) => Err(Error::DeviceLost {
+                adapter: self.describe(),
+                reason,
+            }),
             _ => Ok(()),
         }
     }
@@ -238,7 +335,10 @@ impl Gpu {
 
     /// Waits, at most `self.timeout`, for `submission` to finish.
     pub fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
-        match self.device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: Some(self.timeout) }) {
+        match self.device.poll(wgpu::PollType::Wait {
+            submission_index: Some(submission),
+            timeout: Some(self.timeout),
+        }) {
             Ok(_) => self.alive(),
             // A lost device is the better explanation of a failed wait.
             Err(wgpu::PollError::Timeout) => Err(self.lost_or(Error::Timeout(self.timeout))),
@@ -283,7 +383,10 @@ impl Gpu {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        let waited = match self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(self.timeout) }) {
+        let waited = match self.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(self.timeout),
+        }) {
             Ok(_) => self.alive(),
             Err(wgpu::PollError::Timeout) => Err(self.lost_or(Error::Timeout(self.timeout))),
             Err(e) => Err(self.lost_or(Error::Poll(e.to_string()))),
@@ -298,13 +401,24 @@ impl Gpu {
         }
         match outcome {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Gpu { what: "reading results back".into(), message: e.to_string() }),
+            Ok(Err(e)) => {
+                return Err(Error::Gpu {
+                    what: "reading results back".into(),
+                    message: e.to_string(),
+                })
+            }
             Err(_) => {
                 buffer.unmap();
                 return Err(Error::Timeout(self.timeout));
             }
         }
-        let data = slice.get_mapped_range().map(|view| view.to_vec()).map_err(|e| Error::Gpu { what: "reading results back".into(), message: e.to_string() });
+        let data = slice
+            .get_mapped_range()
+            .map(|view| view.to_vec())
+            .map_err(|e| Error::Gpu {
+                what: "reading results back".into(),
+                message: e.to_string(),
+            });
         buffer.unmap();
         data
     }
@@ -316,10 +430,16 @@ impl Gpu {
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let value = f();
-        let errors = [pollster::block_on(oom.pop()), pollster::block_on(validation.pop())];
+        let errors = [
+            pollster::block_on(oom.pop()),
+            pollster::block_on(validation.pop()),
+        ];
         self.alive()?;
         match errors.into_iter().flatten().next() {
-            Some(e) => Err(Error::Gpu { what: what.to_string(), message: e.to_string() }),
+            Some(e) => Err(Error::Gpu {
+                what: what.to_string(),
+                message: e.to_string(),
+            }),
             None => Ok(value),
         }
     }
@@ -329,7 +449,9 @@ impl Gpu {
 /// the offset must be a multiple of `offset_align`, the length of 4, and the range inside.
 pub(crate) fn range_fault(offset: u64, bytes: u64, size: u64, offset_align: u64) -> Option<String> {
     if !offset.is_multiple_of(offset_align) || !bytes.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT) {
-        return Some(format!("is not {offset_align}-byte aligned (lengths must be multiples of 4)"));
+        return Some(format!(
+            "is not {offset_align}-byte aligned (lengths must be multiples of 4)"
+        ));
     }
     if !offset.checked_add(bytes).is_some_and(|end| end <= size) {
         return Some(format!("lies outside the {size}-byte buffer"));
@@ -341,6 +463,9 @@ pub(crate) fn range_fault(offset: u64, bytes: u64, size: u64, offset_align: u64)
 fn check_range(buffer: &wgpu::Buffer, offset: u64, bytes: u64, offset_align: u64) -> Result<()> {
     match range_fault(offset, bytes, buffer.size(), offset_align) {
         None => Ok(()),
-        Some(fault) => Err(Error::Gpu { what: "reading a buffer back".into(), message: format!("{bytes} bytes at offset {offset} {fault}") }),
+        Some(fault) => Err(Error::Gpu {
+            what: "reading a buffer back".into(),
+            message: format!("{bytes} bytes at offset {offset} {fault}"),
+        }),
     }
 }

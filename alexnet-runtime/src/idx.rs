@@ -28,7 +28,10 @@ impl Images {
 }
 
 fn err(path: &Path, message: impl Into<String>) -> Error {
-    Error::Dataset { path: path.to_path_buf(), message: message.into() }
+    Error::Dataset {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// The most data an IDX file may hold, uncompressed (Fashion-MNIST's largest holds 47 MB).
@@ -40,35 +43,86 @@ pub const MAX_BYTES: usize = 1 << 30;
 /// claims more than [`MAX_BYTES`] is refused without allocating it, and the data is read
 /// through a limit, so a stream longer than its header says is refused too.
 fn read_idx(path: &Path, ndim: u8) -> Result<(Vec<usize>, Vec<u8>)> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
     let gz = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
-    let mut reader: Box<dyn Read> = if gz { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
-    let corrupt = |e: std::io::Error| if gz { err(path, format!("corrupt gzip data: {e}")) } else { io(e) };
+    let mut reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let corrupt = |e: std::io::Error| {
+        if gz {
+            err(path, format!("corrupt gzip data: {e}"))
+        } else {
+            io(e)
+        }
+    };
     let header = 4 + 4 * usize::from(ndim);
     let mut head = Vec::with_capacity(header);
-    (&mut reader).take(header as u64).read_to_end(&mut head).map_err(corrupt)?;
-    let truncated = || err(path, format!("truncated: {} bytes, shorter than the {header}-byte IDX header", head.len()));
+    (&mut reader)
+        .take(header as u64)
+        .read_to_end(&mut head)
+        .map_err(corrupt)?;
+    let truncated = || {
+        err(
+            path,
+            format!(
+                "truncated: {} bytes, shorter than the {header}-byte IDX header",
+                head.len()
+            ),
+        )
+    };
     if head.len() < 4 {
         return Err(truncated());
     }
     if head[0..2] != [0, 0] || head[2] != 0x08 {
-        return Err(err(path, format!("not an unsigned-byte IDX file (magic {:02x?})", &head[0..4])));
+        return Err(err(
+            path,
+            format!("not an unsigned-byte IDX file (magic {:02x?})", &head[0..4]),
+        ));
     }
     if head[3] != ndim {
-        return Err(err(path, format!("has {} dimensions, expected {ndim}", head[3])));
+        return Err(err(
+            path,
+            format!("has {} dimensions, expected {ndim}", head[3]),
+        ));
     }
     if head.len() < header {
         return Err(truncated());
     }
-    let dims: Vec<usize> = head[4..header].chunks(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
-    let expected = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_BYTES);
-    let expected = expected.ok_or_else(|| err(path, format!("header {dims:?} claims more than the {MAX_BYTES}-byte limit")))?;
+    let dims: Vec<usize> = head[4..header]
+        .chunks(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_BYTES);
+    let expected = expected.ok_or_else(|| {
+        err(
+            path,
+            format!("header {dims:?} claims more than the {MAX_BYTES}-byte limit"),
+        )
+    })?;
     let mut payload = Vec::new();
-    reader.take(expected as u64 + 1).read_to_end(&mut payload).map_err(corrupt)?;
+    reader
+        .take(expected as u64 + 1)
+        .read_to_end(&mut payload)
+        .map_err(corrupt)?;
     if payload.len() != expected {
-        let got = if payload.len() > expected { "more".to_string() } else { payload.len().to_string() };
-        return Err(err(path, format!("holds {got} bytes of data, but its header {dims:?} says {expected}")));
+        let got = if payload.len() > expected {
+            "more".to_string()
+        } else {
+            payload.len().to_string()
+        };
+        return Err(err(
+            path,
+            format!("holds {got} bytes of data, but its header {dims:?} says {expected}"),
+        ));
     }
     Ok((dims, payload))
 }
@@ -76,7 +130,12 @@ fn read_idx(path: &Path, ndim: u8) -> Result<(Vec<usize>, Vec<u8>)> {
 /// Reads an IDX image file (3 dimensions: count, rows, cols).
 pub fn read_images(path: &Path) -> Result<Images> {
     let (dims, pixels) = read_idx(path, 3)?;
-    Ok(Images { count: dims[0], rows: dims[1], cols: dims[2], pixels })
+    Ok(Images {
+        count: dims[0],
+        rows: dims[1],
+        cols: dims[2],
+        pixels,
+    })
 }
 
 /// Reads an IDX label file (1 dimension).
@@ -108,14 +167,31 @@ impl FashionMnist {
             let images = read_images(&images_path)?;
             let labels = read_labels(&labels_path)?;
             if images.count != labels.len() {
-                return Err(err(&labels_path, format!("{} labels for {} images in {}", labels.len(), images.count, images_path.display())));
+                return Err(err(
+                    &labels_path,
+                    format!(
+                        "{} labels for {} images in {}",
+                        labels.len(),
+                        images.count,
+                        images_path.display()
+                    ),
+                ));
             }
             if let Some(i) = labels.iter().position(|&l| l >= 10) {
-                return Err(err(&labels_path, format!("label {} of image {i} is not a Fashion-MNIST class (0-9)", labels[i])));
+                return Err(err(
+                    &labels_path,
+                    format!(
+                        "label {} of image {i} is not a Fashion-MNIST class (0-9)",
+                        labels[i]
+                    ),
+                ));
             }
             Ok(Split { images, labels })
         };
-        Ok(FashionMnist { train: split("train")?, test: split("t10k")? })
+        Ok(FashionMnist {
+            train: split("train")?,
+            test: split("t10k")?,
+        })
     }
 }
 

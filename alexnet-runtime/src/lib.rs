@@ -5,17 +5,19 @@
 //! build time. Code map: `gpu` (adapter choice, device with the plan's limits), `session`
 //! (buffers, pipelines, forward, training steps), `train` (data order, schedules,
 //! checkpoints), `trainer` (the training loop as a library type), `weights` (initialisation, safetensors), `reference` (CPU), `selftest` (every kernel alone against it),
-//! `exchange` (moving tensors between two devices through mapped staging),
+//! `exchange` (moving tensors between two devices through mapped staging), `towers` (a plan's
+//! two-device programs), `runner` (one trait over one- and two-device sessions),
 //! `data` (image decoding and the paper's preprocessing), `idx` (MNIST-style datasets).
 
 pub mod data;
-pub mod folder;
 pub mod error;
 pub mod exchange;
+pub mod folder;
 pub mod gpu;
 pub mod idx;
 pub mod npy;
 pub mod reference;
+pub mod runner;
 pub mod selftest;
 pub mod session;
 pub mod towers;
@@ -27,6 +29,7 @@ pub mod weights;
 pub use alexnet_plan::Plan;
 pub use error::{Error, Result};
 pub use gpu::{AdapterSummary, Gpu, GpuOptions};
+pub use runner::Runner;
 pub use session::{Mode, Profile, Session, StepConfig, StepOutput};
 pub use towers::{ExchangeStats, TowerSession};
 pub use weights::Weights;

@@ -8,12 +8,26 @@ use alexnet_plan::{NodeOp, Plan};
 
 /// Every activation of one forward pass, in f64, image-major.
 pub fn activations(plan: &Plan, weights: &Weights, input: &[f32], batch: usize) -> Vec<Vec<f64>> {
-    let params: Vec<Vec<f64>> = weights.tensors.iter().map(|t| t.iter().map(|&v| f64::from(v)).collect()).collect();
-    activations_f64(plan, &params, input.iter().map(|&v| f64::from(v)).collect(), batch)
+    let params: Vec<Vec<f64>> = weights
+        .tensors
+        .iter()
+        .map(|t| t.iter().map(|&v| f64::from(v)).collect())
+        .collect();
+    activations_f64(
+        plan,
+        &params,
+        input.iter().map(|&v| f64::from(v)).collect(),
+        batch,
+    )
 }
 
 /// [`activations`] with f64 parameters and input, for gradient checks by finite differences.
-pub fn activations_f64(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize) -> Vec<Vec<f64>> {
+pub fn activations_f64(
+    plan: &Plan,
+    params: &[Vec<f64>],
+    input: Vec<f64>,
+    batch: usize,
+) -> Vec<Vec<f64>> {
     activations_train(plan, params, input, batch, None)
 }
 
@@ -35,15 +49,31 @@ fn dropout_factor(d: &alexnet_plan::DropoutNode, masks: DropoutMasks, index: usi
 }
 
 /// [`activations_f64`] of a training step, dropout applied with `masks` when given.
-pub fn activations_train(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize, masks: Option<DropoutMasks>) -> Vec<Vec<f64>> {
+pub fn activations_train(
+    plan: &Plan,
+    params: &[Vec<f64>],
+    input: Vec<f64>,
+    batch: usize,
+    masks: Option<DropoutMasks>,
+) -> Vec<Vec<f64>> {
     forward_trace(plan, params, input, batch, masks).0
 }
 
 /// The forward pass, and for each node that works in place (`input == output`) the value
 /// its activation held before it ran.
-fn forward_trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize, masks: Option<DropoutMasks>) -> (Vec<Vec<f64>>, Vec<Option<Vec<f64>>>) {
+fn forward_trace(
+    plan: &Plan,
+    params: &[Vec<f64>],
+    input: Vec<f64>,
+    batch: usize,
+    masks: Option<DropoutMasks>,
+) -> (Vec<Vec<f64>>, Vec<Option<Vec<f64>>>) {
     let mut before = vec![None; plan.nodes.len()];
-    let mut acts: Vec<Vec<f64>> = plan.activations.iter().map(|a| vec![0.0; a.elems_per_image() as usize * batch]).collect();
+    let mut acts: Vec<Vec<f64>> = plan
+        .activations
+        .iter()
+        .map(|a| vec![0.0; a.elems_per_image() as usize * batch])
+        .collect();
     acts[plan.input_activation as usize] = input;
     let w = |i: u32| -> Vec<f64> { params[i as usize].clone() };
     for (index, node) in plan.nodes.iter().enumerate() {
@@ -51,8 +81,17 @@ fn forward_trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize
         let y = match node.op {
             NodeOp::Conv(c) => {
                 let (wt, b) = (w(c.weight), c.bias.map(w));
-                let (icg, ocg) = ((c.in_channels / c.groups) as usize, (c.out_channels / c.groups) as usize);
-                let (ih, iw, oh, ow, k) = (c.in_h as usize, c.in_w as usize, c.out_h as usize, c.out_w as usize, c.kernel as usize);
+                let (icg, ocg) = (
+                    (c.in_channels / c.groups) as usize,
+                    (c.out_channels / c.groups) as usize,
+                );
+                let (ih, iw, oh, ow, k) = (
+                    c.in_h as usize,
+                    c.in_w as usize,
+                    c.out_h as usize,
+                    c.out_w as usize,
+                    c.kernel as usize,
+                );
                 let (ic, oc) = (c.in_channels as usize, c.out_channels as usize);
                 let mut y = vec![0.0; batch * oc * oh * ow];
                 for n in 0..batch {
@@ -64,16 +103,19 @@ fn forward_trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize
                                 for icl in 0..icg {
                                     let xc = n * ic + g * icg + icl;
                                     for ky in 0..k {
-                                        let iy = (oy * c.stride as usize + ky) as isize - c.pad as isize;
+                                        let iy =
+                                            (oy * c.stride as usize + ky) as isize - c.pad as isize;
                                         if iy < 0 || iy >= ih as isize {
                                             continue;
                                         }
                                         for kx in 0..k {
-                                            let ix = (ox * c.stride as usize + kx) as isize - c.pad as isize;
+                                            let ix = (ox * c.stride as usize + kx) as isize
+                                                - c.pad as isize;
                                             if ix < 0 || ix >= iw as isize {
                                                 continue;
                                             }
-                                            acc += x[(xc * ih + iy as usize) * iw + ix as usize] * wt[((o * icg + icl) * k + ky) * k + kx];
+                                            acc += x[(xc * ih + iy as usize) * iw + ix as usize]
+                                                * wt[((o * icg + icl) * k + ky) * k + kx];
                                         }
                                     }
                                 }
@@ -90,7 +132,11 @@ fn forward_trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize
                 let mut y = vec![0.0; batch * outf];
                 for n in 0..batch {
                     for o in 0..outf {
-                        let dot: f64 = x[n * inf..(n + 1) * inf].iter().zip(&wt[o * inf..(o + 1) * inf]).map(|(a, b)| a * b).sum();
+                        let dot: f64 = x[n * inf..(n + 1) * inf]
+                            .iter()
+                            .zip(&wt[o * inf..(o + 1) * inf])
+                            .map(|(a, b)| a * b)
+                            .sum();
                         y[n * outf + o] = dot + b.as_ref().map_or(0.0, |b| b[o]);
                     }
                 }
@@ -105,16 +151,24 @@ fn forward_trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize
                         let lo = c.saturating_sub((size - 1) / 2);
                         let hi = (c + size / 2).min(ch - 1);
                         for p in 0..hw {
-                            let sum: f64 = (lo..=hi).map(|j| x[(n * ch + j) * hw + p].powi(2)).sum();
+                            let sum: f64 =
+                                (lo..=hi).map(|j| x[(n * ch + j) * hw + p].powi(2)).sum();
                             let i = (n * ch + c) * hw + p;
-                            y[i] = x[i] / (f64::from(l.k) + f64::from(l.alpha) * sum).powf(f64::from(l.beta));
+                            y[i] = x[i]
+                                / (f64::from(l.k) + f64::from(l.alpha) * sum)
+                                    .powf(f64::from(l.beta));
                         }
                     }
                 }
                 y
             }
             NodeOp::MaxPool(p) => {
-                let (ih, iw, oh, ow) = (p.in_h as usize, p.in_w as usize, p.out_h as usize, p.out_w as usize);
+                let (ih, iw, oh, ow) = (
+                    p.in_h as usize,
+                    p.in_w as usize,
+                    p.out_h as usize,
+                    p.out_w as usize,
+                );
                 let mut y = vec![f64::NEG_INFINITY; batch * p.channels as usize * oh * ow];
                 for nc in 0..batch * p.channels as usize {
                     for oy in 0..oh {
@@ -122,10 +176,17 @@ fn forward_trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize
                             let mut best = f64::NEG_INFINITY;
                             for ky in 0..p.kernel as usize {
                                 for kx in 0..p.kernel as usize {
-                                    let iy = (oy * p.stride as usize + ky) as isize - p.pad as isize;
-                                    let ix = (ox * p.stride as usize + kx) as isize - p.pad as isize;
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < ih && (ix as usize) < iw {
-                                        best = best.max(x[(nc * ih + iy as usize) * iw + ix as usize]);
+                                    let iy =
+                                        (oy * p.stride as usize + ky) as isize - p.pad as isize;
+                                    let ix =
+                                        (ox * p.stride as usize + kx) as isize - p.pad as isize;
+                                    if iy >= 0
+                                        && ix >= 0
+                                        && (iy as usize) < ih
+                                        && (ix as usize) < iw
+                                    {
+                                        best =
+                                            best.max(x[(nc * ih + iy as usize) * iw + ix as usize]);
                                     }
                                 }
                             }
@@ -136,7 +197,11 @@ fn forward_trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize
                 y
             }
             NodeOp::Dropout(d) => match masks {
-                Some(m) => x.iter().enumerate().map(|(i, &v)| v * dropout_factor(&d, m, i)).collect(),
+                Some(m) => x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v * dropout_factor(&d, m, i))
+                    .collect(),
                 None => x.clone(),
             },
             NodeOp::Softmax => {
@@ -163,13 +228,21 @@ fn forward_trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, batch: usize
 /// Logits and probabilities of `input` (a batch of images, NCHW).
 pub fn forward(plan: &Plan, weights: &Weights, input: &[f32], batch: usize) -> Output {
     let acts = activations(plan, weights, input, batch);
-    let logits: Vec<f32> = acts[plan.logits_activation as usize].iter().map(|&v| v as f32).collect();
+    let logits: Vec<f32> = acts[plan.logits_activation as usize]
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
     let classes = plan.classes() as usize;
     let probs = match plan.probs_activation {
         Some(p) => acts[p as usize].iter().map(|&v| v as f32).collect(),
         None => softmax_rows(&logits, classes),
     };
-    Output { batch, classes, logits, probs }
+    Output {
+        batch,
+        classes,
+        logits,
+        probs,
+    }
 }
 
 /// Mean softmax cross-entropy of the logits against `labels`, and its gradient.
@@ -205,12 +278,25 @@ pub struct Gradients {
 ///
 /// Max-pool sends each gradient to the first maximum of its window in row-major order, so
 /// ties are broken deterministically. LRN differentiates the paper's formula with its raw alpha.
-pub fn backward(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize], batch: usize) -> Gradients {
+pub fn backward(
+    plan: &Plan,
+    params: &[Vec<f64>],
+    input: Vec<f64>,
+    labels: &[usize],
+    batch: usize,
+) -> Gradients {
     backward_train(plan, params, input, labels, batch, None)
 }
 
 /// [`backward`] of a training step whose dropout uses `masks`.
-pub fn backward_train(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize], batch: usize, masks: Option<DropoutMasks>) -> Gradients {
+pub fn backward_train(
+    plan: &Plan,
+    params: &[Vec<f64>],
+    input: Vec<f64>,
+    labels: &[usize],
+    batch: usize,
+    masks: Option<DropoutMasks>,
+) -> Gradients {
     trace(plan, params, input, labels, batch, masks).0
 }
 
@@ -232,7 +318,14 @@ pub struct Trace {
 }
 
 /// [`backward_train`], keeping every intermediate tensor in a [`Trace`].
-pub fn trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize], batch: usize, masks: Option<DropoutMasks>) -> (Gradients, Trace) {
+pub fn trace(
+    plan: &Plan,
+    params: &[Vec<f64>],
+    input: Vec<f64>,
+    labels: &[usize],
+    batch: usize,
+    masks: Option<DropoutMasks>,
+) -> (Gradients, Trace) {
     let (acts, act_before) = forward_trace(plan, params, input, batch, masks);
     let mut grad_before = vec![None; plan.nodes.len()];
     let classes = plan.classes() as usize;
@@ -250,9 +343,23 @@ pub fn trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize]
         match node.op {
             NodeOp::Conv(c) => {
                 let wt = &params[c.weight as usize];
-                let (icg, ocg) = ((c.in_channels / c.groups) as usize, (c.out_channels / c.groups) as usize);
-                let (ih, iw, oh, ow, k) = (c.in_h as usize, c.in_w as usize, c.out_h as usize, c.out_w as usize, c.kernel as usize);
-                let (ic, oc, s, p) = (c.in_channels as usize, c.out_channels as usize, c.stride as usize, c.pad as isize);
+                let (icg, ocg) = (
+                    (c.in_channels / c.groups) as usize,
+                    (c.out_channels / c.groups) as usize,
+                );
+                let (ih, iw, oh, ow, k) = (
+                    c.in_h as usize,
+                    c.in_w as usize,
+                    c.out_h as usize,
+                    c.out_w as usize,
+                    c.kernel as usize,
+                );
+                let (ic, oc, s, p) = (
+                    c.in_channels as usize,
+                    c.out_channels as usize,
+                    c.stride as usize,
+                    c.pad as isize,
+                );
                 let mut dw = vec![0.0; wt.len()];
                 let mut db = vec![0.0; oc];
                 for n in 0..batch {
@@ -318,7 +425,8 @@ pub fn trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize]
             NodeOp::Lrn(l) => {
                 let (ch, hw, size) = (l.channels as usize, (l.h * l.w) as usize, l.size as usize);
                 let (alpha, beta, kb) = (f64::from(l.alpha), f64::from(l.beta), f64::from(l.k));
-                let window = |c: usize| (c.saturating_sub((size - 1) / 2), (c + size / 2).min(ch - 1));
+                let window =
+                    |c: usize| (c.saturating_sub((size - 1) / 2), (c + size / 2).min(ch - 1));
                 for n in 0..batch {
                     for pix in 0..hw {
                         let at = |c: usize| (n * ch + c) * hw + pix;
@@ -332,7 +440,12 @@ pub fn trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize]
                             // y_c = x_c * D_c^-beta, and D_c depends on x_j for every j in c's window.
                             dx[at(c)] += dy[at(c)] * denom[c].powf(-beta);
                             let (lo, hi) = window(c);
-                            let common = -2.0 * alpha * beta * dy[at(c)] * x[at(c)] * denom[c].powf(-beta - 1.0);
+                            let common = -2.0
+                                * alpha
+                                * beta
+                                * dy[at(c)]
+                                * x[at(c)]
+                                * denom[c].powf(-beta - 1.0);
                             for j in lo..=hi {
                                 dx[at(j)] += common * x[at(j)];
                             }
@@ -341,16 +454,27 @@ pub fn trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize]
                 }
             }
             NodeOp::MaxPool(pl) => {
-                let (ih, iw, oh, ow) = (pl.in_h as usize, pl.in_w as usize, pl.out_h as usize, pl.out_w as usize);
+                let (ih, iw, oh, ow) = (
+                    pl.in_h as usize,
+                    pl.in_w as usize,
+                    pl.out_h as usize,
+                    pl.out_w as usize,
+                );
                 for nc in 0..batch * pl.channels as usize {
                     for oy in 0..oh {
                         for ox in 0..ow {
                             let mut best: Option<(f64, usize)> = None;
                             for ky in 0..pl.kernel as usize {
                                 for kx in 0..pl.kernel as usize {
-                                    let iy = (oy * pl.stride as usize + ky) as isize - pl.pad as isize;
-                                    let ix = (ox * pl.stride as usize + kx) as isize - pl.pad as isize;
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < ih && (ix as usize) < iw {
+                                    let iy =
+                                        (oy * pl.stride as usize + ky) as isize - pl.pad as isize;
+                                    let ix =
+                                        (ox * pl.stride as usize + kx) as isize - pl.pad as isize;
+                                    if iy >= 0
+                                        && ix >= 0
+                                        && (iy as usize) < ih
+                                        && (ix as usize) < iw
+                                    {
                                         let i = (nc * ih + iy as usize) * iw + ix as usize;
                                         if best.is_none_or(|(v, _)| x[i] > v) {
                                             best = Some((x[i], i));
@@ -375,7 +499,11 @@ pub fn trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize]
                 let classes = x.len() / batch;
                 for n in 0..batch {
                     let r = n * classes..(n + 1) * classes;
-                    let dot: f64 = dy[r.clone()].iter().zip(&y[r.clone()]).map(|(a, b)| a * b).sum();
+                    let dot: f64 = dy[r.clone()]
+                        .iter()
+                        .zip(&y[r.clone()])
+                        .map(|(a, b)| a * b)
+                        .sum();
                     for i in r {
                         dx[i] = y[i] * (dy[i] - dot);
                     }
@@ -393,7 +521,29 @@ pub fn trace(plan: &Plan, params: &[Vec<f64>], input: Vec<f64>, labels: &[usize]
         }
     }
     let input = std::mem::take(&mut grads[plan.input_activation as usize]);
-    let losses = (0..batch).map(|n| cross_entropy(&acts[plan.logits_activation as usize][n * classes..(n + 1) * classes], &labels[n..=n], classes).0).collect();
-    let trace = Trace { activations: acts, grads, act_before, grad_before, losses };
-    (Gradients { loss, params: dparams, input }, trace)
+    let losses = (0..batch)
+        .map(|n| {
+            cross_entropy(
+                &acts[plan.logits_activation as usize][n * classes..(n + 1) * classes],
+                &labels[n..=n],
+                classes,
+            )
+            .0
+        })
+        .collect();
+    let trace = Trace {
+        activations: acts,
+        grads,
+        act_before,
+        grad_before,
+        losses,
+    };
+    (
+        Gradients {
+            loss,
+            params: dparams,
+            input,
+        },
+        trace,
+    )
 }

@@ -74,9 +74,19 @@ pub fn he_weights(plan: &Plan, seed: u64) -> Weights {
         .params
         .iter()
         .map(|p| {
-            let fan_in = if p.shape.len() > 1 { p.row_elems() as f32 } else { 1.0 };
-            let scale = if p.shape.len() > 1 { (6.0 / fan_in).sqrt() } else { 0.1 };
-            (0..p.elems()).map(|_| rng.random_range(-scale..scale)).collect()
+            let fan_in = if p.shape.len() > 1 {
+                p.row_elems() as f32
+            } else {
+                1.0
+            };
+            let scale = if p.shape.len() > 1 {
+                (6.0 / fan_in).sqrt()
+            } else {
+                0.1
+            };
+            (0..p.elems())
+                .map(|_| rng.random_range(-scale..scale))
+                .collect()
         })
         .collect();
     Weights { tensors }
@@ -85,7 +95,9 @@ pub fn he_weights(plan: &Plan, seed: u64) -> Weights {
 /// A random input batch in [-1, 1).
 pub fn random_input(plan: &Plan, batch: usize, seed: u64) -> Vec<f32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..batch * plan.input_elems()).map(|_| rng.random_range(-1.0..1.0)).collect()
+    (0..batch * plan.input_elems())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect()
 }
 
 /// Largest difference relative to the reference's largest magnitude; infinite where `got`
@@ -138,21 +150,44 @@ impl Reference<'_> {
     /// The momentum after the paper's update of parameter `index`.
     fn new_momentum(&self, index: u32) -> Vec<f64> {
         let i = index as usize;
-        self.momentum[i].iter().zip(&self.params[i]).zip(&self.grads[i]).map(|((m, w), g)| self.mom * m - self.decay * self.lr * w - self.lr * g).collect()
+        self.momentum[i]
+            .iter()
+            .zip(&self.params[i])
+            .zip(&self.grads[i])
+            .map(|((m, w), g)| self.mom * m - self.decay * self.lr * w - self.lr * g)
+            .collect()
     }
 
     /// In-place nodes working on activation `index`, in node order.
     fn in_place(&self, index: u32) -> impl Iterator<Item = usize> + '_ {
-        self.plan.nodes.iter().enumerate().filter(move |(_, n)| n.input == index && n.output == index).map(|(j, _)| j)
+        self.plan
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(move |(_, n)| n.input == index && n.output == index)
+            .map(|(j, _)| j)
     }
 
     /// The value of `tensor` before or after a kernel covering nodes `lo..=hi` in `role`.
-    fn value(&self, tensor: Tensor, role: Role, lo: usize, hi: usize, when: When) -> Option<Vec<f64>> {
+    fn value(
+        &self,
+        tensor: Tensor,
+        role: Role,
+        lo: usize,
+        hi: usize,
+        when: When,
+    ) -> Option<Vec<f64>> {
         Some(match tensor {
             Tensor::Activation(i) => {
                 // Forward: an in-place node still ahead holds the value from before it.
                 let forward = matches!(role, Role::Forward | Role::Dropout);
-                let ahead = |j: &usize| if when == When::Before { *j >= lo } else { *j > hi };
+                let ahead = |j: &usize| {
+                    if when == When::Before {
+                        *j >= lo
+                    } else {
+                        *j > hi
+                    }
+                };
                 match self.in_place(i).find(|j| forward && ahead(j)) {
                     Some(j) => self.trace.act_before[j].clone()?,
                     None => self.trace.activations[i as usize].clone(),
@@ -161,8 +196,18 @@ impl Reference<'_> {
             Tensor::Grad(i) => {
                 // Backward runs the nodes in reverse: an in-place node not yet reached holds
                 // the gradient from before it.
-                let ahead = |j: &usize| if when == When::Before { *j <= hi } else { *j < lo };
-                match self.in_place(i).filter(|j| matches!(role, Role::Backward(_)) && ahead(j)).last() {
+                let ahead = |j: &usize| {
+                    if when == When::Before {
+                        *j <= hi
+                    } else {
+                        *j < lo
+                    }
+                };
+                match self
+                    .in_place(i)
+                    .filter(|j| matches!(role, Role::Backward(_)) && ahead(j))
+                    .last()
+                {
                     Some(j) => self.trace.grad_before[j].clone()?,
                     None => self.trace.grads[i as usize].clone(),
                 }
@@ -178,7 +223,9 @@ impl Reference<'_> {
                     }
                 }
             }
-            Tensor::ParamGrad { index, part } => self.part(&self.grads[index as usize], index, part),
+            Tensor::ParamGrad { index, part } => {
+                self.part(&self.grads[index as usize], index, part)
+            }
             Tensor::Momentum { index, part } => match when {
                 When::Before => self.part(&self.momentum[index as usize], index, part),
                 When::After => self.part(&self.new_momentum(index), index, part),
@@ -222,12 +269,21 @@ fn role_name(role: Role) -> &'static str {
 
 /// Tensors a kernel writes that hold a batch's values (not state).
 fn written(kernel: &Kernel) -> impl Iterator<Item = Tensor> + '_ {
-    kernel.bindings.iter().filter(|b| b.writes()).filter_map(Binding::tensor)
+    kernel
+        .bindings
+        .iter()
+        .filter(|b| b.writes())
+        .filter_map(Binding::tensor)
 }
 
 /// Checks every kernel that `plan`'s inference, inspect and training programs dispatch, in its
 /// variant for `gpu`, calling `progress(done, total, name)` before each.
-pub fn run(gpu: &Gpu, plan: &Plan, options: &Options, mut progress: impl FnMut(usize, usize, &str)) -> Result<Vec<Check>> {
+pub fn run(
+    gpu: &Gpu,
+    plan: &Plan,
+    options: &Options,
+    mut progress: impl FnMut(usize, usize, &str),
+) -> Result<Vec<Check>> {
     // The programs this adapter's sessions run (software adapters have an inference program
     // of their own).
     let plan = &plan.for_target(gpu.target);
@@ -236,15 +292,49 @@ pub fn run(gpu: &Gpu, plan: &Plan, options: &Options, mut progress: impl FnMut(u
     let weights = he_weights(plan, seed);
     let input = random_input(plan, batch, seed + 1);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 2);
-    let labels: Vec<u32> = (0..batch).map(|_| rng.random_range(0..plan.classes())).collect();
-    let momentum: Vec<Vec<f64>> = plan.params.iter().map(|p| (0..p.elems()).map(|_| rng.random_range(-0.01..0.01)).collect()).collect();
-    let params: Vec<Vec<f64>> = weights.tensors.iter().map(|t| t.iter().map(|&v| f64::from(v)).collect()).collect();
-    let masks = DropoutMasks { seed: seed as u32, step: 3 };
+    let labels: Vec<u32> = (0..batch)
+        .map(|_| rng.random_range(0..plan.classes()))
+        .collect();
+    let momentum: Vec<Vec<f64>> = plan
+        .params
+        .iter()
+        .map(|p| {
+            (0..p.elems())
+                .map(|_| rng.random_range(-0.01..0.01))
+                .collect()
+        })
+        .collect();
+    let params: Vec<Vec<f64>> = weights
+        .tensors
+        .iter()
+        .map(|t| t.iter().map(|&v| f64::from(v)).collect())
+        .collect();
+    let masks = DropoutMasks {
+        seed: seed as u32,
+        step: 3,
+    };
     let labels_usize: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
-    let (gradients, trace) = reference::trace(plan, &params, input.iter().map(|&v| f64::from(v)).collect(), &labels_usize, batch, Some(masks));
+    let (gradients, trace) = reference::trace(
+        plan,
+        &params,
+        input.iter().map(|&v| f64::from(v)).collect(),
+        &labels_usize,
+        batch,
+        Some(masks),
+    );
     let mut trace = trace;
     trace.grads[plan.input_activation as usize] = gradients.input;
-    let reference = Reference { plan, params, momentum, labels, trace, grads: gradients.params, lr: 0.01, mom: 0.9, decay: 0.0005 };
+    let reference = Reference {
+        plan,
+        params,
+        momentum,
+        labels,
+        trace,
+        grads: gradients.params,
+        lr: 0.01,
+        mom: 0.9,
+        decay: 0.0005,
+    };
     let uniforms = Uniforms {
         batch: batch as u32,
         step: masks.step,
@@ -269,7 +359,10 @@ pub fn run(gpu: &Gpu, plan: &Plan, options: &Options, mut progress: impl FnMut(u
         for k in program.dispatches() {
             let kernel = &plan.kernels[k as usize];
             let shares = |u: &(Mode, Vec<u32>)| {
-                u.1.iter().any(|&o| written(&plan.kernels[o as usize]).any(|t| !t.is_state() && written(kernel).any(|w| w == t)))
+                u.1.iter().any(|&o| {
+                    written(&plan.kernels[o as usize])
+                        .any(|t| !t.is_state() && written(kernel).any(|w| w == t))
+                })
             };
             match units[first..].iter_mut().find(|u| shares(u)) {
                 Some(unit) => unit.1.push(k),
@@ -288,7 +381,11 @@ pub fn run(gpu: &Gpu, plan: &Plan, options: &Options, mut progress: impl FnMut(u
     let mut checks = Vec::with_capacity(total);
     let mut done = 0;
     for mode in modes {
-        let mine: Vec<&Vec<u32>> = units.iter().filter(|(m, _)| *m == mode).map(|(_, ks)| ks).collect();
+        let mine: Vec<&Vec<u32>> = units
+            .iter()
+            .filter(|(m, _)| *m == mode)
+            .map(|(_, ks)| ks)
+            .collect();
         if mine.is_empty() {
             continue;
         }
@@ -300,9 +397,16 @@ pub fn run(gpu: &Gpu, plan: &Plan, options: &Options, mut progress: impl FnMut(u
             progress(done, total, &names.join(" + "));
             done += 1;
             let covered: Vec<usize> = kernels.iter().flat_map(|k| applied(plan, k)).collect();
-            let (lo, hi) = (covered.iter().copied().min().unwrap_or(0), covered.iter().copied().max().unwrap_or(0));
+            let (lo, hi) = (
+                covered.iter().copied().min().unwrap_or(0),
+                covered.iter().copied().max().unwrap_or(0),
+            );
             let role = kernels[0].role;
-            let tolerance = if kernels.iter().all(|k| k.role == Role::Forward) { FORWARD_TOLERANCE } else { BACKWARD_TOLERANCE };
+            let tolerance = if kernels.iter().all(|k| k.role == Role::Forward) {
+                FORWARD_TOLERANCE
+            } else {
+                BACKWARD_TOLERANCE
+            };
             // Inputs: whatever a kernel may read that no earlier kernel of the unit wrote.
             let mut written_so_far: Vec<Tensor> = Vec::new();
             let mut outputs: Vec<Tensor> = Vec::new();
@@ -316,7 +420,9 @@ pub fn run(gpu: &Gpu, plan: &Plan, options: &Options, mut progress: impl FnMut(u
                             let elems = plan.tensor_size(t).at(batch as u64) as usize / 4;
                             bytemuck::cast_slice(&vec![f32::NAN; elems]).to_vec()
                         } else {
-                            let v = reference.value(t, k.role, lo, hi, When::Before).unwrap_or_default();
+                            let v = reference
+                                .value(t, k.role, lo, hi, When::Before)
+                                .unwrap_or_default();
                             let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
                             bytemuck::cast_slice(&v).to_vec()
                         };
@@ -334,14 +440,23 @@ pub fn run(gpu: &Gpu, plan: &Plan, options: &Options, mut progress: impl FnMut(u
             let (mut error, mut worst) = (0.0f64, String::new());
             for t in outputs {
                 let got = session.read_tensor(t, batch)?;
-                let want = reference.value(t, role, lo, hi, When::After).unwrap_or_default();
+                let want = reference
+                    .value(t, role, lo, hi, When::After)
+                    .unwrap_or_default();
                 let e = rel_err(&got, &want);
                 if e > error || worst.is_empty() || e.is_nan() {
                     error = if e.is_nan() { f64::INFINITY } else { e };
                     worst = reference.describe(t);
                 }
             }
-            checks.push(Check { kernels: names, mode, role: role_name(role), error, worst, tolerance });
+            checks.push(Check {
+                kernels: names,
+                mode,
+                role: role_name(role),
+                error,
+                worst,
+                tolerance,
+            });
         }
     }
     Ok(checks)
@@ -352,7 +467,11 @@ pub fn run(gpu: &Gpu, plan: &Plan, options: &Options, mut progress: impl FnMut(u
 /// when training and the identity otherwise: the fused kernel reads its output.
 fn applied<'k>(plan: &'k Plan, k: &'k Kernel) -> impl Iterator<Item = usize> + 'k {
     let in_place = |n: &u32| plan.nodes[*n as usize].input == plan.nodes[*n as usize].output;
-    let leading = if k.role == Role::Forward && !k.covers.iter().all(in_place) { k.covers.iter().take_while(|n| in_place(n)).count() } else { 0 };
+    let leading = if k.role == Role::Forward && !k.covers.iter().all(in_place) {
+        k.covers.iter().take_while(|n| in_place(n)).count()
+    } else {
+        0
+    };
     k.covers[leading..].iter().map(|&n| n as usize)
 }
 
@@ -363,7 +482,9 @@ fn reads_on_entry(plan: &Plan, k: &Kernel, b: &Binding) -> bool {
     if b.reads() {
         return true;
     }
-    let in_place = |index: u32| applied(plan, k).any(|n| plan.nodes[n].input == index && plan.nodes[n].output == index);
+    let in_place = |index: u32| {
+        applied(plan, k).any(|n| plan.nodes[n].input == index && plan.nodes[n].output == index)
+    };
     match *b {
         Binding::Activation { index, .. } | Binding::Grad { index, .. } => in_place(index),
         _ => false,

@@ -8,8 +8,11 @@
 //! where a run stopped. Batches are prepared on a worker thread ahead of the GPU.
 
 use crate::error::{Error, Result};
-use crate::folder::{base_side, centre_view, load_square, ten_views, tensor, train_view, ImageFolder, Pca};
-use crate::session::{Session, StepConfig};
+use crate::folder::{
+    base_side, centre_view, load_square, ten_views, tensor, train_view, ImageFolder, Pca,
+};
+use crate::runner::Runner;
+use crate::session::StepConfig;
 use crate::weights::{write_atomic, Weights};
 use alexnet_plan::{mix32, Plan, Target};
 use rand::seq::SliceRandom;
@@ -26,7 +29,14 @@ pub trait Source: Sync {
     fn label(&self, i: usize) -> u32;
     /// Appends the training view of image `i` in `epoch` of a run seeded `seed` (augmented
     /// when `augment`).
-    fn train_input(&self, i: usize, seed: u32, epoch: u32, augment: bool, out: &mut Vec<f32>) -> Result<()>;
+    fn train_input(
+        &self,
+        i: usize,
+        seed: u32,
+        epoch: u32,
+        augment: bool,
+        out: &mut Vec<f32>,
+    ) -> Result<()>;
     /// Appends evaluation view `view` (below [`Source::views`]; 0 is the plain one) of image `i`.
     fn eval_input(&self, i: usize, view: usize, out: &mut Vec<f32>) -> Result<()>;
     /// How many evaluation views multi-crop evaluation averages.
@@ -91,16 +101,26 @@ impl Dataset {
         if plan.input != [1, imgs.rows as u32, imgs.cols as u32] {
             return Err(Error::Dataset {
                 path: path.to_path_buf(),
-                message: format!("images are 1×{}×{}, but {} takes {:?}", imgs.rows, imgs.cols, plan.name, plan.input),
+                message: format!(
+                    "images are 1×{}×{}, but {} takes {:?}",
+                    imgs.rows, imgs.cols, plan.name, plan.input
+                ),
             });
         }
         if plan.classes() < 10 {
-            return Err(Error::Dataset { path: path.to_path_buf(), message: format!("10 classes, but {} has {}", plan.name, plan.classes()) });
+            return Err(Error::Dataset {
+                path: path.to_path_buf(),
+                message: format!("10 classes, but {} has {}", plan.name, plan.classes()),
+            });
         }
         Ok(Dataset {
             image_elems: imgs.rows * imgs.cols,
             width: imgs.cols,
-            images: imgs.pixels.iter().map(|&p| crate::data::grey_pixel(p)).collect(),
+            images: imgs
+                .pixels
+                .iter()
+                .map(|&p| crate::data::grey_pixel(p))
+                .collect(),
             labels: split.labels.iter().map(|&l| u32::from(l)).collect(),
         })
     }
@@ -115,7 +135,14 @@ impl Source for Dataset {
         self.labels[i]
     }
 
-    fn train_input(&self, i: usize, seed: u32, epoch: u32, augment: bool, out: &mut Vec<f32>) -> Result<()> {
+    fn train_input(
+        &self,
+        i: usize,
+        seed: u32,
+        epoch: u32,
+        augment: bool,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         self.push_image(i, augment && flips(seed, epoch, i), out);
         Ok(())
     }
@@ -148,16 +175,29 @@ impl<'p> FolderSet<'p> {
         if c != 3 || h != w {
             return Err(Error::Dataset {
                 path: folder.root.clone(),
-                message: format!("image folders feed 3-channel square inputs, but {} takes {:?}", plan.name, plan.input),
+                message: format!(
+                    "image folders feed 3-channel square inputs, but {} takes {:?}",
+                    plan.name, plan.input
+                ),
             });
         }
         if folder.classes.len() > plan.classes() as usize {
             return Err(Error::Dataset {
                 path: folder.root.clone(),
-                message: format!("{} classes, but {} has {}", folder.classes.len(), plan.name, plan.classes()),
+                message: format!(
+                    "{} classes, but {} has {}",
+                    folder.classes.len(),
+                    plan.name,
+                    plan.classes()
+                ),
             });
         }
-        Ok(FolderSet { folder, plan, base: base_side(h), pca })
+        Ok(FolderSet {
+            folder,
+            plan,
+            base: base_side(h),
+            pca,
+        })
     }
 
     /// Moves every `every`-th image (spread over the classes) into a second set.
@@ -173,7 +213,15 @@ impl<'p> FolderSet<'p> {
             }
             !take
         });
-        FolderSet { folder: ImageFolder { files: held, ..self.folder.clone() }, plan: self.plan, base: self.base, pca: self.pca }
+        FolderSet {
+            folder: ImageFolder {
+                files: held,
+                ..self.folder.clone()
+            },
+            plan: self.plan,
+            base: self.base,
+            pca: self.pca,
+        }
     }
 }
 
@@ -186,10 +234,21 @@ impl Source for FolderSet<'_> {
         self.folder.files[i].1
     }
 
-    fn train_input(&self, i: usize, seed: u32, epoch: u32, augment: bool, out: &mut Vec<f32>) -> Result<()> {
+    fn train_input(
+        &self,
+        i: usize,
+        seed: u32,
+        epoch: u32,
+        augment: bool,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let square = load_square(&self.folder.files[i].0, self.base)?;
         let side = self.plan.input[1];
-        let view = if augment { train_view(seed, epoch, i, self.base, side, self.pca.as_ref()) } else { centre_view(self.base, side) };
+        let view = if augment {
+            train_view(seed, epoch, i, self.base, side, self.pca.as_ref())
+        } else {
+            centre_view(self.base, side)
+        };
         tensor(&square, view, self.plan, out);
         Ok(())
     }
@@ -278,15 +337,24 @@ impl TrainState {
         let mut meta = HashMap::from([
             ("model".to_string(), plan.name.to_string()),
             ("epoch".to_string(), self.epoch.to_string()),
-            ("batch_in_epoch".to_string(), self.batch_in_epoch.to_string()),
+            (
+                "batch_in_epoch".to_string(),
+                self.batch_in_epoch.to_string(),
+            ),
             ("step".to_string(), self.step.to_string()),
             // Bit patterns, so the learning rate and error survive exactly.
             ("lr_bits".to_string(), self.lr.to_bits().to_string()),
             ("lr".to_string(), self.lr.to_string()),
             ("seed".to_string(), self.seed.to_string()),
-            ("best_val_error_bits".to_string(), self.best_val_error.to_bits().to_string()),
+            (
+                "best_val_error_bits".to_string(),
+                self.best_val_error.to_bits().to_string(),
+            ),
             ("bad_epochs".to_string(), self.bad_epochs.to_string()),
-            ("epoch_loss_sum_bits".to_string(), self.epoch_loss_sum.to_bits().to_string()),
+            (
+                "epoch_loss_sum_bits".to_string(),
+                self.epoch_loss_sum.to_bits().to_string(),
+            ),
             ("epoch_correct".to_string(), self.epoch_correct.to_string()),
         ]);
         if let Some((adapter, target)) = &self.kernels {
@@ -298,8 +366,14 @@ impl TrainState {
 
     fn from_metadata(meta: &HashMap<String, String>, path: &Path) -> Result<TrainState> {
         let get = |key: &str| -> Result<u64> {
-            let v = meta.get(key).ok_or_else(|| Error::WeightsFile { path: path.to_path_buf(), message: format!("not a checkpoint: no `{key}` in its metadata") })?;
-            v.parse().map_err(|_| Error::WeightsFile { path: path.to_path_buf(), message: format!("checkpoint metadata `{key}` = `{v}` is not a number") })
+            let v = meta.get(key).ok_or_else(|| Error::WeightsFile {
+                path: path.to_path_buf(),
+                message: format!("not a checkpoint: no `{key}` in its metadata"),
+            })?;
+            v.parse().map_err(|_| Error::WeightsFile {
+                path: path.to_path_buf(),
+                message: format!("checkpoint metadata `{key}` = `{v}` is not a number"),
+            })
         };
         Ok(TrainState {
             epoch: get("epoch")? as u32,
@@ -312,7 +386,10 @@ impl TrainState {
             // Checkpoints from before these were kept resume mid-epoch with partial sums.
             epoch_loss_sum: f64::from_bits(get("epoch_loss_sum_bits").unwrap_or(0)),
             epoch_correct: get("epoch_correct").unwrap_or(0),
-            kernels: meta.get("adapter").zip(meta.get("variant").and_then(|v| Target::parse(v))).map(|(a, t)| (a.clone(), t)),
+            kernels: meta
+                .get("adapter")
+                .zip(meta.get("variant").and_then(|v| Target::parse(v)))
+                .map(|(a, t)| (a.clone(), t)),
         })
     }
 }
@@ -333,39 +410,87 @@ impl Checkpoint {
     /// `momentum.<name>`, the state in the metadata; atomically (temporary file, fsync, rename).
     pub fn save(&self, plan: &Plan, path: &Path) -> Result<()> {
         let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (p, (w, m)) in plan.params.iter().zip(self.weights.tensors.iter().zip(&self.momentum)) {
+        for (p, (w, m)) in plan
+            .params
+            .iter()
+            .zip(self.weights.tensors.iter().zip(&self.momentum))
+        {
             let shape: Vec<usize> = p.shape.iter().map(|&d| d as usize).collect();
-            bytes.push((p.name.to_string(), shape.clone(), bytemuck::cast_slice(w).to_vec()));
-            bytes.push((format!("{MOMENTUM}{}", p.name), shape, bytemuck::cast_slice(m).to_vec()));
+            bytes.push((
+                p.name.to_string(),
+                shape.clone(),
+                bytemuck::cast_slice(w).to_vec(),
+            ));
+            bytes.push((
+                format!("{MOMENTUM}{}", p.name),
+                shape,
+                bytemuck::cast_slice(m).to_vec(),
+            ));
         }
         let views = bytes.iter().map(|(name, shape, b)| {
-            (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b).expect("sizes come from the plan"))
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                    .expect("sizes come from the plan"),
+            )
         });
-        let data = safetensors::serialize(views, Some(self.state.to_metadata(plan)))
-            .map_err(|e| Error::WeightsFile { path: path.to_path_buf(), message: format!("cannot serialise: {e}") })?;
+        let data =
+            safetensors::serialize(views, Some(self.state.to_metadata(plan))).map_err(|e| {
+                Error::WeightsFile {
+                    path: path.to_path_buf(),
+                    message: format!("cannot serialise: {e}"),
+                }
+            })?;
         write_atomic(path, &data)
     }
 
     /// Reads a checkpoint written by [`Checkpoint::save`], checking every tensor.
     pub fn load(plan: &Plan, path: &Path) -> Result<Checkpoint> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| Error::WeightsFile { path: path.to_path_buf(), message: format!("not a valid safetensors file: {e}") })?;
-        let state = TrainState::from_metadata(meta.metadata().as_ref().unwrap_or(&HashMap::new()), path)?;
-        let file = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::WeightsFile { path: path.to_path_buf(), message: format!("not a valid safetensors file: {e}") })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::WeightsFile {
+                path: path.to_path_buf(),
+                message: format!("not a valid safetensors file: {e}"),
+            })?;
+        let state =
+            TrainState::from_metadata(meta.metadata().as_ref().unwrap_or(&HashMap::new()), path)?;
+        let file =
+            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::WeightsFile {
+                path: path.to_path_buf(),
+                message: format!("not a valid safetensors file: {e}"),
+            })?;
         let mut problems = Vec::new();
         let mut read = |name: &str, want: &[u32]| -> Vec<f32> {
             match file.tensor(name) {
-                Ok(v) if v.dtype() == safetensors::Dtype::F32 && v.shape().iter().map(|&d| d as u64).eq(want.iter().map(|&d| u64::from(d))) => {
-                    let t: Vec<f32> = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                Ok(v)
+                    if v.dtype() == safetensors::Dtype::F32
+                        && v.shape()
+                            .iter()
+                            .map(|&d| d as u64)
+                            .eq(want.iter().map(|&d| u64::from(d))) =>
+                {
+                    let t: Vec<f32> = v
+                        .data()
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
                     if let Some(i) = t.iter().position(|v| !v.is_finite()) {
-                        problems.push(format!("`{name}` element {i} is {} (a checkpoint must be finite)", t[i]));
+                        problems.push(format!(
+                            "`{name}` element {i} is {} (a checkpoint must be finite)",
+                            t[i]
+                        ));
                     }
                     t
                 }
                 Ok(v) => {
-                    problems.push(format!("`{name}` is {:?} {:?}, expected F32 {want:?}", v.dtype(), v.shape()));
+                    problems.push(format!(
+                        "`{name}` is {:?} {:?}, expected F32 {want:?}",
+                        v.dtype(),
+                        v.shape()
+                    ));
                     Vec::new()
                 }
                 Err(_) => {
@@ -381,9 +506,17 @@ impl Checkpoint {
             momentum.push(read(&format!("{MOMENTUM}{}", p.name), &p.shape));
         }
         if !problems.is_empty() {
-            return Err(Error::WeightsMismatch { path: path.to_path_buf(), model: plan.name.to_string(), problems });
+            return Err(Error::WeightsMismatch {
+                path: path.to_path_buf(),
+                model: plan.name.to_string(),
+                problems,
+            });
         }
-        Ok(Checkpoint { weights: Weights { tensors: weights }, momentum, state })
+        Ok(Checkpoint {
+            weights: Weights { tensors: weights },
+            momentum,
+            state,
+        })
     }
 }
 
@@ -395,7 +528,8 @@ pub fn flips(seed: u32, epoch: u32, i: usize) -> bool {
 /// The order of the training images in epoch `epoch`.
 pub fn epoch_order(seed: u32, epoch: u32, n: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64((u64::from(seed) << 32) | u64::from(epoch));
+    let mut rng =
+        rand_chacha::ChaCha8Rng::seed_from_u64((u64::from(seed) << 32) | u64::from(epoch));
     order.shuffle(&mut rng);
     order
 }
@@ -407,8 +541,14 @@ pub struct Batch {
 }
 
 /// Builds the inputs of `indices` on all cores.
-fn build(data: &dyn Source, indices: &[usize], each: impl Fn(&dyn Source, usize, &mut Vec<f32>) -> Result<()> + Sync) -> Result<Vec<f32>> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(indices.len().max(1));
+fn build(
+    data: &dyn Source,
+    indices: &[usize],
+    each: impl Fn(&dyn Source, usize, &mut Vec<f32>) -> Result<()> + Sync,
+) -> Result<Vec<f32>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(indices.len().max(1));
     let chunk = indices.len().div_ceil(threads).max(1);
     let parts: Vec<Result<Vec<f32>>> = std::thread::scope(|s| {
         let each = &each;
@@ -424,7 +564,10 @@ fn build(data: &dyn Source, indices: &[usize], each: impl Fn(&dyn Source, usize,
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("preprocessing does not panic")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("preprocessing does not panic"))
+            .collect()
     });
     let mut input = Vec::new();
     for p in parts {
@@ -436,13 +579,21 @@ fn build(data: &dyn Source, indices: &[usize], each: impl Fn(&dyn Source, usize,
 /// The batches of one epoch from batch `start` on, decoded and augmented on worker threads
 /// that stay up to four batches ahead of the GPU. The last partial batch is dropped so every
 /// step has the same size.
-pub fn epoch_batches<'d>(scope: &'d std::thread::Scope<'d, '_>, data: &'d dyn Source, options: &TrainOptions, epoch: u32, start: u32) -> std::sync::mpsc::Receiver<Result<Batch>> {
+pub fn epoch_batches<'d>(
+    scope: &'d std::thread::Scope<'d, '_>,
+    data: &'d dyn Source,
+    options: &TrainOptions,
+    epoch: u32,
+    start: u32,
+) -> std::sync::mpsc::Receiver<Result<Batch>> {
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
     let (seed, batch, augment) = (options.seed, options.batch, options.flip);
     scope.spawn(move || {
         let order = epoch_order(seed, epoch, data.len());
         for chunk in order.chunks_exact(batch).skip(start as usize) {
-            let input = build(data, chunk, |d, i, out| d.train_input(i, seed, epoch, augment, out));
+            let input = build(data, chunk, |d, i, out| {
+                d.train_input(i, seed, epoch, augment, out)
+            });
             let labels = chunk.iter().map(|&i| data.label(i)).collect();
             if tx.send(input.map(|input| Batch { input, labels })).is_err() {
                 return;
@@ -454,7 +605,13 @@ pub fn epoch_batches<'d>(scope: &'d std::thread::Scope<'d, '_>, data: &'d dyn So
 
 /// Top-1 and top-5 accuracy of `session` on `data`, in batches of `batch`; with
 /// `multi_view`, the softmax is averaged over the source's views (the paper's ten crops).
-pub fn evaluate(session: &mut Session, data: &dyn Source, batch: usize, multi_view: bool, mut progress: impl FnMut(usize)) -> Result<(f64, f64)> {
+pub fn evaluate(
+    session: &mut dyn Runner,
+    data: &dyn Source,
+    batch: usize,
+    multi_view: bool,
+    mut progress: impl FnMut(usize),
+) -> Result<(f64, f64)> {
     let (mut top1, mut top5) = (0usize, 0usize);
     let views = if multi_view { data.views() } else { 1 };
     let ids: Vec<usize> = (0..data.len()).collect();
@@ -466,11 +623,18 @@ pub fn evaluate(session: &mut Session, data: &dyn Source, batch: usize, multi_vi
             let out = session.forward(&input, chunk.len())?;
             classes = out.classes;
             probs.resize(out.probs.len(), 0.0);
-            probs.iter_mut().zip(&out.probs).for_each(|(a, &p)| *a += f64::from(p));
+            probs
+                .iter_mut()
+                .zip(&out.probs)
+                .for_each(|(a, &p)| *a += f64::from(p));
         }
         for (k, &i) in chunk.iter().enumerate() {
             let label = data.label(i) as usize;
-            let mut ranked: Vec<(usize, f64)> = probs[k * classes..(k + 1) * classes].iter().copied().enumerate().collect();
+            let mut ranked: Vec<(usize, f64)> = probs[k * classes..(k + 1) * classes]
+                .iter()
+                .copied()
+                .enumerate()
+                .collect();
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             top1 += usize::from(ranked[0].0 == label);
             top5 += usize::from(ranked.iter().take(5).any(|(c, _)| *c == label));
@@ -483,14 +647,21 @@ pub fn evaluate(session: &mut Session, data: &dyn Source, batch: usize, multi_vi
 
 /// Checks a step's loss; on NaN or infinity, names the first parameter whose gradient is not
 /// finite (or says the loss itself overflowed).
-pub fn check_finite(session: &Session, plan: &Plan, loss: f64, step: u32) -> Result<()> {
+pub fn check_finite(session: &dyn Runner, plan: &Plan, loss: f64, step: u32) -> Result<()> {
     if loss.is_finite() {
         return Ok(());
     }
     let grads = session.read_param_grads()?;
-    let culprit = plan.params.iter().zip(&grads).find(|(_, g)| g.iter().any(|v| !v.is_finite()));
+    let culprit = plan
+        .params
+        .iter()
+        .zip(&grads)
+        .find(|(_, g)| g.iter().any(|v| !v.is_finite()));
     let what = match culprit {
-        Some((p, _)) => format!("loss is {loss}; the gradient of `{}` (layer {}) holds NaN or infinity", p.name, p.layer),
+        Some((p, _)) => format!(
+            "loss is {loss}; the gradient of `{}` (layer {}) holds NaN or infinity",
+            p.name, p.layer
+        ),
         None => format!("loss is {loss} (the logits overflowed); every gradient is finite"),
     };
     Err(Error::NonFinite { step, what })
@@ -530,6 +701,13 @@ impl TrainState {
 
     /// The step's configuration.
     pub fn step_config(&self, options: &TrainOptions) -> StepConfig {
-        StepConfig { lr: self.lr, momentum: options.momentum, decay: options.decay, seed: self.seed, step: self.step, dropout: true }
+        StepConfig {
+            lr: self.lr,
+            momentum: options.momentum,
+            decay: options.decay,
+            seed: self.seed,
+            step: self.step,
+            dropout: true,
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The training loop: epochs of SGD steps on a [`Session`], checkpoints, the schedule and
+//! The training loop: epochs of SGD steps on a [`Runner`] (one device or two), checkpoints, the schedule and
 //! evaluation, as a library type that front ends drive.
 //!
 //! A [`Trainer`] owns the run's [`TrainState`] and runs one epoch at a time, reporting every
@@ -8,7 +8,7 @@
 //! writes nothing but checkpoints; metrics files and plots are the front end's.
 
 use crate::error::{Error, Result};
-use crate::session::Session;
+use crate::runner::Runner;
 use crate::train::{self, Checkpoint, Source, TrainOptions, TrainState};
 use alexnet_plan::Plan;
 use std::path::PathBuf;
@@ -56,9 +56,9 @@ pub enum Epoch {
     Stopped,
 }
 
-/// A training run on one session.
+/// A training run on one session (of one or two devices).
 pub struct Trainer<'s, 'g> {
-    session: &'s mut Session<'g>,
+    session: &'s mut (dyn Runner + 'g),
     plan: &'s Plan,
     options: TrainOptions,
     state: TrainState,
@@ -69,8 +69,22 @@ pub struct Trainer<'s, 'g> {
 impl<'s, 'g> Trainer<'s, 'g> {
     /// A run of `options` on `session` (weights, and momentum when resuming, already loaded),
     /// from `state`, checkpointing to `checkpoint`; it stops after `max_steps` steps in all.
-    pub fn new(session: &'s mut Session<'g>, plan: &'s Plan, options: TrainOptions, state: TrainState, checkpoint: PathBuf, max_steps: Option<u32>) -> Self {
-        Trainer { session, plan, options, state, checkpoint, max_steps }
+    pub fn new(
+        session: &'s mut (dyn Runner + 'g),
+        plan: &'s Plan,
+        options: TrainOptions,
+        state: TrainState,
+        checkpoint: PathBuf,
+        max_steps: Option<u32>,
+    ) -> Self {
+        Trainer {
+            session,
+            plan,
+            options,
+            state,
+            checkpoint,
+            max_steps,
+        }
     }
 
     /// Where the run is.
@@ -79,7 +93,7 @@ impl<'s, 'g> Trainer<'s, 'g> {
     }
 
     /// The session being trained.
-    pub fn session(&mut self) -> &mut Session<'g> {
+    pub fn session(&mut self) -> &mut (dyn Runner + 'g) {
         self.session
     }
 
@@ -90,7 +104,11 @@ impl<'s, 'g> Trainer<'s, 'g> {
 
     /// Saves the weights, momentum and state, atomically.
     pub fn save(&self) -> Result<()> {
-        let c = Checkpoint { weights: self.session.read_weights()?, momentum: self.session.read_momentum()?, state: self.state.clone() };
+        let c = Checkpoint {
+            weights: self.session.read_weights()?,
+            momentum: self.session.read_momentum()?,
+            state: self.state.clone(),
+        };
         c.save(self.plan, &self.checkpoint)
     }
 
@@ -116,20 +134,38 @@ impl<'s, 'g> Trainer<'s, 'g> {
         let start = Instant::now();
         let mut stopped = false;
         std::thread::scope(|scope| -> Result<()> {
-            let batches = train::epoch_batches(scope, train_set, &self.options, epoch, self.state.batch_in_epoch);
+            let batches = train::epoch_batches(
+                scope,
+                train_set,
+                &self.options,
+                epoch,
+                self.state.batch_in_epoch,
+            );
             for batch in batches.iter() {
                 let batch = batch?;
                 if self.max_steps.is_some_and(|m| self.state.step >= m) {
                     stopped = true;
                     break;
                 }
-                let out = self.session.train_step(&batch.input, &batch.labels, batch_size, &self.state.step_config(&self.options))?;
+                let out = self.session.train_step(
+                    &batch.input,
+                    &batch.labels,
+                    batch_size,
+                    &self.state.step_config(&self.options),
+                )?;
                 train::check_finite(self.session, self.plan, out.loss, self.state.step)?;
                 self.state.step += 1;
                 self.state.batch_in_epoch += 1;
                 seen += batch_size;
                 self.state.epoch_loss_sum += out.loss * batch_size as f64;
-                let right = batch.labels.iter().enumerate().filter(|(i, &l)| argmax(&out.logits[i * classes..(i + 1) * classes]) == l as usize).count();
+                let right = batch
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, &l)| {
+                        argmax(&out.logits[i * classes..(i + 1) * classes]) == l as usize
+                    })
+                    .count();
                 self.state.epoch_correct += right as u64;
                 let done = (before + seen) as f64;
                 on_step(&StepReport {
@@ -158,7 +194,10 @@ impl<'s, 'g> Trainer<'s, 'g> {
         };
         let lr = self.state.lr;
         let done = (before + seen).max(1) as f64;
-        let (train_loss, train_accuracy) = (self.state.epoch_loss_sum / done, self.state.epoch_correct as f64 / done);
+        let (train_loss, train_accuracy) = (
+            self.state.epoch_loss_sum / done,
+            self.state.epoch_correct as f64 / done,
+        );
         let lr_divided = self.state.end_epoch(&self.options.schedule, 1.0 - val_top1);
         let report = EpochReport {
             epoch: epoch + 1,
@@ -183,5 +222,7 @@ impl<'s, 'g> Trainer<'s, 'g> {
 
 /// Index of the largest value, ties to the lower index.
 fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().fold(0, |b, (c, v)| if *v > row[b] { c } else { b })
+    row.iter()
+        .enumerate()
+        .fold(0, |b, (c, v)| if *v > row[b] { c } else { b })
 }

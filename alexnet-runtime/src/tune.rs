@@ -53,7 +53,10 @@ pub enum How {
     /// Read from the cache file.
     Cached(PathBuf),
     /// Measured now: seconds of one pass in each variant that ran, and the cache written (if any).
-    Measured { seconds: Vec<(Target, f64)>, cache: Option<PathBuf> },
+    Measured {
+        seconds: Vec<(Target, f64)>,
+        cache: Option<PathBuf>,
+    },
 }
 
 impl Gpu {
@@ -64,14 +67,25 @@ impl Gpu {
     }
 
     /// [`Gpu::tune`] with the cache file at `path` (`None`: measure, cache nothing).
-    pub fn tune_with_cache(&mut self, plan: &Plan, mode: Mode, path: Option<PathBuf>) -> Result<Tuned> {
+    pub fn tune_with_cache(
+        &mut self,
+        plan: &Plan,
+        mode: Mode,
+        path: Option<PathBuf>,
+    ) -> Result<Tuned> {
         if self.forced {
-            return Ok(Tuned { target: self.target, how: How::Forced });
+            return Ok(Tuned {
+                target: self.target,
+                how: How::Forced,
+            });
         }
         let key = cache_key(self, plan, mode);
         if let Some((p, target)) = path.as_ref().and_then(|p| Some((p, lookup(p, &key)?))) {
             self.target = target;
-            return Ok(Tuned { target, how: How::Cached(p.clone()) });
+            return Ok(Tuned {
+                target,
+                how: How::Cached(p.clone()),
+            });
         }
         // A variant that fails to run (a driver that rejects one form) is left out; only
         // when none runs, or the device is lost, is that an error.
@@ -91,7 +105,10 @@ impl Gpu {
         }
         self.target = guess;
         let time_of = |t: Target| seconds.iter().find(|s| s.0 == t).map(|s| s.1);
-        let fastest = seconds.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|&(t, s)| (t, s));
+        let fastest = seconds
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|&(t, s)| (t, s));
         let best = match (fastest, time_of(guess)) {
             (None, _) => return Err(failure.expect("no variant ran, so one failed")),
             // The guess stays unless another variant is clearly faster: one pass each is
@@ -108,7 +125,10 @@ impl Gpu {
                 false
             }
         });
-        Ok(Tuned { target: best, how: How::Measured { seconds, cache } })
+        Ok(Tuned {
+            target: best,
+            how: How::Measured { seconds, cache },
+        })
     }
 }
 
@@ -120,12 +140,16 @@ fn measure(gpu: &Gpu, plan: &Plan, mode: Mode) -> Result<f64> {
     let mut session = Session::open(gpu, plan, batch, mode)?;
     session.load_weights(&Weights::init(plan, 0))?;
     let n = batch as usize;
-    let input: Vec<f32> = (0..n * plan.input_elems()).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+    let input: Vec<f32> = (0..n * plan.input_elems())
+        .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
+        .collect();
     let labels: Vec<u32> = (0..batch).map(|i| i % plan.classes()).collect();
     let pass = |session: &mut Session| -> Result<f64> {
         let start = Instant::now();
         match mode {
-            Mode::Training => drop(session.train_step(&input, &labels, n, &StepConfig::paper(0, 0))?),
+            Mode::Training => {
+                drop(session.train_step(&input, &labels, n, &StepConfig::paper(0, 0))?)
+            }
             Mode::Inference | Mode::Inspect => drop(session.forward(&input, n)?),
         }
         Ok(start.elapsed().as_secs_f64())
@@ -150,13 +174,26 @@ fn cache_key(gpu: &Gpu, plan: &Plan, mode: Mode) -> String {
             wgsl.hash(&mut h);
         }
     }
-    let key = format!("{} {:?} {} {} {} {:016x} {:?}", info.name, info.backend, info.driver, info.driver_info, plan.name, h.finish(), mode);
+    let key = format!(
+        "{} {:?} {} {} {} {:016x} {:?}",
+        info.name,
+        info.backend,
+        info.driver,
+        info.driver_info,
+        plan.name,
+        h.finish(),
+        mode
+    );
     key.replace(['\t', '\n', '\r'], " ")
 }
 
 /// `variants.tsv` in the cache folder, or `None` when no folder can be named.
 fn cache_path() -> Option<PathBuf> {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let dir = var("ALEXNET_CACHE_DIR")
         .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("alexnet")))
         .or_else(|| var("HOME").map(|d| d.join(".cache").join("alexnet")))?;
@@ -166,23 +203,50 @@ fn cache_path() -> Option<PathBuf> {
 /// The target cached for `key`; a missing, unreadable or malformed file or line is no entry.
 fn lookup(path: &std::path::Path, key: &str) -> Option<Target> {
     let text = std::fs::read_to_string(path).ok()?;
-    text.lines().filter_map(|line| line.split_once('\t')).find(|(k, _)| *k == key).and_then(|(_, rest)| Target::parse(rest.split('\t').next()?))
+    text.lines()
+        .filter_map(|line| line.split_once('\t'))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, rest)| Target::parse(rest.split('\t').next()?))
 }
 
 /// Adds (or replaces) `key`'s line, keeping the others, through an atomic write.
-fn store(path: &std::path::Path, key: &str, target: Target, seconds: &[(Target, f64)]) -> Result<()> {
+fn store(
+    path: &std::path::Path,
+    key: &str,
+    target: Target,
+    seconds: &[(Target, f64)],
+) -> Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
     // A file that exists but cannot be read is left alone rather than replaced by one line.
     let old = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => return Err(crate::Error::Io { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(crate::Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
-    let mut text: String = old.lines().filter(|l| l.split_once('\t').is_some_and(|(k, _)| k != key)).map(|l| format!("{l}\n")).collect();
-    let timings: Vec<String> = seconds.iter().map(|(t, s)| format!("{}={:.4}s", t.as_str(), s)).collect();
-    text.push_str(&format!("{key}\t{}\t{}\n", target.as_str(), timings.join(" ")));
+    let mut text: String = old
+        .lines()
+        .filter(|l| l.split_once('\t').is_some_and(|(k, _)| k != key))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let timings: Vec<String> = seconds
+        .iter()
+        .map(|(t, s)| format!("{}={:.4}s", t.as_str(), s))
+        .collect();
+    text.push_str(&format!(
+        "{key}\t{}\t{}\n",
+        target.as_str(),
+        timings.join(" ")
+    ));
     crate::weights::write_atomic(path, text.as_bytes())
 }
 
@@ -195,13 +259,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("variants.tsv");
         assert_eq!(lookup(&path, "a"), None, "no file is no entry");
-        store(&path, "a", Target::Cpu, &[(Target::Gpu, 2.0), (Target::Cpu, 1.0)]).unwrap();
+        store(
+            &path,
+            "a",
+            Target::Cpu,
+            &[(Target::Gpu, 2.0), (Target::Cpu, 1.0)],
+        )
+        .unwrap();
         store(&path, "b", Target::Gpu, &[]).unwrap();
-        assert_eq!((lookup(&path, "a"), lookup(&path, "b")), (Some(Target::Cpu), Some(Target::Gpu)));
+        assert_eq!(
+            (lookup(&path, "a"), lookup(&path, "b")),
+            (Some(Target::Cpu), Some(Target::Gpu))
+        );
         store(&path, "a", Target::Gpu, &[]).unwrap();
-        assert_eq!((lookup(&path, "a"), lookup(&path, "b")), (Some(Target::Gpu), Some(Target::Gpu)));
+        assert_eq!(
+            (lookup(&path, "a"), lookup(&path, "b")),
+            (Some(Target::Gpu), Some(Target::Gpu))
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
         std::fs::write(&path, "garbage without a tab\nc\tnot-a-target\nd\tcpu\t\n").unwrap();
-        assert_eq!((lookup(&path, "c"), lookup(&path, "d"), lookup(&path, "garbage without a tab")), (None, Some(Target::Cpu), None));
+        assert_eq!(
+            (
+                lookup(&path, "c"),
+                lookup(&path, "d"),
+                lookup(&path, "garbage without a tab")
+            ),
+            (None, Some(Target::Cpu), None)
+        );
     }
 }

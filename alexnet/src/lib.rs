@@ -49,7 +49,9 @@ extern crate self as alexnet;
 pub use alexnet_macros::alexnet;
 pub use alexnet_plan as plan;
 pub use alexnet_runtime as runtime;
-pub use alexnet_runtime::{ExchangeStats, Gpu, GpuOptions, Output, Session, TowerSession, Weights};
+pub use alexnet_runtime::{
+    ExchangeStats, Gpu, GpuOptions, Output, Runner, Session, TowerSession, Weights,
+};
 pub use plan::Plan;
 
 pub mod models;

@@ -69,8 +69,11 @@ alexnet! {
 }
 
 /// The built-in models by CLI name: `alexnet`, `alexnet-torchvision`, `alexnet-mini`.
-pub const BUILTIN: [(&str, &Plan); 3] =
-    [("alexnet", &AlexNet::PLAN), ("alexnet-torchvision", &AlexNetTorchvision::PLAN), ("alexnet-mini", &AlexNetMini::PLAN)];
+pub const BUILTIN: [(&str, &Plan); 3] = [
+    ("alexnet", &AlexNet::PLAN),
+    ("alexnet-torchvision", &AlexNetTorchvision::PLAN),
+    ("alexnet-mini", &AlexNetMini::PLAN),
+];
 
 /// Looks a built-in model up by its CLI name.
 pub fn by_name(name: &str) -> Option<&'static Plan> {

@@ -12,7 +12,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn exchanges(c: &mut Criterion) {
     let plan = &AlexNet::PLAN;
-    let open = || Gpu::open(&GpuOptions::default(), plan).unwrap_or_else(|e| panic!("benchmarks need a GPU adapter: {e}"));
+    let open = || {
+        Gpu::open(&GpuOptions::default(), plan)
+            .unwrap_or_else(|e| panic!("benchmarks need a GPU adapter: {e}"))
+    };
     let (a, b) = (open(), open());
     let mut group = c.benchmark_group(format!("alexnet-exchange/{}", a.describe()));
     group.sample_size(10);
@@ -23,23 +26,46 @@ fn exchanges(c: &mut Criterion) {
             .iter()
             .filter(|e| e.to == 1)
             .map(|e| match e.kind {
-                ExchangeKind::Halo { .. } => {
-                    (0..batch).map(|i| Region { src_offset: i * 4 * e.bytes_per_image, dst_offset: i * 4 * e.bytes_per_image, bytes: e.bytes_per_image }).collect()
-                }
-                ExchangeKind::Gather | ExchangeKind::Whole => vec![Region { src_offset: 0, dst_offset: 0, bytes: e.bytes_per_image * batch }],
+                ExchangeKind::Halo { .. } => (0..batch)
+                    .map(|i| Region {
+                        src_offset: i * 4 * e.bytes_per_image,
+                        dst_offset: i * 4 * e.bytes_per_image,
+                        bytes: e.bytes_per_image,
+                    })
+                    .collect(),
+                ExchangeKind::Gather | ExchangeKind::Whole => vec![Region {
+                    src_offset: 0,
+                    dst_offset: 0,
+                    bytes: e.bytes_per_image * batch,
+                }],
             })
             .collect();
-        let size = points.iter().flatten().map(|r| r.src_offset + r.bytes).max().unwrap_or(4);
+        let size = points
+            .iter()
+            .flatten()
+            .map(|r| r.src_offset + r.bytes)
+            .max()
+            .unwrap_or(4);
         let buffer = |gpu: &Gpu| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("exchange bench"),
                 size,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
         };
         let (src, dst) = (buffer(&a), buffer(&b));
-        let link = Link::new(&a, points.iter().map(|p| p.iter().map(|r| r.bytes).sum::<u64>()).max().unwrap_or(4)).unwrap();
+        let link = Link::new(
+            &a,
+            points
+                .iter()
+                .map(|p| p.iter().map(|r| r.bytes).sum::<u64>())
+                .max()
+                .unwrap_or(4),
+        )
+        .unwrap();
         let total: u64 = points.iter().flatten().map(|r| r.bytes).sum();
         group.throughput(Throughput::Bytes(total));
         group.bench_function(format!("forward_to_device1_batch{batch}"), |bench| {

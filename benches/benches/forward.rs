@@ -20,20 +20,26 @@ fn forward(c: &mut Criterion, name: &str, plan: &Plan, batches: &[usize]) {
         session.load_weights(&weights).unwrap();
         let input = vec![0.5f32; batch * plan.input_elems()];
         group.throughput(Throughput::Elements(batch as u64));
-        group.bench_function(format!("gpu_batch{batch}"), |b| b.iter(|| session.forward(&input, batch).unwrap()));
+        group.bench_function(format!("gpu_batch{batch}"), |b| {
+            b.iter(|| session.forward(&input, batch).unwrap())
+        });
         // A two-tower plan also on two devices: the adapter opened a second time (two logical
         // devices on one machine; set ALEXNET_ADAPTER for another first device).
         if plan.towers.is_some() {
             let other = Gpu::open(&GpuOptions::default(), plan).unwrap();
             let mut towers = TowerSession::new([&gpu, &other], plan, batch as u32).unwrap();
             towers.load_weights(&weights).unwrap();
-            group.bench_function(format!("two_devices_batch{batch}"), |b| b.iter(|| towers.forward(&input, batch).unwrap()));
+            group.bench_function(format!("two_devices_batch{batch}"), |b| {
+                b.iter(|| towers.forward(&input, batch).unwrap())
+            });
         }
     }
     if plan.macs() < 50_000_000 {
         let input = vec![0.5f32; plan.input_elems()];
         group.throughput(Throughput::Elements(1));
-        group.bench_function("cpu_reference_batch1", |b| b.iter(|| reference::forward(plan, &weights, &input, 1)));
+        group.bench_function("cpu_reference_batch1", |b| {
+            b.iter(|| reference::forward(plan, &weights, &input, 1))
+        });
     }
     group.finish();
 }

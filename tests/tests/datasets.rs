@@ -6,8 +6,16 @@ use std::path::Path;
 
 #[test]
 fn reads_the_real_fashion_mnist() {
-    let data = FashionMnist::load(Path::new(FASHION_MNIST_DIR)).expect("scripts/setup.sh installs dataset-fashion-mnist");
-    assert_eq!((data.train.images.count, data.train.images.rows, data.train.images.cols), (60_000, 28, 28));
+    let data = FashionMnist::load(Path::new(FASHION_MNIST_DIR))
+        .expect("scripts/setup.sh installs dataset-fashion-mnist");
+    assert_eq!(
+        (
+            data.train.images.count,
+            data.train.images.rows,
+            data.train.images.cols
+        ),
+        (60_000, 28, 28)
+    );
     assert_eq!(data.test.images.count, 10_000);
     // Fashion-MNIST is balanced: 6,000 training and 1,000 test images per class.
     for (split, per_class) in [(&data.train, 6_000), (&data.test, 1_000)] {
@@ -18,8 +26,19 @@ fn reads_the_real_fashion_mnist() {
     // Images are real pictures, not blank: every one has ink.
     assert!((0..100).all(|i| data.test.images.image(i).iter().any(|&p| p > 128)));
     // The mean pixel that preprocessing subtracts is the training set's.
-    let mean = data.train.images.pixels.iter().map(|&p| f64::from(p)).sum::<f64>() / data.train.images.pixels.len() as f64 / 255.0;
-    assert!((mean - f64::from(alexnet::runtime::data::FASHION_MNIST_MEAN)).abs() < 5e-5, "mean pixel {mean}");
+    let mean = data
+        .train
+        .images
+        .pixels
+        .iter()
+        .map(|&p| f64::from(p))
+        .sum::<f64>()
+        / data.train.images.pixels.len() as f64
+        / 255.0;
+    assert!(
+        (mean - f64::from(alexnet::runtime::data::FASHION_MNIST_MEAN)).abs() < 5e-5,
+        "mean pixel {mean}"
+    );
 }
 
 fn idx(dims: &[u32], payload: &[u8]) -> Vec<u8> {
@@ -53,9 +72,18 @@ fn malformed_files_name_the_file_and_the_problem() {
         e
     };
     assert!(case("short", &[0, 0, 8]).contains("truncated"));
-    assert!(case("magic", &idx(&[1, 1, 1], &[0])[..].iter().enumerate().map(|(i, &b)| if i == 2 { 0x0d } else { b }).collect::<Vec<_>>()).contains("not an unsigned-byte IDX file"));
+    assert!(case(
+        "magic",
+        &idx(&[1, 1, 1], &[0])[..]
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| if i == 2 { 0x0d } else { b })
+            .collect::<Vec<_>>()
+    )
+    .contains("not an unsigned-byte IDX file"));
     assert!(case("dims", &idx(&[1, 1], &[0])).contains("has 2 dimensions, expected 3"));
-    assert!(case("cut", &idx(&[2, 2, 2], &[0; 7])).contains("holds 7 bytes of data, but its header [2, 2, 2] says 8"));
+    assert!(case("cut", &idx(&[2, 2, 2], &[0; 7]))
+        .contains("holds 7 bytes of data, but its header [2, 2, 2] says 8"));
     assert!(case("gz", &[0x1f, 0x8b, 1, 2, 3]).contains("corrupt gzip data"));
     let labels = dir.path().join("labels");
     std::fs::write(&labels, idx(&[3], &[1, 2, 3])).unwrap();
@@ -74,7 +102,15 @@ fn mismatched_splits_are_reported() {
     write("t10k-images-idx3-ubyte", idx(&[1, 1, 1], &[0]));
     write("t10k-labels-idx1-ubyte", idx(&[1], &[0]));
     let e = FashionMnist::load(dir.path()).unwrap_err().to_string();
-    assert!(e.contains("label 12 of image 1 is not a Fashion-MNIST class"), "{e}");
-    let e = FashionMnist::load(&dir.path().join("nowhere")).unwrap_err().to_string();
-    assert!(e.contains("install the Debian package dataset-fashion-mnist"), "{e}");
+    assert!(
+        e.contains("label 12 of image 1 is not a Fashion-MNIST class"),
+        "{e}"
+    );
+    let e = FashionMnist::load(&dir.path().join("nowhere"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("install the Debian package dataset-fashion-mnist"),
+        "{e}"
+    );
 }

@@ -25,7 +25,16 @@ fn dot_graph_of_mini() {
 fn the_paper_towers_exchange_what_the_shapes_say() {
     use alexnet::plan::{ExchangeKind, NodeOp, Place};
     let plan = &alexnet::models::AlexNet::PLAN;
-    let output = |layer: &str| plan.layers.iter().find(|l| l.name == layer).unwrap().output.iter().map(|&d| u64::from(d)).product::<u64>();
+    let output = |layer: &str| {
+        plan.layers
+            .iter()
+            .find(|l| l.name == layer)
+            .unwrap()
+            .output
+            .iter()
+            .map(|&d| u64::from(d))
+            .product::<u64>()
+    };
     let half = |layer: &str| 4 * output(layer) / 2;
     let gathers: Vec<(&str, u32, u64)> = plan
         .exchanges
@@ -34,12 +43,20 @@ fn the_paper_towers_exchange_what_the_shapes_say() {
         .map(|e| (&*e.reader, e.to, e.bytes_per_image))
         .collect();
     let mut expect = Vec::new();
-    for (reader, from) in [("conv3.conv", "conv2"), ("fc6.linear", "conv5"), ("fc7.linear", "fc6"), ("fc8.linear", "fc7")] {
+    for (reader, from) in [
+        ("conv3.conv", "conv2"),
+        ("fc6.linear", "conv5"),
+        ("fc7.linear", "fc6"),
+        ("fc8.linear", "fc7"),
+    ] {
         expect.extend([(reader, 0, half(from)), (reader, 1, half(from))]);
     }
     assert_eq!(gathers, expect);
     let each_way: u64 = gathers.iter().filter(|g| g.1 == 0).map(|g| g.2).sum();
-    assert_eq!(each_way, 121_344, "about 121 KB per image each way, as the paper's topology gives");
+    assert_eq!(
+        each_way, 121_344,
+        "about 121 KB per image each way, as the paper's topology gives"
+    );
 
     let mut halos_each_way = 0;
     for layer in ["conv1", "conv2"] {
@@ -52,22 +69,49 @@ fn the_paper_towers_exchange_what_the_shapes_say() {
         let halo = 2 * u64::from(lrn.h) * u64::from(lrn.w) * 4;
         halos_each_way += halo;
         let reader = format!("{layer}.lrn");
-        let halos: Vec<_> = plan.exchanges.iter().filter(|e| e.reader == reader).map(|e| (e.to, e.kind, e.bytes_per_image)).collect();
-        assert_eq!(halos, [(0, ExchangeKind::Halo { channels: 2 }, halo), (1, ExchangeKind::Halo { channels: 2 }, halo)]);
+        let halos: Vec<_> = plan
+            .exchanges
+            .iter()
+            .filter(|e| e.reader == reader)
+            .map(|e| (e.to, e.kind, e.bytes_per_image))
+            .collect();
+        assert_eq!(
+            halos,
+            [
+                (0, ExchangeKind::Halo { channels: 2 }, halo),
+                (1, ExchangeKind::Halo { channels: 2 }, halo)
+            ]
+        );
     }
-    let softmax: Vec<_> = plan.exchanges.iter().filter(|e| e.reader == "fc8.softmax").map(|e| (e.to, e.bytes_per_image)).collect();
+    let softmax: Vec<_> = plan
+        .exchanges
+        .iter()
+        .filter(|e| e.reader == "fc8.softmax")
+        .map(|e| (e.to, e.bytes_per_image))
+        .collect();
     let logits_half = 4 * u64::from(plan.classes()) / 2;
     assert_eq!(softmax, [(0, logits_half)]);
-    assert_eq!(plan.received_per_image(0), each_way + halos_each_way + logits_half);
+    assert_eq!(
+        plan.received_per_image(0),
+        each_way + halos_each_way + logits_half
+    );
     assert_eq!(plan.received_per_image(1), each_way + halos_each_way);
     assert_eq!((halos_each_way, logits_half), (24_200 + 5_832, 2_000));
 
     // Every layer is split; each device holds half the weights.
     assert!(plan.layers.iter().all(|l| l.place == Place::Towers));
-    assert_eq!((plan.params_on(0), plan.params_on(1)), (60_965_224 / 2, 60_965_224 / 2));
+    assert_eq!(
+        (plan.params_on(0), plan.params_on(1)),
+        (60_965_224 / 2, 60_965_224 / 2)
+    );
     // The one-device nets exchange nothing.
-    for other in [&alexnet::models::AlexNetMini::PLAN, &alexnet::models::AlexNetTorchvision::PLAN] {
-        assert!(other.exchanges.is_empty() && other.layers.iter().all(|l| l.place == Place::Device(0)));
+    for other in [
+        &alexnet::models::AlexNetMini::PLAN,
+        &alexnet::models::AlexNetTorchvision::PLAN,
+    ] {
+        assert!(
+            other.exchanges.is_empty() && other.layers.iter().all(|l| l.place == Place::Device(0))
+        );
     }
 }
 
@@ -76,17 +120,35 @@ fn plan_facts_of_the_paper_net() {
     let plan = &alexnet::models::AlexNet::PLAN;
     assert_eq!(plan.param_count(), 60_965_224);
     assert_eq!(plan.macs(), 724_406_816);
-    let macs: Vec<u64> = plan.layers.iter().map(|l| (l.macs as f64 / 1e5).round() as u64).collect();
+    let macs: Vec<u64> = plan
+        .layers
+        .iter()
+        .map(|l| (l.macs as f64 / 1e5).round() as u64)
+        .collect();
     assert_eq!(macs, [1054, 2239, 1495, 1121, 748, 377, 168, 41]);
-    let sizes: Vec<u32> = plan.activations.iter().filter(|a| a.shape.len() == 3).map(|a| a.shape[1]).collect();
-    assert_eq!(sizes, [227, 55, 55, 55, 27, 27, 27, 27, 13, 13, 13, 13, 13, 13, 13, 6]);
+    let sizes: Vec<u32> = plan
+        .activations
+        .iter()
+        .filter(|a| a.shape.len() == 3)
+        .map(|a| a.shape[1])
+        .collect();
+    assert_eq!(
+        sizes,
+        [227, 55, 55, 55, 27, 27, 27, 27, 13, 13, 13, 13, 13, 13, 13, 6]
+    );
     let w = plan.param("conv1.weight").unwrap();
-    assert_eq!((&*w.shape, w.layout), (&[96, 3, 11, 11][..], alexnet::plan::Layout::Oihw));
+    assert_eq!(
+        (&*w.shape, w.layout),
+        (&[96, 3, 11, 11][..], alexnet::plan::Layout::Oihw)
+    );
     let fc6 = plan.param("fc6.weight").unwrap();
     assert_eq!(&*fc6.shape, &[4096, 9216]);
     // 144 MiB does not fit WebGPU's 128 MiB binding limit: two halves.
     assert_eq!(fc6.parts.len(), 2);
-    assert!(fc6.parts.iter().all(|p| u64::from(p.rows) * fc6.row_elems() * 4 <= 128 << 20));
+    assert!(fc6
+        .parts
+        .iter()
+        .all(|p| u64::from(p.rows) * fc6.row_elems() * 4 <= 128 << 20));
     // conv1's output at batch 128 is ~142 MiB, which would cut batches to 115 images; the
     // 32 GFLOP dispatch budget cuts them further (see the test below).
     assert!(plan.micro_batch < 115);
@@ -98,8 +160,21 @@ fn plan_facts_of_the_paper_net() {
             alexnet::plan::Init::Normal { .. } => None,
         })
         .collect();
-    let ones: Vec<&str> = biases.iter().filter(|(_, v)| *v == 1.0).map(|(n, _)| n.as_str()).collect();
-    assert_eq!(ones, ["conv2.bias", "conv4.bias", "conv5.bias", "fc6.bias", "fc7.bias"]);
+    let ones: Vec<&str> = biases
+        .iter()
+        .filter(|(_, v)| *v == 1.0)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        ones,
+        [
+            "conv2.bias",
+            "conv4.bias",
+            "conv5.bias",
+            "fc6.bias",
+            "fc7.bias"
+        ]
+    );
 }
 
 #[test]
@@ -112,15 +187,25 @@ fn every_dispatch_of_the_paper_net_at_batch_128_fits_the_watchdog_budget() {
     let pass = u64::from(plan.micro_batch);
     assert!(pass < 128);
     for k in plan.kernels.iter() {
-        let costs = std::iter::once((alexnet::plan::Target::Gpu, k.cost)).chain(k.variants.iter().map(|v| (v.target, v.cost)));
+        let costs = std::iter::once((alexnet::plan::Target::Gpu, k.cost))
+            .chain(k.variants.iter().map(|v| (v.target, v.cost)));
         for (target, cost) in costs {
             let flops = cost.flops.at(pass);
-            assert!(flops <= budget, "`{}` ({}) does {flops} FLOPs at {pass} images", k.name, target.as_str());
+            assert!(
+                flops <= budget,
+                "`{}` ({}) does {flops} FLOPs at {pass} images",
+                k.name,
+                target.as_str()
+            );
         }
     }
     // The budget is what cuts the batch: one more image and the heaviest dispatch is over it.
     let (heaviest, flops) = plan.heaviest_dispatch(pass).unwrap();
-    assert!(flops <= budget && plan.heaviest_dispatch(pass + 1).unwrap().1 > budget, "`{}`: {flops}", heaviest.name);
+    assert!(
+        flops <= budget && plan.heaviest_dispatch(pass + 1).unwrap().1 > budget,
+        "`{}`: {flops}",
+        heaviest.name
+    );
     // conv2 is the paper's heaviest layer (224 M multiply-adds an image): the heaviest dispatch
     // is one of its kernels, forward or backward.
     assert_eq!(heaviest.layer, "conv2", "{}", heaviest.name);
@@ -147,19 +232,36 @@ alexnet::alexnet! {
 fn paper_net_on_one_device_runs_a_kernel_per_block_in_a_planned_memory() {
     let plan = &PaperOneDevice::PLAN;
     assert!(plan.towers.is_none());
-    let names: Vec<&str> = plan.inference.dispatches().map(|k| &*plan.kernels[k as usize].name).collect();
+    let names: Vec<&str> = plan
+        .inference
+        .dispatches()
+        .map(|k| &*plan.kernels[k as usize].name)
+        .collect();
     assert_eq!(
         names,
         [
-            "conv1_fused_fwd", "conv2_fused_fwd", "conv3_fused_fwd", "conv4_fused_fwd", "conv5_fused_fwd", "fc6_fused_fwd_part0",
-            "fc6_fused_fwd_part1", "fc7_fused_fwd", "fc8_fused_fwd",
+            "conv1_fused_fwd",
+            "conv2_fused_fwd",
+            "conv3_fused_fwd",
+            "conv4_fused_fwd",
+            "conv5_fused_fwd",
+            "fc6_fused_fwd_part0",
+            "fc6_fused_fwd_part1",
+            "fc7_fused_fwd",
+            "fc8_fused_fwd",
         ]
     );
     let covers = |name: &str| {
         let k = plan.kernels.iter().find(|k| k.name == name).unwrap();
-        k.covers.iter().map(|&n| plan.nodes[n as usize].op.name()).collect::<Vec<_>>()
+        k.covers
+            .iter()
+            .map(|&n| plan.nodes[n as usize].op.name())
+            .collect::<Vec<_>>()
     };
-    assert_eq!(covers("conv1_fused_fwd"), ["conv", "relu", "lrn", "maxpool"]);
+    assert_eq!(
+        covers("conv1_fused_fwd"),
+        ["conv", "relu", "lrn", "maxpool"]
+    );
     assert_eq!(covers("conv5_fused_fwd"), ["conv", "relu", "maxpool"]);
     assert_eq!(covers("fc8_fused_fwd"), ["linear", "softmax"]);
     check_memory(plan);
@@ -172,21 +274,43 @@ fn paper_net_on_one_device_runs_a_kernel_per_block_in_a_planned_memory() {
 fn paper_net_runs_a_kernel_per_tower_in_a_planned_memory() {
     use alexnet::plan::Algo;
     let plan = &alexnet::models::AlexNet::PLAN;
-    let names: Vec<&str> = plan.inference.dispatches().map(|k| &*plan.kernels[k as usize].name).collect();
+    let names: Vec<&str> = plan
+        .inference
+        .dispatches()
+        .map(|k| &*plan.kernels[k as usize].name)
+        .collect();
     let mut want = Vec::new();
-    for layer in ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"] {
-        let kernel = if layer == "fc8" { "fc8_fwd".to_string() } else { format!("{layer}_fused_fwd") };
+    for layer in [
+        "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8",
+    ] {
+        let kernel = if layer == "fc8" {
+            "fc8_fwd".to_string()
+        } else {
+            format!("{layer}_fused_fwd")
+        };
         want.extend([format!("{kernel}_part0"), format!("{kernel}_part1")]);
         match layer {
-            "conv1" | "conv2" => want.extend([format!("{layer}_lrn_fwd"), format!("{layer}_maxpool_fwd")]),
+            "conv1" | "conv2" => {
+                want.extend([format!("{layer}_lrn_fwd"), format!("{layer}_maxpool_fwd")])
+            }
             "conv5" => want.push("conv5_maxpool_fwd".into()),
             "fc8" => want.push("fc8_softmax_fwd".into()),
             _ => {}
         }
     }
     assert_eq!(names, want);
-    for k in plan.inference.dispatches().map(|k| &plan.kernels[k as usize]).filter(|k| k.name.contains("_part")) {
-        assert!(matches!(k.algo, Algo::Gemm(_)), "{} is {}", k.name, k.algo.describe());
+    for k in plan
+        .inference
+        .dispatches()
+        .map(|k| &plan.kernels[k as usize])
+        .filter(|k| k.name.contains("_part"))
+    {
+        assert!(
+            matches!(k.algo, Algo::Gemm(_)),
+            "{} is {}",
+            k.name,
+            k.algo.describe()
+        );
     }
     for p in plan.params.iter() {
         assert_eq!(p.parts.len(), 2, "{}: one part per tower", p.name);
@@ -196,14 +320,33 @@ fn paper_net_runs_a_kernel_per_tower_in_a_planned_memory() {
 
 fn check_memory(plan: &alexnet::Plan) {
     // Today's total activation bytes at batch 128: every activation in its own buffer.
-    let all_activations: u64 = plan.activations.iter().map(|a| a.elems_per_image() * 4 * 128).sum();
+    let all_activations: u64 = plan
+        .activations
+        .iter()
+        .map(|a| a.elems_per_image() * 4 * 128)
+        .sum();
     let pass = u64::from(plan.micro_batch);
-    let state: u64 = plan.inference.placements.iter().filter(|p| p.tensor.is_state()).map(|p| p.size.at(pass)).sum();
+    let state: u64 = plan
+        .inference
+        .placements
+        .iter()
+        .filter(|p| p.tensor.is_state())
+        .map(|p| p.size.at(pass))
+        .sum();
     let activations = plan.inference.memory(0, pass) - state;
-    assert!(activations < all_activations / 2, "inference activations {activations} B, all activations {all_activations} B");
+    assert!(
+        activations < all_activations / 2,
+        "inference activations {activations} B, all activations {all_activations} B"
+    );
     // Weights are never shared, and training keeps gradients and momentum apart from them.
     assert_eq!(state, plan.param_count() * 4);
-    let training_state: u64 = plan.training.placements.iter().filter(|p| p.tensor.is_state()).map(|p| p.size.at(pass)).sum();
+    let training_state: u64 = plan
+        .training
+        .placements
+        .iter()
+        .filter(|p| p.tensor.is_state())
+        .map(|p| p.size.at(pass))
+        .sum();
     assert_eq!(training_state, 3 * plan.param_count() * 4);
 }
 
@@ -214,20 +357,44 @@ fn software_adapters_run_the_paper_blocks_as_gemms_and_their_own_lrn_and_pool() 
     assert_eq!(plan.inference_variants.len(), 1);
     let cpu = plan.for_target(Target::Cpu);
     assert_eq!(cpu.fusion, Fusion::Epilogue);
-    let names: Vec<&str> = cpu.inference.dispatches().map(|k| &*cpu.kernels[k as usize].name).collect();
+    let names: Vec<&str> = cpu
+        .inference
+        .dispatches()
+        .map(|k| &*cpu.kernels[k as usize].name)
+        .collect();
     assert_eq!(
         names,
         [
-            "conv1_epilogue_fwd", "conv1_lrn_fwd", "conv1_maxpool_fwd", "conv2_epilogue_fwd", "conv2_lrn_fwd", "conv2_maxpool_fwd", "conv3_fused_fwd",
-            "conv4_fused_fwd", "conv5_epilogue_fwd", "conv5_maxpool_fwd", "fc6_fused_fwd_part0", "fc6_fused_fwd_part1", "fc7_fused_fwd", "fc8_fused_fwd",
+            "conv1_epilogue_fwd",
+            "conv1_lrn_fwd",
+            "conv1_maxpool_fwd",
+            "conv2_epilogue_fwd",
+            "conv2_lrn_fwd",
+            "conv2_maxpool_fwd",
+            "conv3_fused_fwd",
+            "conv4_fused_fwd",
+            "conv5_epilogue_fwd",
+            "conv5_maxpool_fwd",
+            "fc6_fused_fwd_part0",
+            "fc6_fused_fwd_part1",
+            "fc7_fused_fwd",
+            "fc8_fused_fwd",
         ]
     );
     // Every conv runs as the GEMM generator's registers-only instance: no block recomputes halos.
     for k in cpu.inference.dispatches().map(|k| &cpu.kernels[k as usize]) {
-        assert!(!matches!(k.algo, Algo::ConvBlock { .. }), "{} is a conv block on cpu adapters", k.name);
+        assert!(
+            !matches!(k.algo, Algo::ConvBlock { .. }),
+            "{} is a conv block on cpu adapters",
+            k.name
+        );
     }
     // Training shares the conv + ReLU kernels, and GPUs keep the declared blocks.
-    let training: Vec<&str> = plan.training.dispatches().map(|k| &*plan.kernels[k as usize].name).collect();
+    let training: Vec<&str> = plan
+        .training
+        .dispatches()
+        .map(|k| &*plan.kernels[k as usize].name)
+        .collect();
     assert!(training.contains(&"conv1_epilogue_fwd"), "{training:?}");
     assert_eq!(plan.for_target(Target::Gpu).inference, plan.inference);
     // A plan that already fuses only epilogues has nothing to vary.
@@ -243,9 +410,22 @@ fn torchvision_names_and_count() {
     assert_eq!(
         names,
         [
-            "features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias", "features.6.weight", "features.6.bias",
-            "features.8.weight", "features.8.bias", "features.10.weight", "features.10.bias", "classifier.1.weight", "classifier.1.bias",
-            "classifier.4.weight", "classifier.4.bias", "classifier.6.weight", "classifier.6.bias",
+            "features.0.weight",
+            "features.0.bias",
+            "features.3.weight",
+            "features.3.bias",
+            "features.6.weight",
+            "features.6.bias",
+            "features.8.weight",
+            "features.8.bias",
+            "features.10.weight",
+            "features.10.bias",
+            "classifier.1.weight",
+            "classifier.1.bias",
+            "classifier.4.weight",
+            "classifier.4.bias",
+            "classifier.6.weight",
+            "classifier.6.bias",
         ]
     );
 }
@@ -283,5 +463,9 @@ fn golden_shaders_are_fresh() {
             }
         }
     }
-    assert!(stale.is_empty(), "shaders/ was stale and has been rewritten; review and commit:\n{}", stale.join("\n"));
+    assert!(
+        stale.is_empty(),
+        "shaders/ was stale and has been rewritten; review and commit:\n{}",
+        stale.join("\n")
+    );
 }

@@ -2,9 +2,9 @@
 //! the fused inference program agrees with the per-op one.
 
 use alexnet::models::{AlexNet, AlexNetMini, AlexNetTorchvision};
+use alexnet::plan::Target;
 use alexnet::runtime::reference;
 use alexnet::{alexnet, Plan, Session};
-use alexnet::plan::Target;
 use alexnet_tests::{gpu_with, he_weights, random_input, rel_err};
 
 const TOL: f64 = 1e-4;
@@ -31,12 +31,21 @@ fn check_activations_with(plan: &Plan, batch: usize, capacity: u32, target: Targ
     // the images that fit one pass, then the whole batch through its logits.
     let fit = batch.min(inspect.capacity() as usize);
     let per_image = input.len() / batch;
-    let want_fit = if fit < batch { reference::activations(plan, &weights, &input[..fit * per_image], fit) } else { want.clone() };
+    let want_fit = if fit < batch {
+        reference::activations(plan, &weights, &input[..fit * per_image], fit)
+    } else {
+        want.clone()
+    };
     inspect.forward(&input[..fit * per_image], fit).unwrap();
     for (i, a) in plan.activations.iter().enumerate() {
         let got = inspect.read_activation(i as u32, fit).unwrap();
         let err = rel_err(&got, &want_fit[i]);
-        assert!(err < TOL, "{}: activation `{}` differs by {err:e}", name, a.name);
+        assert!(
+            err < TOL,
+            "{}: activation `{}` differs by {err:e}",
+            name,
+            a.name
+        );
     }
     let per_op = inspect.forward(&input, batch).unwrap();
     let logits = &want[plan.logits_activation as usize];
@@ -47,12 +56,24 @@ fn check_activations_with(plan: &Plan, batch: usize, capacity: u32, target: Targ
     let out = fused.forward(&input, batch).unwrap();
     for (what, out) in [("per-op", &per_op), ("fused", &out)] {
         let err = rel_err(&out.logits, logits);
-        assert!(err < TOL, "{}: {what} logits differ from the reference by {err:e}", name);
-        assert!(rel_err(&out.probs, &probs64) < TOL, "{}: {what} probabilities differ", name);
+        assert!(
+            err < TOL,
+            "{}: {what} logits differ from the reference by {err:e}",
+            name
+        );
+        assert!(
+            rel_err(&out.probs, &probs64) < TOL,
+            "{}: {what} probabilities differ",
+            name
+        );
     }
     let per_op64: Vec<f64> = per_op.logits.iter().map(|&v| f64::from(v)).collect();
     let err = rel_err(&out.logits, &per_op64);
-    assert!(err < 1e-5, "{}: fused logits differ from the per-op program's by {err:e}", name);
+    assert!(
+        err < 1e-5,
+        "{}: fused logits differ from the per-op program's by {err:e}",
+        name
+    );
 }
 
 alexnet! {
@@ -123,18 +144,40 @@ straddle!(StraddleEpilogue, epilogue);
 
 /// Names of the kernels a program dispatches.
 fn dispatched(plan: &Plan, program: &alexnet::plan::Program) -> Vec<String> {
-    program.dispatches().map(|k| plan.kernels[k as usize].name.to_string()).collect()
+    program
+        .dispatches()
+        .map(|k| plan.kernels[k as usize].name.to_string())
+        .collect()
 }
 
 #[test]
 fn fused_blocks_agree_across_tile_group_and_image_borders() {
     let plan = &Straddle::PLAN;
-    assert!(plan.micro_batch < 5, "the binding limit should cut a batch of 5, got {}", plan.micro_batch);
-    assert_eq!(dispatched(plan, &plan.inference), ["a_fused_fwd", "b_fused_fwd", "c_fused_fwd", "d_fused_fwd", "fc_fused_fwd", "out_fused_fwd"]);
+    assert!(
+        plan.micro_batch < 5,
+        "the binding limit should cut a batch of 5, got {}",
+        plan.micro_batch
+    );
+    assert_eq!(
+        dispatched(plan, &plan.inference),
+        [
+            "a_fused_fwd",
+            "b_fused_fwd",
+            "c_fused_fwd",
+            "d_fused_fwd",
+            "fc_fused_fwd",
+            "out_fused_fwd"
+        ]
+    );
     for name in ["a_fused_fwd", "b_fused_fwd"] {
         let k = plan.kernels.iter().find(|k| k.name == name).unwrap();
-        let alexnet::plan::Algo::ConvBlock { channels, .. } = k.algo else { panic!("{name} is not a conv block: {:?}", k.algo) };
-        assert!(channels < 66, "{name}: its channels should need more than one tile");
+        let alexnet::plan::Algo::ConvBlock { channels, .. } = k.algo else {
+            panic!("{name} is not a conv block: {:?}", k.algo)
+        };
+        assert!(
+            channels < 66,
+            "{name}: its channels should need more than one tile"
+        );
     }
     check_all_activations(plan, 5, 5);
     check_all_activations(plan, 2, 2);
@@ -142,17 +185,40 @@ fn fused_blocks_agree_across_tile_group_and_image_borders() {
 
 #[test]
 fn fusion_off_and_epilogue_give_the_same_logits() {
-    let (on, off, epilogue) = (&Straddle::PLAN, &StraddleUnfused::PLAN, &StraddleEpilogue::PLAN);
+    let (on, off, epilogue) = (
+        &Straddle::PLAN,
+        &StraddleUnfused::PLAN,
+        &StraddleEpilogue::PLAN,
+    );
     assert_eq!(
         dispatched(epilogue, &epilogue.inference),
         [
-            "a_fused_fwd", "a_lrn_fwd", "a_maxpool_fwd", "b_fwd", "b_maxpool_fwd", "b_lrn_fwd", "c_fused_fwd", "c_maxpool_fwd", "d_fwd", "d_lrn_fwd",
-            "fc_fused_fwd", "out_fused_fwd",
+            "a_fused_fwd",
+            "a_lrn_fwd",
+            "a_maxpool_fwd",
+            "b_fwd",
+            "b_maxpool_fwd",
+            "b_lrn_fwd",
+            "c_fused_fwd",
+            "c_maxpool_fwd",
+            "d_fwd",
+            "d_lrn_fwd",
+            "fc_fused_fwd",
+            "out_fused_fwd",
         ]
     );
-    assert_eq!((on.fusion, off.fusion), (alexnet::plan::Fusion::Blocks, alexnet::plan::Fusion::Off));
-    assert_eq!(dispatched(off, &off.inference), dispatched(off, &off.inspect));
-    assert!(off.kernels.iter().all(|k| k.covers.len() == 1), "no kernel of an unfused plan covers several nodes");
+    assert_eq!(
+        (on.fusion, off.fusion),
+        (alexnet::plan::Fusion::Blocks, alexnet::plan::Fusion::Off)
+    );
+    assert_eq!(
+        dispatched(off, &off.inference),
+        dispatched(off, &off.inspect)
+    );
+    assert!(
+        off.kernels.iter().all(|k| k.covers.len() == 1),
+        "no kernel of an unfused plan covers several nodes"
+    );
     let gpu = alexnet_tests::gpu(on);
     let weights = he_weights(on, 3);
     let input = random_input(on, 3, 5);
@@ -171,7 +237,11 @@ fn fusion_off_and_epilogue_give_the_same_logits() {
 #[test]
 fn dispatches_past_65535_workgroups_agree() {
     let plan = &Wide::PLAN;
-    let relu = plan.kernels.iter().find(|k| k.name == "r_relu_fwd").unwrap();
+    let relu = plan
+        .kernels
+        .iter()
+        .find(|k| k.name == "r_relu_fwd")
+        .unwrap();
     assert!(relu.threads_per_image * 17 / 64 > 65_535);
     check_all_activations(plan, 17, 17);
 }
@@ -184,11 +254,21 @@ fn every_op_agrees_at_odd_sizes() {
 #[test]
 fn split_weights_and_micro_batches_agree() {
     let plan = &Split::PLAN;
-    assert!(plan.micro_batch < 16, "the 2 KiB limit should cut batches, got {}", plan.micro_batch);
+    assert!(
+        plan.micro_batch < 16,
+        "the 2 KiB limit should cut batches, got {}",
+        plan.micro_batch
+    );
     assert!(plan.param("c1.weight").unwrap().parts.len() == 1);
-    assert!(plan.param("fc.weight").unwrap().parts.len() > 1, "fc.weight should be split");
+    assert!(
+        plan.param("fc.weight").unwrap().parts.len() > 1,
+        "fc.weight should be split"
+    );
     // An unsplit conv and the parts of a split one (each inside the one group) are GEMMs.
-    assert!(plan.param("c2.weight").unwrap().parts.len() > 1, "c2.weight should be split");
+    assert!(
+        plan.param("c2.weight").unwrap().parts.len() > 1,
+        "c2.weight should be split"
+    );
     let algo = |name: &str| plan.kernels.iter().find(|k| k.name == name).unwrap().algo;
     assert!(matches!(algo("c1_fwd"), alexnet::plan::Algo::Gemm(_)));
     assert!(matches!(algo("c2_fwd_part0"), alexnet::plan::Algo::Gemm(_)));
@@ -206,10 +286,20 @@ fn mini_agrees() {
 fn torchvision_agrees() {
     // The adapter's own variant only: the big nets are slow on a software adapter, and every
     // GEMM instance of both variants runs in the small nets above.
-    check_activations_with(&AlexNetTorchvision::PLAN, 1, 1, alexnet_tests::gpu(&AlexNetTorchvision::PLAN).target);
+    check_activations_with(
+        &AlexNetTorchvision::PLAN,
+        1,
+        1,
+        alexnet_tests::gpu(&AlexNetTorchvision::PLAN).target,
+    );
 }
 
 #[test]
 fn paper_net_agrees() {
-    check_activations_with(&AlexNet::PLAN, 2, 2, alexnet_tests::gpu(&AlexNet::PLAN).target);
+    check_activations_with(
+        &AlexNet::PLAN,
+        2,
+        2,
+        alexnet_tests::gpu(&AlexNet::PLAN).target,
+    );
 }

@@ -4,7 +4,9 @@
 //! cross-entropy.
 
 use alexnet::models::AlexNetMini;
-use alexnet::runtime::reference::{activations_train, backward, backward_train, cross_entropy, DropoutMasks};
+use alexnet::runtime::reference::{
+    activations_train, backward, backward_train, cross_entropy, DropoutMasks,
+};
 use alexnet::{alexnet, Plan};
 use rand::{Rng, SeedableRng};
 
@@ -25,12 +27,22 @@ fn random(plan: &Plan, batch: usize, seed: u64) -> (Vec<Vec<f64>>, Vec<f64>, Vec
         .params
         .iter()
         .map(|p| {
-            let scale = if p.shape.len() > 1 { (3.0 / p.row_elems() as f64).sqrt() } else { 0.2 };
-            (0..p.elems()).map(|_| rng.random_range(-scale..scale)).collect()
+            let scale = if p.shape.len() > 1 {
+                (3.0 / p.row_elems() as f64).sqrt()
+            } else {
+                0.2
+            };
+            (0..p.elems())
+                .map(|_| rng.random_range(-scale..scale))
+                .collect()
         })
         .collect();
-    let input = (0..batch * plan.input_elems()).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let labels = (0..batch).map(|_| rng.random_range(0..plan.classes() as usize)).collect();
+    let input = (0..batch * plan.input_elems())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let labels = (0..batch)
+        .map(|_| rng.random_range(0..plan.classes() as usize))
+        .collect();
     (params, input, labels)
 }
 
@@ -39,7 +51,12 @@ const MASKS: Option<DropoutMasks> = Some(DropoutMasks { seed: 3, step: 1 });
 
 fn loss(plan: &Plan, params: &[Vec<f64>], input: &[f64], labels: &[usize]) -> f64 {
     let acts = activations_train(plan, params, input.to_vec(), labels.len(), MASKS);
-    cross_entropy(&acts[plan.logits_activation as usize], labels, plan.classes() as usize).0
+    cross_entropy(
+        &acts[plan.logits_activation as usize],
+        labels,
+        plan.classes() as usize,
+    )
+    .0
 }
 
 /// Checks `per_tensor` random coordinates of every parameter and of the input.
@@ -51,7 +68,11 @@ fn check(plan: &Plan, batch: usize, per_tensor: usize) {
     let h = 1e-6;
     let close = |fd: f64, an: f64, what: &str| {
         let err = (fd - an).abs() / fd.abs().max(an.abs()).max(1e-6);
-        assert!(err < 1e-5, "{}: {what}: finite difference {fd:e}, backward {an:e}", plan.name);
+        assert!(
+            err < 1e-5,
+            "{}: {what}: finite difference {fd:e}, backward {an:e}",
+            plan.name
+        );
     };
     for (t, p) in plan.params.iter().enumerate() {
         for _ in 0..per_tensor {
@@ -59,7 +80,8 @@ fn check(plan: &Plan, batch: usize, per_tensor: usize) {
             let (mut up, mut down) = (params.clone(), params.clone());
             up[t][i] += h;
             down[t][i] -= h;
-            let fd = (loss(plan, &up, &input, &labels) - loss(plan, &down, &input, &labels)) / (2.0 * h);
+            let fd =
+                (loss(plan, &up, &input, &labels) - loss(plan, &down, &input, &labels)) / (2.0 * h);
             close(fd, grads.params[t][i], &format!("{}[{i}]", p.name));
         }
     }
@@ -68,7 +90,8 @@ fn check(plan: &Plan, batch: usize, per_tensor: usize) {
         let (mut up, mut down) = (input.clone(), input.clone());
         up[i] += h;
         down[i] -= h;
-        let fd = (loss(plan, &params, &up, &labels) - loss(plan, &params, &down, &labels)) / (2.0 * h);
+        let fd =
+            (loss(plan, &params, &up, &labels) - loss(plan, &params, &down, &labels)) / (2.0 * h);
         close(fd, grads.input[i], &format!("input[{i}]"));
     }
 }
@@ -92,5 +115,9 @@ fn max_pool_ties_go_to_the_first_maximum() {
     let params = vec![vec![1.0, -1.0]];
     let grads = backward(plan, &params, vec![0.5; 4], &[0], 1);
     // All four inputs tie: only the first in row-major order receives the gradient.
-    assert!(grads.input[0] != 0.0 && grads.input[1..].iter().all(|&g| g == 0.0), "{:?}", grads.input);
+    assert!(
+        grads.input[0] != 0.0 && grads.input[1..].iter().all(|&g| g == 0.0),
+        "{:?}",
+        grads.input
+    );
 }

@@ -34,7 +34,10 @@ struct Capped;
 unsafe impl GlobalAlloc for Capped {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.size() > ALLOC_CAP && CAPPED.with(Cell::get) {
-            eprintln!("a reader asked for {} bytes at once (cap {ALLOC_CAP})", layout.size());
+            eprintln!(
+                "a reader asked for {} bytes at once (cap {ALLOC_CAP})",
+                layout.size()
+            );
             return std::ptr::null_mut();
         }
         unsafe { System.alloc(layout) }
@@ -75,7 +78,13 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [Kind::Safetensors, Kind::Npy, Kind::Idx, Kind::Images, Kind::Dsl];
+    const ALL: [Kind; 5] = [
+        Kind::Safetensors,
+        Kind::Npy,
+        Kind::Idx,
+        Kind::Images,
+        Kind::Dsl,
+    ];
 
     fn dir(self) -> &'static str {
         match self {
@@ -94,22 +103,42 @@ impl Kind {
         CAPPED.with(|c| c.set(true));
         let results: Vec<Result<(), String>> = match self {
             Kind::Safetensors => vec![
-                Weights::load(plan, path).map(drop).map_err(|e| e.to_string()),
-                Checkpoint::load(plan, path).map(drop).map_err(|e| e.to_string()),
+                Weights::load(plan, path)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Checkpoint::load(plan, path)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
             ],
             Kind::Npy => vec![
-                npy::read_input(path, plan).map(drop).map_err(|e| e.to_string()),
-                npy::read_labels(path, plan.classes()).map(drop).map_err(|e| e.to_string()),
+                npy::read_input(path, plan)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                npy::read_labels(path, plan.classes())
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
             ],
             Kind::Idx => vec![
                 idx::read_images(path).map(drop).map_err(|e| e.to_string()),
                 idx::read_labels(path).map(drop).map_err(|e| e.to_string()),
             ],
-            Kind::Images => vec![data::load_image(path, plan).map(drop).map_err(|e| e.to_string())],
+            Kind::Images => vec![data::load_image(path, plan)
+                .map(drop)
+                .map_err(|e| e.to_string())],
             Kind::Dsl => {
-                let source = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let source = std::fs::read(path)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
                 // The compiler's errors carry spans, not the file: the CLI adds it.
-                vec![alexnet_compiler::compile_str(&source).map(drop).map_err(|e| format!("{}: {}", path.display(), e.0.first().map(|e| e.to_string()).unwrap_or_default()))]
+                vec![alexnet_compiler::compile_str(&source)
+                    .map(drop)
+                    .map_err(|e| {
+                        format!(
+                            "{}: {}",
+                            path.display(),
+                            e.0.first().map(|e| e.to_string()).unwrap_or_default()
+                        )
+                    })]
             }
         };
         CAPPED.with(|c| c.set(false));
@@ -122,8 +151,13 @@ impl Kind {
 }
 
 fn corpus(kind: Kind) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(kind.dir());
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).map(|e| e.unwrap().path()).collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(kind.dir());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     files
 }
@@ -133,15 +167,27 @@ fn every_corpus_file_is_read_or_refused_with_an_error_naming_it() {
     let mut counts = Vec::new();
     for kind in Kind::ALL {
         let files = corpus(kind);
-        assert!(files.len() >= 8, "{}: only {} corpus files", kind.dir(), files.len());
+        assert!(
+            files.len() >= 8,
+            "{}: only {} corpus files",
+            kind.dir(),
+            files.len()
+        );
         for path in &files {
             let name = path.file_name().unwrap().to_string_lossy();
             match kind.read(path) {
                 Ok(()) => assert!(name.starts_with("valid-"), "{}: accepted", path.display()),
                 Err(errors) => {
-                    assert!(!name.starts_with("valid-"), "{}: refused: {errors:?}", path.display());
+                    assert!(
+                        !name.starts_with("valid-"),
+                        "{}: refused: {errors:?}",
+                        path.display()
+                    );
                     for e in &errors {
-                        assert!(e.contains(&*path.to_string_lossy()), "the error does not name the file: {e}");
+                        assert!(
+                            e.contains(&*path.to_string_lossy()),
+                            "the error does not name the file: {e}"
+                        );
                     }
                 }
             }
@@ -154,34 +200,95 @@ fn every_corpus_file_is_read_or_refused_with_an_error_naming_it() {
 #[test]
 fn corpus_errors_say_what_is_wrong() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let refused = |kind: &str, file: &str| -> String { Kind::ALL.iter().find(|k| k.dir() == kind).unwrap().read(&dir.join(kind).join(file)).unwrap_err().join(" | ") };
+    let refused = |kind: &str, file: &str| -> String {
+        Kind::ALL
+            .iter()
+            .find(|k| k.dir() == kind)
+            .unwrap()
+            .read(&dir.join(kind).join(file))
+            .unwrap_err()
+            .join(" | ")
+    };
     let cases = [
         ("safetensors", "nan-filled.safetensors", "element 0 is NaN"),
-        ("safetensors", "wrong-shape.safetensors", "has shape [32, 3], expected [3, 32]"),
-        ("safetensors", "header-length-huge.safetensors", "not a valid safetensors file"),
-        ("safetensors", "checkpoint-bad-metadata.safetensors", "checkpoint metadata `epoch` = `one` is not a number"),
+        (
+            "safetensors",
+            "wrong-shape.safetensors",
+            "has shape [32, 3], expected [3, 32]",
+        ),
+        (
+            "safetensors",
+            "header-length-huge.safetensors",
+            "not a valid safetensors file",
+        ),
+        (
+            "safetensors",
+            "checkpoint-bad-metadata.safetensors",
+            "checkpoint metadata `epoch` = `one` is not a number",
+        ),
         ("npy", "shape-lies.npy", "needs more data than the file's"),
-        ("npy", "header-length-huge.npy", "header of 4294967295 bytes is longer than the file"),
+        (
+            "npy",
+            "header-length-huge.npy",
+            "header of 4294967295 bytes is longer than the file",
+        ),
         ("npy", "nan-filled.npy", "value 0 is not finite"),
-        ("npy", "labels-out-of-range.npy", "label 99 of image 1 is not one of the 3 classes"),
-        ("idx", "claims-16-gib.idx.gz", "claims more than the 1073741824-byte limit"),
-        ("idx", "bomb-longer-than-header.idx.gz", "holds more bytes of data, but its header [10, 28, 28] says 7840"),
+        (
+            "npy",
+            "labels-out-of-range.npy",
+            "label 99 of image 1 is not one of the 3 classes",
+        ),
+        (
+            "idx",
+            "claims-16-gib.idx.gz",
+            "claims more than the 1073741824-byte limit",
+        ),
+        (
+            "idx",
+            "bomb-longer-than-header.idx.gz",
+            "holds more bytes of data, but its header [10, 28, 28] says 7840",
+        ),
         ("idx", "corrupt-gzip.idx.gz", "corrupt gzip data"),
         ("images", "bomb-16384x16384.png", "cannot decode"),
         ("images", "bomb-wide-but-thin-data.png", "cannot decode"),
-        ("dsl", "unclosed-brace.alexnet", "cannot read the declaration"),
-        ("npy", "fuzz-shape-product-overflow.npy", "needs more data than the file"),
-        ("dsl", "fuzz-shape-overflow.alexnet", "storage binding limit"),
+        (
+            "dsl",
+            "unclosed-brace.alexnet",
+            "cannot read the declaration",
+        ),
+        (
+            "npy",
+            "fuzz-shape-product-overflow.npy",
+            "needs more data than the file",
+        ),
+        (
+            "dsl",
+            "fuzz-shape-overflow.alexnet",
+            "storage binding limit",
+        ),
     ];
     for (kind, file, want) in cases {
         let got = refused(kind, file);
-        assert!(got.contains(want), "{kind}/{file}: `{got}` does not say `{want}`");
+        assert!(
+            got.contains(want),
+            "{kind}/{file}: `{got}` does not say `{want}`"
+        );
     }
 }
 
 /// One mutation of `input`, drawing from `seeds` for splices.
 fn mutate(rng: &mut impl Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
-    const INTERESTING: [u64; 9] = [0, 1, 0x7f, 0xff, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 1 << 40, u64::MAX];
+    const INTERESTING: [u64; 9] = [
+        0,
+        1,
+        0x7f,
+        0xff,
+        0x7fff_ffff,
+        0x8000_0000,
+        0xffff_ffff,
+        1 << 40,
+        u64::MAX,
+    ];
     for _ in 0..rng.random_range(1..=4) {
         let len = input.len();
         match rng.random_range(0..7) {
@@ -195,10 +302,21 @@ fn mutate(rng: &mut impl Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
             }
             2 if len > 0 => input.truncate(rng.random_range(0..len)),
             3 if len >= 8 => {
-                let (v, width) = (INTERESTING[rng.random_range(0..INTERESTING.len())], [1usize, 2, 4, 8][rng.random_range(0..4)]);
+                let (v, width) = (
+                    INTERESTING[rng.random_range(0..INTERESTING.len())],
+                    [1usize, 2, 4, 8][rng.random_range(0..4)],
+                );
                 let i = rng.random_range(0..=len - width);
-                let bytes = if rng.random() { v.to_le_bytes() } else { v.to_be_bytes() };
-                input[i..i + width].copy_from_slice(if rng.random() { &bytes[..width] } else { &bytes[8 - width..] });
+                let bytes = if rng.random() {
+                    v.to_le_bytes()
+                } else {
+                    v.to_be_bytes()
+                };
+                input[i..i + width].copy_from_slice(if rng.random() {
+                    &bytes[..width]
+                } else {
+                    &bytes[8 - width..]
+                });
             }
             4 => {
                 let i = rng.random_range(0..=len);
@@ -226,20 +344,35 @@ fn mutate(rng: &mut impl Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
 }
 
 fn fuzz(kind: Kind) {
-    let secs: u64 = std::env::var("ALEXNET_FUZZ_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let secs: u64 = std::env::var("ALEXNET_FUZZ_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     // A fixed seed by default, so a CI run is repeatable (how far it gets depends only on the
     // machine's speed); `ALEXNET_FUZZ_SEED=random` explores new inputs on every run.
     let seed: u64 = match std::env::var("ALEXNET_FUZZ_SEED").as_deref() {
-        Ok("random") => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1),
-        Ok(v) => v.parse().unwrap_or_else(|_| panic!("ALEXNET_FUZZ_SEED must be a number or `random`, not `{v}`")),
+        Ok("random") => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+        Ok(v) => v.parse().unwrap_or_else(|_| {
+            panic!("ALEXNET_FUZZ_SEED must be a number or `random`, not `{v}`")
+        }),
         Err(_) => 0x0a1e_c5e7,
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let seeds: Vec<Vec<u8>> = corpus(kind).iter().map(|p| std::fs::read(p).unwrap()).filter(|b| b.len() < 1 << 20).collect();
+    let seeds: Vec<Vec<u8>> = corpus(kind)
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .filter(|b| b.len() < 1 << 20)
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let crashes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fuzz-crashes");
     // Keep the file's extension: images are recognised by content, but the name shows in errors.
-    let ext = corpus(kind)[0].extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = corpus(kind)[0]
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let path = dir.path().join(format!("input.{ext}"));
     let (start, budget) = (Instant::now(), Duration::from_secs(secs));
     let (mut runs, mut accepted) = (0u64, 0u64);
@@ -251,7 +384,11 @@ fn fuzz(kind: Kind) {
             Ok(Ok(())) => accepted += 1,
             Ok(Err(errors)) => {
                 for e in errors {
-                    assert!(e.contains(&*path.to_string_lossy()), "{}: an error does not name the file: {e}", kind.dir());
+                    assert!(
+                        e.contains(&*path.to_string_lossy()),
+                        "{}: an error does not name the file: {e}",
+                        kind.dir()
+                    );
                 }
             }
             Err(panic) => {
@@ -259,13 +396,24 @@ fn fuzz(kind: Kind) {
                 std::fs::create_dir_all(&crashes).unwrap();
                 let saved = crashes.join(format!("{}-{seed}-{runs}.{ext}", kind.dir()));
                 std::fs::write(&saved, &input).unwrap();
-                let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                panic!("{}: input {runs} of seed {seed} panicked ({message}); saved to {}", kind.dir(), saved.display());
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!(
+                    "{}: input {runs} of seed {seed} panicked ({message}); saved to {}",
+                    kind.dir(),
+                    saved.display()
+                );
             }
         }
         runs += 1;
     }
-    println!("fuzz {}: {runs} inputs in {secs} s ({accepted} accepted), seed {seed}", kind.dir());
+    println!(
+        "fuzz {}: {runs} inputs in {secs} s ({accepted} accepted), seed {seed}",
+        kind.dir()
+    );
     assert!(runs > 0);
 }
 

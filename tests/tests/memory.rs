@@ -2,15 +2,16 @@
 //! process's, so this file holds one test: no other test runs beside it in its process.
 
 use alexnet::models::AlexNetMini;
+use alexnet::plan::Target;
 use alexnet::runtime::StepConfig;
 use alexnet::Session;
-use alexnet::plan::Target;
 use alexnet_tests::{gpu, gpu_with, he_weights, random_input};
 
 /// Resident memory of this process in KiB. Linux only (as CI is): without /proc the test
 /// would measure nothing, so it fails.
 fn resident_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status, to measure resident memory");
+    let status = std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status, to measure resident memory");
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -34,7 +35,10 @@ fn a_thousand_inferences_and_two_hundred_training_steps_do_not_grow_memory() {
         assert_eq!(session.forward(&input, 1).unwrap().logits, first.logits);
     }
     let grown = resident_kib().saturating_sub(warm);
-    assert!(grown < 8 * 1024, "resident memory grew by {grown} KiB over 1000 inferences");
+    assert!(
+        grown < 8 * 1024,
+        "resident memory grew by {grown} KiB over 1000 inferences"
+    );
     drop(session);
 
     // The GPU kernel variants: with the CPU variants, lavapipe's resident memory grows by
@@ -45,13 +49,21 @@ fn a_thousand_inferences_and_two_hundred_training_steps_do_not_grow_memory() {
     let mut session = Session::for_training(&gpu, plan, 2).unwrap();
     session.load_weights(&he_weights(plan, 1)).unwrap();
     let input = random_input(plan, 2, 4);
-    let mut step = |n: u32| session.train_step(&input, &[1, 7], 2, &StepConfig::paper(1, n)).unwrap().loss;
+    let mut step = |n: u32| {
+        session
+            .train_step(&input, &[1, 7], 2, &StepConfig::paper(1, n))
+            .unwrap()
+            .loss
+    };
     for n in 0..20 {
         step(n);
     }
     let warm = resident_kib();
     let losses: Vec<f64> = (20..220).map(&mut step).collect();
     let grown = resident_kib().saturating_sub(warm);
-    assert!(grown < 8 * 1024, "resident memory grew by {grown} KiB over 200 training steps");
+    assert!(
+        grown < 8 * 1024,
+        "resident memory grew by {grown} KiB over 200 training steps"
+    );
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
 }

@@ -24,13 +24,33 @@ fn safetensors_round_trip_is_exact() {
 fn paper_initialisation_statistics() {
     let plan = &AlexNetMini::PLAN;
     let w = Weights::init(plan, 1);
-    let fc6 = plan.params.iter().position(|p| p.name == "fc6.weight").unwrap();
+    let fc6 = plan
+        .params
+        .iter()
+        .position(|p| p.name == "fc6.weight")
+        .unwrap();
     let t = &w.tensors[fc6];
     let mean = t.iter().map(|&v| f64::from(v)).sum::<f64>() / t.len() as f64;
-    let std = (t.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / t.len() as f64).sqrt();
-    assert!(mean.abs() < 1e-3 && (std - 0.01).abs() < 5e-4, "mean {mean}, std {std}");
-    let conv1_bias = plan.params.iter().position(|p| p.name == "conv1.bias").unwrap();
-    let conv2_bias = plan.params.iter().position(|p| p.name == "conv2.bias").unwrap();
+    let std = (t
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / t.len() as f64)
+        .sqrt();
+    assert!(
+        mean.abs() < 1e-3 && (std - 0.01).abs() < 5e-4,
+        "mean {mean}, std {std}"
+    );
+    let conv1_bias = plan
+        .params
+        .iter()
+        .position(|p| p.name == "conv1.bias")
+        .unwrap();
+    let conv2_bias = plan
+        .params
+        .iter()
+        .position(|p| p.name == "conv2.bias")
+        .unwrap();
     assert!(w.tensors[conv1_bias].iter().all(|&v| v == 0.0));
     assert!(w.tensors[conv2_bias].iter().all(|&v| v == 1.0));
 }
@@ -47,22 +67,33 @@ fn mismatched_file_lists_every_problem() {
     let bytes = small_file(other);
     std::fs::write(&path, bytes).unwrap();
     let err = Weights::load(mini, &path).unwrap_err().to_string();
-    assert!(err.contains("missing tensor `conv1.weight` [32, 1, 5, 5]"), "{err}");
+    assert!(
+        err.contains("missing tensor `conv1.weight` [32, 1, 5, 5]"),
+        "{err}"
+    );
     assert!(err.contains("missing tensor `fc8.bias` [10]"), "{err}");
-    assert!(err.contains("unexpected tensor `features.0.weight`"), "{err}");
+    assert!(
+        err.contains("unexpected tensor `features.0.weight`"),
+        "{err}"
+    );
     assert!(err.starts_with(&path.display().to_string()), "{err}");
 
     std::fs::write(&path, b"not a safetensors file").unwrap();
     let err = Weights::load(mini, &path).unwrap_err().to_string();
     assert!(err.contains("not a valid safetensors file"), "{err}");
-    let err = Weights::load(mini, &dir.path().join("absent.safetensors")).unwrap_err().to_string();
+    let err = Weights::load(mini, &dir.path().join("absent.safetensors"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("absent.safetensors"), "{err}");
 }
 
 /// A safetensors file with `plan`'s names but one element per tensor (wrong shapes).
 fn small_file(plan: &alexnet::Plan) -> Vec<u8> {
     let data = [0u8; 4];
-    let views = plan.params.iter().map(|p| (p.name.to_string(), safetensors_view(&data)));
+    let views = plan
+        .params
+        .iter()
+        .map(|p| (p.name.to_string(), safetensors_view(&data)));
     safetensors::serialize(views, None).unwrap()
 }
 
@@ -77,8 +108,14 @@ fn wrong_shapes_and_dtypes_are_named() {
     let path = dir.path().join("bad.safetensors");
     std::fs::write(&path, small_file(plan)).unwrap();
     let err = Weights::load(plan, &path).unwrap_err().to_string();
-    assert!(err.contains("`conv1.weight` has shape [1], expected [32, 1, 5, 5] (OIHW)"), "{err}");
-    assert!(err.contains("`fc6.weight` has shape [1], expected [256, 576] (OI)"), "{err}");
+    assert!(
+        err.contains("`conv1.weight` has shape [1], expected [32, 1, 5, 5] (OIHW)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`fc6.weight` has shape [1], expected [256, 576] (OI)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -87,13 +124,19 @@ fn bad_weights_leave_the_gpu_untouched() {
     let gpu = gpu(plan);
     let mut session = Session::new(&gpu, plan, 2).unwrap();
     let input = random_input(plan, 2, 3);
-    assert!(matches!(session.forward(&input, 2), Err(alexnet::runtime::Error::NoWeights)));
+    assert!(matches!(
+        session.forward(&input, 2),
+        Err(alexnet::runtime::Error::NoWeights)
+    ));
     session.load_weights(&he_weights(plan, 1)).unwrap();
     let before = session.forward(&input, 2).unwrap();
     let mut bad = he_weights(plan, 2);
     bad.tensors[3].pop();
     let err = session.load_weights(&bad).unwrap_err().to_string();
-    assert!(err.contains(&*plan.params[3].name), "the error should name the short tensor: {err}");
+    assert!(
+        err.contains(&*plan.params[3].name),
+        "the error should name the short tensor: {err}"
+    );
     assert_eq!(session.forward(&input, 2).unwrap(), before);
 }
 
@@ -124,18 +167,30 @@ fn two_logical_devices_exchange_regions_through_staging() {
     let plan = &AlexNetMini::PLAN;
     let (a, b) = (gpu(plan), gpu(plan));
     let values: Vec<f32> = (0..1024).map(|i| i as f32 * 0.5 - 7.0).collect();
-    let src = a.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("sender"),
-        contents: bytemuck::cast_slice(&values),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-    });
-    let dst = b.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("receiver"),
-        contents: bytemuck::cast_slice(&vec![0f32; 1024]),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-    });
+    let src = a
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("sender"),
+            contents: bytemuck::cast_slice(&values),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        });
+    let dst = b
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("receiver"),
+            contents: bytemuck::cast_slice(&vec![0f32; 1024]),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        });
     // Two "images" of 512 floats: each sends its floats 100..164 to the same place on `b`.
-    let regions: Vec<Region> = (0..2u64).map(|img| Region { src_offset: (img * 512 + 100) * 4, dst_offset: (img * 512 + 100) * 4, bytes: 64 * 4 }).collect();
+    let regions: Vec<Region> = (0..2u64)
+        .map(|img| Region {
+            src_offset: (img * 512 + 100) * 4,
+            dst_offset: (img * 512 + 100) * 4,
+            bytes: 64 * 4,
+        })
+        .collect();
     let link = Link::new(&a, 4096).unwrap();
     assert_eq!(link.transfer(&a, &src, &b, &dst, &regions).unwrap(), 512);
     let got: Vec<f32> = bytemuck::pod_collect_to_vec(&b.read_bytes(&dst, 0, 4096).unwrap());
@@ -144,14 +199,47 @@ fn two_logical_devices_exchange_regions_through_staging() {
         assert_eq!(g, if moved { v } else { 0.0 }, "float {i}");
     }
     // A second transfer reuses the staging buffer.
-    let back = [Region { src_offset: 0, dst_offset: 0, bytes: 16 }];
+    let back = [Region {
+        src_offset: 0,
+        dst_offset: 0,
+        bytes: 16,
+    }];
     assert_eq!(link.transfer(&a, &src, &b, &dst, &back).unwrap(), 16);
-    assert_eq!(bytemuck::pod_collect_to_vec::<u8, f32>(&b.read_bytes(&dst, 0, 16).unwrap()), values[..4]);
+    assert_eq!(
+        bytemuck::pod_collect_to_vec::<u8, f32>(&b.read_bytes(&dst, 0, 16).unwrap()),
+        values[..4]
+    );
 
-    let message = |r: &[Region]| link.transfer(&a, &src, &b, &dst, r).unwrap_err().to_string();
-    assert!(message(&[Region { src_offset: 2, dst_offset: 0, bytes: 4 }]).contains("not 4-byte aligned"));
-    assert!(message(&[Region { src_offset: 4092, dst_offset: 0, bytes: 8 }]).contains("lies outside"));
-    assert!(message(&[Region { src_offset: 0, dst_offset: 0, bytes: 4096 }, Region { src_offset: 0, dst_offset: 0, bytes: 4 }]).contains("exceed the link's 4096-byte staging buffer"));
+    let message = |r: &[Region]| {
+        link.transfer(&a, &src, &b, &dst, r)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(message(&[Region {
+        src_offset: 2,
+        dst_offset: 0,
+        bytes: 4
+    }])
+    .contains("not 4-byte aligned"));
+    assert!(message(&[Region {
+        src_offset: 4092,
+        dst_offset: 0,
+        bytes: 8
+    }])
+    .contains("lies outside"));
+    assert!(message(&[
+        Region {
+            src_offset: 0,
+            dst_offset: 0,
+            bytes: 4096
+        },
+        Region {
+            src_offset: 0,
+            dst_offset: 0,
+            bytes: 4
+        }
+    ])
+    .contains("exceed the link's 4096-byte staging buffer"));
 }
 
 alexnet::alexnet! {
@@ -173,10 +261,16 @@ fn an_odd_class_count_at_an_odd_capacity_reads_back() {
     session.load_weights(&weights).unwrap();
     let out = session.forward(&input, 3).unwrap();
     let reference = alexnet::runtime::reference::forward(plan, &weights, &input, 3);
-    for (got, want) in [(&out.logits, &reference.logits), (&out.probs, &reference.probs)] {
+    for (got, want) in [
+        (&out.logits, &reference.logits),
+        (&out.probs, &reference.probs),
+    ] {
         assert_eq!(got.len(), 9);
         for (g, w) in got.iter().zip(want.iter()) {
-            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{got:?} vs the reference {want:?}");
+            assert!(
+                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "{got:?} vs the reference {want:?}"
+            );
         }
     }
 }

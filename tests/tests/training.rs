@@ -4,10 +4,10 @@
 //! loss falls on real Fashion-MNIST images.
 
 use alexnet::models::{AlexNet, AlexNetMini};
+use alexnet::plan::Target;
 use alexnet::runtime::reference::{backward_train, DropoutMasks};
 use alexnet::runtime::{selftest, StepConfig, Weights};
 use alexnet::{alexnet, Plan, Session};
-use alexnet::plan::Target;
 use alexnet_tests::{gpu, gpu_with, he_weights, random_input, rel_err};
 use rand::{Rng, SeedableRng};
 
@@ -76,11 +76,15 @@ alexnet! {
 
 fn labels(plan: &Plan, batch: usize, seed: u64) -> Vec<u32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..batch).map(|_| rng.random_range(0..plan.classes())).collect()
+    (0..batch)
+        .map(|_| rng.random_range(0..plan.classes()))
+        .collect()
 }
 
 fn to_f64(t: &[Vec<f32>]) -> Vec<Vec<f64>> {
-    t.iter().map(|v| v.iter().map(|&x| f64::from(x)).collect()).collect()
+    t.iter()
+        .map(|v| v.iter().map(|&x| f64::from(x)).collect())
+        .collect()
 }
 
 /// One GPU step from `weights` against the reference: loss, every parameter gradient, and
@@ -92,22 +96,49 @@ fn check_step(plan: &Plan, weights: &Weights, batch: usize, capacity: u32, dropo
 }
 
 /// `check_step` with the kernel variants for `target`, whatever the adapter.
-fn check_step_with(plan: &Plan, weights: &Weights, batch: usize, capacity: u32, dropout: bool, target: Target) {
+fn check_step_with(
+    plan: &Plan,
+    weights: &Weights,
+    batch: usize,
+    capacity: u32,
+    dropout: bool,
+    target: Target,
+) {
     let gpu = gpu_with(plan, target);
     let name = format!("{} ({} kernels)", plan.name, target.as_str());
     let input = random_input(plan, batch, 21);
     let labels = labels(plan, batch, 22);
     let mut session = Session::for_training(&gpu, plan, capacity).unwrap();
     session.load_weights(weights).unwrap();
-    let config = StepConfig { lr: 0.05, momentum: 0.9, decay: 0.0005, seed: 77, step: 3, dropout };
+    let config = StepConfig {
+        lr: 0.05,
+        momentum: 0.9,
+        decay: 0.0005,
+        seed: 77,
+        step: 3,
+        dropout,
+    };
     let out = session.train_step(&input, &labels, batch, &config).unwrap();
 
     let masks = dropout.then_some(DropoutMasks { seed: 77, step: 3 });
     let params = to_f64(&weights.tensors);
     let labels_usize: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
-    let want = backward_train(plan, &params, input.iter().map(|&v| f64::from(v)).collect(), &labels_usize, batch, masks);
+    let want = backward_train(
+        plan,
+        &params,
+        input.iter().map(|&v| f64::from(v)).collect(),
+        &labels_usize,
+        batch,
+        masks,
+    );
     let loss_err = (out.loss - want.loss).abs() / want.loss.abs().max(1e-6);
-    assert!(loss_err < TOL, "{}: loss {} vs reference {}", name, out.loss, want.loss);
+    assert!(
+        loss_err < TOL,
+        "{}: loss {} vs reference {}",
+        name,
+        out.loss,
+        want.loss
+    );
 
     let grads = session.read_param_grads().unwrap();
     let momentum = session.read_momentum().unwrap();
@@ -120,15 +151,34 @@ fn check_step_with(plan: &Plan, weights: &Weights, batch: usize, capacity: u32, 
         .filter(|(_, err)| err.is_nan() || *err >= TOL)
         .map(|(p, err)| format!("{} by {err:e}", p.name))
         .collect();
-    assert!(bad.is_empty(), "{}: gradients differ: {}", name, bad.join(", "));
+    assert!(
+        bad.is_empty(),
+        "{}: gradients differ: {}",
+        name,
+        bad.join(", ")
+    );
     for (i, p) in plan.params.iter().enumerate() {
         let (lr, decay) = (f64::from(config.lr), f64::from(config.decay));
-        let v: Vec<f64> = params[i].iter().zip(&want.params[i]).map(|(w, g)| -decay * lr * w - lr * g).collect();
+        let v: Vec<f64> = params[i]
+            .iter()
+            .zip(&want.params[i])
+            .map(|(w, g)| -decay * lr * w - lr * g)
+            .collect();
         let w: Vec<f64> = params[i].iter().zip(&v).map(|(w, v)| w + v).collect();
         let err = rel_err(&momentum[i], &v);
-        assert!(err < TOL, "{}: momentum of `{}` differs by {err:e}", name, p.name);
+        assert!(
+            err < TOL,
+            "{}: momentum of `{}` differs by {err:e}",
+            name,
+            p.name
+        );
         let err = rel_err(&updated.tensors[i], &w);
-        assert!(err < TOL, "{}: updated `{}` differs by {err:e}", name, p.name);
+        assert!(
+            err < TOL,
+            "{}: updated `{}` differs by {err:e}",
+            name,
+            p.name
+        );
     }
 }
 
@@ -149,10 +199,31 @@ fn fused_chain_gradients_match_the_reference() {
         .filter(|k| k.role == alexnet::plan::Role::Backward(alexnet::plan::Wrt::Input))
         .map(|k| &*k.name)
         .collect();
-    assert_eq!(backward, ["out_linear_bwd_x", "d_block_bwd_x", "d_conv_bwd_x", "e_lrn_bwd_x", "e_maxpool_bwd_x", "e_conv_bwd_x", "c_block_bwd_x", "c_conv_bwd_x", "b_block_bwd_x", "b_conv_bwd_x", "a_block_bwd_x"]);
+    assert_eq!(
+        backward,
+        [
+            "out_linear_bwd_x",
+            "d_block_bwd_x",
+            "d_conv_bwd_x",
+            "e_lrn_bwd_x",
+            "e_maxpool_bwd_x",
+            "e_conv_bwd_x",
+            "c_block_bwd_x",
+            "c_conv_bwd_x",
+            "b_block_bwd_x",
+            "b_conv_bwd_x",
+            "a_block_bwd_x"
+        ]
+    );
     let scan = |name: &str| plan.kernels.iter().find(|k| k.name == name).map(|k| k.algo);
-    assert!(matches!(scan("a_block_bwd_x"), Some(alexnet::plan::Algo::ChannelScan { .. })));
-    assert!(matches!(scan("d_block_bwd_x"), Some(alexnet::plan::Algo::PerElement { .. })));
+    assert!(matches!(
+        scan("a_block_bwd_x"),
+        Some(alexnet::plan::Algo::ChannelScan { .. })
+    ));
+    assert!(matches!(
+        scan("d_block_bwd_x"),
+        Some(alexnet::plan::Algo::PerElement { .. })
+    ));
     // The per-op kernels the chains replaced are not in the plan at all.
     assert_eq!(scan("a_lrn_bwd_x"), None);
     check_step(plan, &he_weights(plan, 4), 5, 8, false);
@@ -171,8 +242,15 @@ fn split_weights_and_micro_batches_accumulate_gradients() {
 fn mini_step_matches_the_reference() {
     let plan = &AlexNetMini::PLAN;
     // Dropout runs in fc6's and fc7's epilogues and in their ReLU's gradient kernel.
-    let names: Vec<&str> = plan.training.dispatches().map(|k| &*plan.kernels[k as usize].name).collect();
-    assert!(names.contains(&"fc6_block_bwd_x") && !names.iter().any(|n| n.contains("dropout")), "{names:?}");
+    let names: Vec<&str> = plan
+        .training
+        .dispatches()
+        .map(|k| &*plan.kernels[k as usize].name)
+        .collect();
+    assert!(
+        names.contains(&"fc6_block_bwd_x") && !names.iter().any(|n| n.contains("dropout")),
+        "{names:?}"
+    );
     check_step(plan, &he_weights(plan, 9), 4, 8, true);
 }
 
@@ -197,12 +275,17 @@ fn run(steps: u32, stop: Option<u32>) -> Weights {
     session.load_weights(&he_weights(plan, 3)).unwrap();
     for step in 0..steps {
         if Some(step) == stop {
-            let (weights, momentum) = (session.read_weights().unwrap(), session.read_momentum().unwrap());
+            let (weights, momentum) = (
+                session.read_weights().unwrap(),
+                session.read_momentum().unwrap(),
+            );
             session = Session::for_training(&gpu, plan, 8).unwrap();
             session.load_weights(&weights).unwrap();
             session.write_momentum(&momentum).unwrap();
         }
-        session.train_step(&input, &labels, batch, &StepConfig::paper(42, step)).unwrap();
+        session
+            .train_step(&input, &labels, batch, &StepConfig::paper(42, step))
+            .unwrap();
     }
     session.read_weights().unwrap()
 }
@@ -211,7 +294,11 @@ fn run(steps: u32, stop: Option<u32>) -> Weights {
 fn same_seed_same_weights_and_resume_is_exact() {
     let straight = run(3, None);
     assert_eq!(straight, run(3, None), "two runs with one seed differ");
-    assert_eq!(straight, run(3, Some(2)), "stopping and resuming changed the weights");
+    assert_eq!(
+        straight,
+        run(3, Some(2)),
+        "stopping and resuming changed the weights"
+    );
     assert_ne!(straight, run(2, None), "a step changed nothing");
 }
 
@@ -222,13 +309,24 @@ fn bad_labels_and_inference_sessions_are_errors() {
     let input = random_input(plan, 2, 1);
     let mut session = Session::for_training(&gpu, plan, 2).unwrap();
     session.load_weights(&he_weights(plan, 1)).unwrap();
-    let err = session.train_step(&input, &[3, 10], 2, &StepConfig::paper(1, 0)).unwrap_err().to_string();
-    assert!(err.contains("label 10 of image 1") && err.contains("10 classes"), "{err}");
-    let err = session.train_step(&input, &[3], 2, &StepConfig::paper(1, 0)).unwrap_err().to_string();
+    let err = session
+        .train_step(&input, &[3, 10], 2, &StepConfig::paper(1, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("label 10 of image 1") && err.contains("10 classes"),
+        "{err}"
+    );
+    let err = session
+        .train_step(&input, &[3], 2, &StepConfig::paper(1, 0))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("1 labels for a batch of 2"), "{err}");
     let mut infer = Session::new(&gpu, plan, 2).unwrap();
     infer.load_weights(&he_weights(plan, 1)).unwrap();
-    let err = infer.train_step(&input, &[1, 2], 2, &StepConfig::paper(1, 0)).unwrap_err();
+    let err = infer
+        .train_step(&input, &[1, 2], 2, &StepConfig::paper(1, 0))
+        .unwrap_err();
     assert!(matches!(err, alexnet::runtime::Error::NotTraining), "{err}");
 }
 
@@ -247,11 +345,21 @@ fn loss_decreases_on_real_fashion_mnist() {
     for step in 0..12u32 {
         let half = (step % 2) as usize * 32;
         let input = &train.images[half * 784..(half + 32) * 784];
-        let out = session.train_step(input, &train.labels[half..half + 32], 32, &StepConfig::paper(0, step)).unwrap();
+        let out = session
+            .train_step(
+                input,
+                &train.labels[half..half + 32],
+                32,
+                &StepConfig::paper(0, step),
+            )
+            .unwrap();
         losses.push(out.loss);
     }
     // Dropout makes single steps noisy; three-step means fall by about 0.35 here.
-    let (first, last) = (losses[..3].iter().sum::<f64>() / 3.0, losses[9..].iter().sum::<f64>() / 3.0);
+    let (first, last) = (
+        losses[..3].iter().sum::<f64>() / 3.0,
+        losses[9..].iter().sum::<f64>() / 3.0,
+    );
     assert!(last < first - 0.2, "the loss did not fall: {losses:?}");
 }
 
@@ -259,15 +367,30 @@ fn loss_decreases_on_real_fashion_mnist() {
 fn selftest_passes(plan: &alexnet::Plan) {
     for target in Target::ALL {
         let gpu = gpu_with(plan, target);
-        let checks = selftest::run(&gpu, plan, &selftest::Options::default(), |_, _, _| {}).unwrap();
-        let bad: Vec<String> = checks.iter().filter(|c| !c.passed()).map(|c| format!("{} ({:e} in {})", c.name(), c.error, c.worst)).collect();
-        assert!(bad.is_empty(), "{} ({} kernels): {}", plan.name, target.as_str(), bad.join(", "));
+        let checks =
+            selftest::run(&gpu, plan, &selftest::Options::default(), |_, _, _| {}).unwrap();
+        let bad: Vec<String> = checks
+            .iter()
+            .filter(|c| !c.passed())
+            .map(|c| format!("{} ({:e} in {})", c.name(), c.error, c.worst))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{} ({} kernels): {}",
+            plan.name,
+            target.as_str(),
+            bad.join(", ")
+        );
         // Every kernel any program of this kind of adapter dispatches was checked.
         let targeted = plan.for_target(target);
         for program in [&targeted.inference, &targeted.inspect, &targeted.training] {
             for k in program.dispatches() {
                 let name = &targeted.kernels[k as usize].name;
-                assert!(checks.iter().any(|c| c.kernels.iter().any(|n| n == name)), "{}: `{name}` was not checked", plan.name);
+                assert!(
+                    checks.iter().any(|c| c.kernels.iter().any(|n| n == name)),
+                    "{}: `{name}` was not checked",
+                    plan.name
+                );
             }
         }
     }
@@ -278,9 +401,22 @@ fn selftest_passes_every_kernel_of_the_test_nets() {
     selftest_passes(&Every::PLAN);
     selftest_passes(&SplitTrain::PLAN);
     let towers = &TowerTrain::PLAN;
-    for name in ["c1_conv_bwd_w_part0", "c2_conv_bwd_x_part1", "c3_conv_bwd_x_part1", "c3_conv_bwd_w_part1"] {
-        let kernel = towers.kernels.iter().find(|k| k.name == name).unwrap_or_else(|| panic!("no kernel `{name}`"));
-        assert!(matches!(kernel.algo, alexnet::plan::Algo::Gemm(_)), "`{name}` is {}", kernel.algo.describe());
+    for name in [
+        "c1_conv_bwd_w_part0",
+        "c2_conv_bwd_x_part1",
+        "c3_conv_bwd_x_part1",
+        "c3_conv_bwd_w_part1",
+    ] {
+        let kernel = towers
+            .kernels
+            .iter()
+            .find(|k| k.name == name)
+            .unwrap_or_else(|| panic!("no kernel `{name}`"));
+        assert!(
+            matches!(kernel.algo, alexnet::plan::Algo::Gemm(_)),
+            "`{name}` is {}",
+            kernel.algo.describe()
+        );
     }
     selftest_passes(towers);
     selftest_passes(&Chains::PLAN);
@@ -290,8 +426,18 @@ fn selftest_passes_every_kernel_of_the_test_nets() {
 /// `plan` with `from` replaced by `to` in the WGSL that `target` runs of kernel `name`.
 fn inject(plan: &alexnet::Plan, name: &str, target: Target, from: &str, to: &str) -> alexnet::Plan {
     let mut plan = plan.clone();
-    let kernel = plan.kernels.to_mut().iter_mut().find(|k| k.name == name).unwrap_or_else(|| panic!("no kernel `{name}`"));
-    let wgsl = match kernel.variants.to_mut().iter_mut().find(|v| v.target == target) {
+    let kernel = plan
+        .kernels
+        .to_mut()
+        .iter_mut()
+        .find(|k| k.name == name)
+        .unwrap_or_else(|| panic!("no kernel `{name}`"));
+    let wgsl = match kernel
+        .variants
+        .to_mut()
+        .iter_mut()
+        .find(|v| v.target == target)
+    {
         Some(v) => &mut v.wgsl,
         None => &mut kernel.wgsl,
     };
@@ -305,27 +451,62 @@ fn selftest_names_exactly_the_kernels_a_fault_was_injected_into() {
     let gpu = gpu(&AlexNetMini::PLAN);
     let target = gpu.target;
     // A wrong momentum update, and a ReLU gradient that stops halfway (the rest stays NaN).
-    let plan = inject(&AlexNetMini::PLAN, "fc7_sgd_w", target, "m[i] = v;", "m[i] = v * 1.5;");
-    let plan = inject(&plan, "conv4_relu_bwd_x", target, "if (i >= params.batch * THREADS) {", "if (i >= params.batch * THREADS / 2u) {");
+    let plan = inject(
+        &AlexNetMini::PLAN,
+        "fc7_sgd_w",
+        target,
+        "m[i] = v;",
+        "m[i] = v * 1.5;",
+    );
+    let plan = inject(
+        &plan,
+        "conv4_relu_bwd_x",
+        target,
+        "if (i >= params.batch * THREADS) {",
+        "if (i >= params.batch * THREADS / 2u) {",
+    );
     let checks = selftest::run(&gpu, &plan, &selftest::Options::default(), |_, _, _| {}).unwrap();
-    let failed: Vec<String> = checks.iter().filter(|c| !c.passed()).map(|c| c.name()).collect();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed())
+        .map(|c| c.name())
+        .collect();
     assert_eq!(failed, ["conv4_relu_bwd_x", "fc7_sgd_w"]);
-    let relu = checks.iter().find(|c| c.name() == "conv4_relu_bwd_x").unwrap();
-    assert!(relu.error.is_infinite() && relu.worst == "∂conv4.conv", "{relu:?}");
+    let relu = checks
+        .iter()
+        .find(|c| c.name() == "conv4_relu_bwd_x")
+        .unwrap();
+    assert!(
+        relu.error.is_infinite() && relu.worst == "∂conv4.conv",
+        "{relu:?}"
+    );
     let sgd = checks.iter().find(|c| c.name() == "fc7_sgd_w").unwrap();
-    assert!(sgd.error > 0.1 && sgd.worst == "momentum of fc7.weight", "{sgd:?}");
+    assert!(
+        sgd.error > 0.1 && sgd.worst == "momentum of fc7.weight",
+        "{sgd:?}"
+    );
 }
 
 #[test]
 fn a_shader_the_driver_rejects_is_an_error_naming_its_kernel() {
     let gpu = gpu(&AlexNetMini::PLAN);
-    let plan = inject(&AlexNetMini::PLAN, "conv3_sgd_b", gpu.target, "m[i] = v;", "m[i] = undefined_name;");
+    let plan = inject(
+        &AlexNetMini::PLAN,
+        "conv3_sgd_b",
+        gpu.target,
+        "m[i] = v;",
+        "m[i] = undefined_name;",
+    );
     let err = match Session::for_training(&gpu, &plan, 2) {
         Ok(_) => panic!("an invalid shader opened"),
         Err(e) => e,
     };
     let text = err.to_string();
-    assert!(matches!(err, alexnet::runtime::Error::Gpu { .. }) && text.contains("creating kernel `conv3_sgd_b`"), "{text}");
+    assert!(
+        matches!(err, alexnet::runtime::Error::Gpu { .. })
+            && text.contains("creating kernel `conv3_sgd_b`"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -333,32 +514,56 @@ fn a_dispatch_the_device_rejects_is_an_error_naming_its_kernel() {
     let gpu = gpu(&AlexNetMini::PLAN);
     // A plan whose conv4 ReLU gradient claims more invocations than a 2-D dispatch can hold.
     let mut plan = AlexNetMini::PLAN.for_target(gpu.target);
-    let kernel = plan.kernels.to_mut().iter_mut().find(|k| k.name == "conv4_relu_bwd_x").unwrap();
+    let kernel = plan
+        .kernels
+        .to_mut()
+        .iter_mut()
+        .find(|k| k.name == "conv4_relu_bwd_x")
+        .unwrap();
     assert_eq!(kernel.dispatch, alexnet::plan::Dispatch::PerInvocation);
     kernel.threads_per_image = 1 << 40;
     let mut session = Session::for_training(&gpu, &plan, 2).unwrap();
     session.load_weights(&he_weights(&plan, 1)).unwrap();
     let input = random_input(&plan, 2, 2);
-    let err = session.train_step(&input, &[0, 1], 2, &StepConfig::paper(1, 0)).unwrap_err();
+    let err = session
+        .train_step(&input, &[0, 1], 2, &StepConfig::paper(1, 0))
+        .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("running a training step (micro-batch 0), in kernel `conv4_relu_bwd_x`"), "{text}");
+    assert!(
+        text.contains("running a training step (micro-batch 0), in kernel `conv4_relu_bwd_x`"),
+        "{text}"
+    );
     // The session stays usable for a correct program afterwards: the error left nothing behind.
     let mut good = Session::for_training(&gpu, &AlexNetMini::PLAN, 2).unwrap();
     good.load_weights(&he_weights(&plan, 1)).unwrap();
-    assert!(good.train_step(&input, &[0, 1], 2, &StepConfig::paper(1, 0)).unwrap().loss.is_finite());
+    assert!(good
+        .train_step(&input, &[0, 1], 2, &StepConfig::paper(1, 0))
+        .unwrap()
+        .loss
+        .is_finite());
 }
 
 #[test]
 fn a_lost_device_is_an_error_not_a_panic() {
     let gpu = gpu(&AlexNetMini::PLAN);
     let mut session = Session::for_training(&gpu, &AlexNetMini::PLAN, 2).unwrap();
-    session.load_weights(&he_weights(&AlexNetMini::PLAN, 1)).unwrap();
+    session
+        .load_weights(&he_weights(&AlexNetMini::PLAN, 1))
+        .unwrap();
     let input = random_input(&AlexNetMini::PLAN, 2, 2);
     gpu.device.destroy();
-    let err = session.train_step(&input, &[0, 1], 2, &StepConfig::paper(1, 0)).unwrap_err();
-    assert!(matches!(err, alexnet::runtime::Error::DeviceLost { .. }), "{err}");
+    let err = session
+        .train_step(&input, &[0, 1], 2, &StepConfig::paper(1, 0))
+        .unwrap_err();
+    assert!(
+        matches!(err, alexnet::runtime::Error::DeviceLost { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("was lost (Destroyed"), "{err}");
-    assert!(matches!(session.forward(&input, 2), Err(alexnet::runtime::Error::DeviceLost { .. })));
+    assert!(matches!(
+        session.forward(&input, 2),
+        Err(alexnet::runtime::Error::DeviceLost { .. })
+    ));
 }
 
 #[test]
@@ -368,10 +573,17 @@ fn a_wait_longer_than_the_timeout_is_an_error() {
     // than nothing anywhere) cannot finish in time.
     gpu.timeout = std::time::Duration::ZERO;
     let mut session = Session::for_training(&gpu, &AlexNetMini::PLAN, 64).unwrap();
-    session.load_weights(&he_weights(&AlexNetMini::PLAN, 1)).unwrap();
+    session
+        .load_weights(&he_weights(&AlexNetMini::PLAN, 1))
+        .unwrap();
     let input = random_input(&AlexNetMini::PLAN, 64, 2);
     let labels: Vec<u32> = (0..64).map(|i| i % 10).collect();
-    let err = session.train_step(&input, &labels, 64, &StepConfig::paper(1, 0)).unwrap_err();
+    let err = session
+        .train_step(&input, &labels, 64, &StepConfig::paper(1, 0))
+        .unwrap_err();
     assert!(matches!(err, alexnet::runtime::Error::Timeout(_)), "{err}");
-    assert!(err.to_string().contains("raise ALEXNET_GPU_TIMEOUT_SECS"), "{err}");
+    assert!(
+        err.to_string().contains("raise ALEXNET_GPU_TIMEOUT_SECS"),
+        "{err}"
+    );
 }

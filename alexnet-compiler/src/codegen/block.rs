@@ -15,11 +15,34 @@ use alexnet_plan::{Algo, Kernel, NodeOp, Plan};
 
 /// Writes the constants and `main` of a fused conv block.
 pub fn conv_block(w: &mut Writer, plan: &Plan, kernel: &Kernel, has_bias: bool, relu: bool) {
-    let Algo::ConvBlock { tile, rows, cols, out_rows, out_cols, channels } = kernel.algo else { unreachable!("a conv block kernel") };
+    let Algo::ConvBlock {
+        tile,
+        rows,
+        cols,
+        out_rows,
+        out_cols,
+        channels,
+    } = kernel.algo
+    else {
+        unreachable!("a conv block kernel")
+    };
     let node = &plan.nodes[kernel.node as usize];
-    let NodeOp::Conv(_) = node.op else { unreachable!("a conv block starts with its conv") };
-    let post: Vec<NodeOp> = kernel.covers.iter().map(|&n| plan.nodes[n as usize].op).filter(|op| matches!(op, NodeOp::Lrn(_) | NodeOp::MaxPool(_))).collect();
-    let last = &plan.activations[plan.nodes[*kernel.covers.iter().rev().find(|&&n| !matches!(plan.nodes[n as usize].op, NodeOp::Dropout(_))).expect("a covered node") as usize].output as usize];
+    let NodeOp::Conv(_) = node.op else {
+        unreachable!("a conv block starts with its conv")
+    };
+    let post: Vec<NodeOp> = kernel
+        .covers
+        .iter()
+        .map(|&n| plan.nodes[n as usize].op)
+        .filter(|op| matches!(op, NodeOp::Lrn(_) | NodeOp::MaxPool(_)))
+        .collect();
+    let last = &plan.activations[plan.nodes[*kernel
+        .covers
+        .iter()
+        .rev()
+        .find(|&&n| !matches!(plan.nodes[n as usize].op, NodeOp::Dropout(_)))
+        .expect("a covered node") as usize]
+        .output as usize];
     let (fh, fw) = (last.shape[1], last.shape[2]);
     let mut lo = 0;
     for op in &post {
@@ -38,40 +61,45 @@ pub fn conv_block(w: &mut Writer, plan: &Plan, kernel: &Kernel, has_bias: bool, 
         }
     }
     let pool = post.iter().any(|op| matches!(op, NodeOp::MaxPool(_)));
-    w.line("// The tile: VC output channels after a channel halo of CLO, the block's QR x QC outputs,")
-        .line("// and the PR x PC conv outputs they need.")
-        .const_u32("VC", channels.into())
-        .const_u32("CLO", lo.into())
-        .const_u32("PR", rows.into())
-        .const_u32("PC", cols.into())
-        .const_u32("QR", out_rows.into())
-        .const_u32("QC", out_cols.into())
-        .line("// The block's output, per image.")
-        .const_u32("FH", fh.into())
-        .const_u32("FW", fw.into())
-        .line("const QTW: u32 = (FW + QC - 1u) / QC;")
-        .line("const SPATIAL: u32 = ((FH + QR - 1u) / QR) * QTW;")
-        .line("const CTILES: u32 = (OC + VC - 1u) / VC;")
-        .line("// Elements of the TM x TN plane each invocation carries through a phase.")
-        .line("const PER: u32 = TM * TN / WG;");
+    w.line(
+        "// The tile: VC output channels after a channel halo of CLO, the block's QR x QC outputs,",
+    )
+    .line("// and the PR x PC conv outputs they need.")
+    .const_u32("VC", channels.into())
+    .const_u32("CLO", lo.into())
+    .const_u32("PR", rows.into())
+    .const_u32("PC", cols.into())
+    .const_u32("QR", out_rows.into())
+    .const_u32("QC", out_cols.into())
+    .line("// The block's output, per image.")
+    .const_u32("FH", fh.into())
+    .const_u32("FW", fw.into())
+    .line("const QTW: u32 = (FW + QC - 1u) / QC;")
+    .line("const SPATIAL: u32 = ((FH + QR - 1u) / QR) * QTW;")
+    .line("const CTILES: u32 = (OC + VC - 1u) / VC;")
+    .line("// Elements of the TM x TN plane each invocation carries through a phase.")
+    .line("const PER: u32 = TM * TN / WG;");
     tiled_conv_decls(w, tile, tile.m * tile.n);
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
-    w.line("// The workgroup's tile; uniform across it, so the early return precedes every barrier.")
-        .line("let tile = wid.y * nwg.x + wid.x;")
-        .open("if (tile >= params.batch * CTILES * SPATIAL)")
-        .line("return;")
-        .close()
-        .line("let n = tile / (CTILES * SPATIAL);")
-        .line("let ct = (tile / SPATIAL) % CTILES;")
-        .line("let st = tile % SPATIAL;")
-        .line("let qy0 = (st / QTW) * QR;")
-        .line("let qx0 = (st % QTW) * QC;")
-        .line("// Layer channel of tile row 0 (negative inside the LRN's halo below channel 0).")
-        .line("let c_first = i32(ct * VC) - i32(CLO);");
+    w.line(
+        "// The workgroup's tile; uniform across it, so the early return precedes every barrier.",
+    )
+    .line("let tile = wid.y * nwg.x + wid.x;")
+    .open("if (tile >= params.batch * CTILES * SPATIAL)")
+    .line("return;")
+    .close()
+    .line("let n = tile / (CTILES * SPATIAL);")
+    .line("let ct = (tile / SPATIAL) % CTILES;")
+    .line("let st = tile % SPATIAL;")
+    .line("let qy0 = (st / QTW) * QR;")
+    .line("let qx0 = (st % QTW) * QC;")
+    .line("// Layer channel of tile row 0 (negative inside the LRN's halo below channel 0).")
+    .line("let c_first = i32(ct * VC) - i32(CLO);");
     if pool {
-        w.line("let py0 = i32(qy0 * PS) - i32(PPAD);").line("let px0 = i32(qx0 * PS) - i32(PPAD);");
+        w.line("let py0 = i32(qy0 * PS) - i32(PPAD);")
+            .line("let px0 = i32(qx0 * PS) - i32(PPAD);");
     } else {
         w.line("let py0 = i32(qy0);").line("let px0 = i32(qx0);");
     }
@@ -104,7 +132,9 @@ pub fn conv_block(w: &mut Writer, plan: &Plan, kernel: &Kernel, has_bias: bool, 
         .line("let oy = py0 + i32(nn / PC);")
         .line("let ox = px0 + i32(nn % PC);")
         .line("var v = 0.0;")
-        .open("if (nn < PR * PC && oy >= 0 && oy < i32(OH) && ox >= 0 && ox < i32(OW) && k < ktotal)")
+        .open(
+            "if (nn < PR * PC && oy >= 0 && oy < i32(OH) && ox >= 0 && ox < i32(OW) && k < ktotal)",
+        )
         .line("let ic = k / (K * K);")
         .line("let iy = oy * i32(S) + i32((k / K) % K) - i32(PAD);")
         .line("let ix = ox * i32(S) + i32(k % K) - i32(PAD);")
@@ -129,12 +159,21 @@ pub fn conv_block(w: &mut Writer, plan: &Plan, kernel: &Kernel, has_bias: bool, 
             String::new()
         };
         for j in 0..4 {
-            let v = if relu { format!("max(acc{i}{j}{bias}, 0.0)") } else { format!("acc{i}{j}{bias}") };
-            w.line(format!("smem[(ty * 4u + {i}u) * TN + tx * 4u + {j}u] = select(0.0, {v}, in{i});"));
+            let v = if relu {
+                format!("max(acc{i}{j}{bias}, 0.0)")
+            } else {
+                format!("acc{i}{j}{bias}")
+            };
+            w.line(format!(
+                "smem[(ty * 4u + {i}u) * TN + tx * 4u + {j}u] = select(0.0, {v}, in{i});"
+            ));
         }
     }
     w.line("workgroupBarrier();");
-    w.line(format!("var vals: array<f32, {}>;", tile.m * tile.n / tile.threads()));
+    w.line(format!(
+        "var vals: array<f32, {}>;",
+        tile.m * tile.n / tile.threads()
+    ));
     // The plane's width and size in positions: the conv patch until a pool shrinks it.
     let (mut width, mut plane) = ("PC", "p < PR * PC");
     for op in &post {
@@ -153,7 +192,9 @@ pub fn conv_block(w: &mut Writer, plan: &Plan, kernel: &Kernel, has_bias: bool, 
                 });
             }
             NodeOp::MaxPool(_) => {
-                w.line("// Max-pool each row from the PR x PC patch to QR x QC; padding never wins.");
+                w.line(
+                    "// Max-pool each row from the PR x PC patch to QR x QC; padding never wins.",
+                );
                 phase(w, "p < QR * QC", |w| {
                     w.line("let qr = p / QC;")
                         .line("let qc = p % QC;")
@@ -197,12 +238,18 @@ pub fn conv_block(w: &mut Writer, plan: &Plan, kernel: &Kernel, has_bias: bool, 
 /// One post-op phase: every invocation computes `v` for its PER plane elements (`m`, `p`)
 /// where `cond` holds, then all write back after a barrier.
 fn phase(w: &mut Writer, cond: &str, body: impl FnOnce(&mut Writer)) {
-    w.open("for (var q = 0u; q < PER; q++)").line("let e = lid + q * WG;").line("let m = e / TN;").line("let p = e % TN;").line("var v = 0.0;");
+    w.open("for (var q = 0u; q < PER; q++)")
+        .line("let e = lid + q * WG;")
+        .line("let m = e / TN;")
+        .line("let p = e % TN;")
+        .line("var v = 0.0;");
     w.open(format!("if ({cond})"));
     body(w);
     w.close().line("vals[q] = v;").close();
     w.line("workgroupBarrier();");
-    w.open("for (var q = 0u; q < PER; q++)").line("smem[lid + q * WG] = vals[q];").close();
+    w.open("for (var q = 0u; q < PER; q++)")
+        .line("smem[lid + q * WG] = vals[q];")
+        .close();
     w.line("workgroupBarrier();");
 }
 
@@ -214,14 +261,20 @@ pub fn linear_softmax(w: &mut Writer, has_bias: bool, threads: u32) {
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
-    w.line("// The workgroup's image; uniform across it, so the early return precedes every barrier.")
-        .line("let n = wid.y * nwg.x + wid.x;")
-        .open("if (n >= params.batch)")
-        .line("return;")
-        .close()
-        .line("var m = -3.4028235e38;");
+    w.line(
+        "// The workgroup's image; uniform across it, so the early return precedes every barrier.",
+    )
+    .line("let n = wid.y * nwg.x + wid.x;")
+    .open("if (n >= params.batch)")
+    .line("return;")
+    .close()
+    .line("var m = -3.4028235e38;");
     w.open("for (var o = lid; o < OUT; o += WG)")
-        .line(if has_bias { "var acc = b[o];" } else { "var acc = 0.0;" })
+        .line(if has_bias {
+            "var acc = b[o];"
+        } else {
+            "var acc = 0.0;"
+        })
         .open("for (var k0 = 0u; k0 < IN; k0 += 64u)")
         .line("var part = 0.0;")
         .open("for (var k = k0; k < min(IN, k0 + 64u); k++)")
@@ -233,18 +286,33 @@ pub fn linear_softmax(w: &mut Writer, has_bias: bool, threads: u32) {
         .line("m = max(m, acc);")
         .close();
     reduce(w, "max");
-    w.line("let top = red[0];").line("workgroupBarrier();").line("var sum = 0.0;");
-    w.open("for (var o = lid; o < OUT; o += WG)").line("sum += exp(y[n * OUT + o] - top);").close();
+    w.line("let top = red[0];")
+        .line("workgroupBarrier();")
+        .line("var sum = 0.0;");
+    w.open("for (var o = lid; o < OUT; o += WG)")
+        .line("sum += exp(y[n * OUT + o] - top);")
+        .close();
     w.line("m = sum;");
     reduce(w, "add");
     w.line("let total = red[0];");
-    w.open("for (var o = lid; o < OUT; o += WG)").line("probs[n * OUT + o] = exp(y[n * OUT + o] - top) / total;").close();
+    w.open("for (var o = lid; o < OUT; o += WG)")
+        .line("probs[n * OUT + o] = exp(y[n * OUT + o] - top) / total;")
+        .close();
     w.close();
 }
 
 /// A tree reduction of `m` over the workgroup into `red[0]` (`max` or `add`).
 fn reduce(w: &mut Writer, how: &str) {
-    let combine = if how == "max" { "red[lid] = max(red[lid], red[lid + s]);" } else { "red[lid] = red[lid] + red[lid + s];" };
+    let combine = if how == "max" {
+        "red[lid] = max(red[lid], red[lid + s]);"
+    } else {
+        "red[lid] = red[lid] + red[lid + s];"
+    };
     w.line("red[lid] = m;").line("workgroupBarrier();");
-    w.open("for (var s = WG / 2u; s > 0u; s = s / 2u)").open("if (lid < s)").line(combine).close().line("workgroupBarrier();").close();
+    w.open("for (var s = WG / 2u; s > 0u; s = s / 2u)")
+        .open("if (lid < s)")
+        .line(combine)
+        .close()
+        .line("workgroupBarrier();")
+        .close();
 }

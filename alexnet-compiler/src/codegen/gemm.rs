@@ -58,30 +58,65 @@ enum Walk {
     /// A is `w[wrow(g, m, ci, ky) ± kx]` (`flipped`: minus, the input gradient's flipped kernel).
     /// `base` is the group's first channel of `input` and `channels` how many it reads (a
     /// weight part's kernel reads its own groups, or its own dy channels).
-    Patch { input: &'static str, flipped: bool, kernel: u32, base: &'static str, channels: &'static str },
+    Patch {
+        input: &'static str,
+        flipped: bool,
+        kernel: u32,
+        base: &'static str,
+        channels: &'static str,
+    },
     /// A convolution's weight gradient: columns are weights (channel, ky, kx), the reduction
     /// is the batch's output pixels. Per column the input offset of its tap is computed once;
     /// the loop walks (image, output row) with the row's pixels unrolled in steps of
     /// `UNROLL` (the remainder written out: OW is a constant).
     /// `group` and `first + g * rows + m` are the group's index and row m's dy channel in
     /// the whole conv.
-    Pixels { width: u32, group: &'static str, rows: &'static str, first: &'static str },
+    Pixels {
+        width: u32,
+        group: &'static str,
+        rows: &'static str,
+        first: &'static str,
+    },
 }
 
 /// Writes the GEMM kernel of `kernel` (its constants are declared): the instance's loaders and
 /// epilogue, then `main` for `tile`. `relu` applies ReLU in a forward epilogue.
-pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bias: bool, relu: bool) {
+pub fn gemm(
+    w: &mut Writer,
+    plan: &Plan,
+    kernel: &Kernel,
+    tile: GemmTile,
+    has_bias: bool,
+    relu: bool,
+) {
     let node = &plan.nodes[kernel.node as usize];
-    let act = |v: &str| if relu { format!("max({v}, 0.0)") } else { v.to_string() };
-    let bias = |at: &str| if has_bias { format!(" + b[{at}]") } else { String::new() };
-    let accumulate = |at: &str, grad: &str| format!("{grad}[{at}] = select(v, {grad}[{at}] + v, params.accumulate == 1u);");
+    let act = |v: &str| {
+        if relu {
+            format!("max({v}, 0.0)")
+        } else {
+            v.to_string()
+        }
+    };
+    let bias = |at: &str| {
+        if has_bias {
+            format!(" + b[{at}]")
+        } else {
+            String::new()
+        }
+    };
+    let accumulate = |at: &str, grad: &str| {
+        format!("{grad}[{at}] = select(v, {grad}[{at}] + v, params.accumulate == 1u);")
+    };
     w.line("");
     // A conv kernel over one weight part (a tower, or a piece the storage limit cut) is the
     // GEMM of the part's groups: its weight rows are numbered from the part's first, which is
     // output channel ROW0, and its groups from G0.
-    let part = crate::schedule::algo::kernel_part(&plan.params, kernel).filter(|_| weight_parts(plan, kernel) > 1);
+    let part = crate::schedule::algo::kernel_part(&plan.params, kernel)
+        .filter(|_| weight_parts(plan, kernel) > 1);
     let conv_split = match (node.op, part) {
-        (NodeOp::Conv(c), Some(p)) => crate::schedule::algo::conv_part(&c, p).map(|g| (p, g, c.out_channels / c.groups)),
+        (NodeOp::Conv(c), Some(p)) => {
+            crate::schedule::algo::conv_part(&c, p).map(|g| (p, g, c.out_channels / c.groups))
+        }
         _ => None,
     };
     let split = conv_split.is_some();
@@ -106,21 +141,47 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
             // Only the registers-only patch walk addresses weight rows.
             if tile.staging == Staging::Registers {
                 w.line("// wrow is (ci, ky, kx = 0).");
-                w.open("fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32").line(format!("return ((g * {ocg} + m) * ICG + ci) * K * K + ky * K;")).close();
+                w.open("fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32")
+                    .line(format!(
+                        "return ((g * {ocg} + m) * ICG + ci) * K * K + ky * K;"
+                    ))
+                    .close();
             }
-            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line(format!("return w[(g * {ocg} + m) * ICG * K * K + k];")).close();
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
+                .line(format!("return w[(g * {ocg} + m) * ICG * K * K + k];"))
+                .close();
             let x_base = if split { "(G0 + g) * ICG" } else { "g * ICG" };
             patch_loader(w, "x", x_base);
             let store = w.open("fn store(g: u32, m: u32, n: u32, v: f32)");
             if split {
-                store.line(format!("let row = g * {ocg} + m;")).line("let oc = ROW0 + row;");
-                store.line(format!("y[((n / (OH * OW)) * OC + oc) * OH * OW + n % (OH * OW)] = {};", act(&format!("v{}", bias("row")))));
+                store
+                    .line(format!("let row = g * {ocg} + m;"))
+                    .line("let oc = ROW0 + row;");
+                store.line(format!(
+                    "y[((n / (OH * OW)) * OC + oc) * OH * OW + n % (OH * OW)] = {};",
+                    act(&format!("v{}", bias("row")))
+                ));
             } else {
                 store.line("let oc = g * OCG + m;");
-                store.line(format!("y[((n / (OH * OW)) * OC + oc) * OH * OW + n % (OH * OW)] = {};", act(&format!("v{}", bias("oc")))));
+                store.line(format!(
+                    "y[((n / (OH * OW)) * OC + oc) * OH * OW + n % (OH * OW)] = {};",
+                    act(&format!("v{}", bias("oc")))
+                ));
             }
             store.close();
-            Shape { groups, rows: ocg.into(), cols: "params.batch * OH * OW", depth: "ICG * K * K", walk: Walk::Patch { input: "x", flipped: false, kernel: c.kernel, base: x_base, channels: "ICG" } }
+            Shape {
+                groups,
+                rows: ocg.into(),
+                cols: "params.batch * OH * OW",
+                depth: "ICG * K * K",
+                walk: Walk::Patch {
+                    input: "x",
+                    flipped: false,
+                    kernel: c.kernel,
+                    base: x_base,
+                    channels: "ICG",
+                },
+            }
         }
         (NodeOp::Conv(c), Role::Backward(Wrt::Input)) => {
             // The constants describe the convolution computing dx (see `kernel_wgsl`): ICG
@@ -129,19 +190,39 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
             w.line("// and kx steps backwards from it.");
             // A weight part's kernel reduces over the part's dy channels only (PM of each of
             // its PG groups, from DY0) and adds to what an earlier part of the group wrote.
-            let (dy_per_group, dy_base) = if split { ("PM", "DY0 + g * PM") } else { ("ICG", "g * ICG") };
+            let (dy_per_group, dy_base) = if split {
+                ("PM", "DY0 + g * PM")
+            } else {
+                ("ICG", "g * ICG")
+            };
             w.open("fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32").line(format!("return ((g * {dy_per_group} + ci) * OCG + m) * K * K + (K - 1u - ky) * K + K - 1u;")).close();
-            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return w[wrow(g, m, k / (K * K), (k / K) % K) - k % K];").close();
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
+                .line("return w[wrow(g, m, k / (K * K), (k / K) % K) - k % K];")
+                .close();
             patch_loader(w, "dy", dy_base);
             let store = w.open("fn store(g: u32, m: u32, n: u32, v: f32)");
             if split {
                 store.line("let at = ((n / (OH * OW)) * OC + (G0 + g) * OCG + m) * OH * OW + n % (OH * OW);").line("dx[at] = select(v, dx[at] + v, PART_ACCUM);");
             } else {
-                store.line("dx[((n / (OH * OW)) * OC + g * OCG + m) * OH * OW + n % (OH * OW)] = v;");
+                store.line(
+                    "dx[((n / (OH * OW)) * OC + g * OCG + m) * OH * OW + n % (OH * OW)] = v;",
+                );
             }
             store.close();
             let depth = if split { "PM * K * K" } else { "ICG * K * K" };
-            Shape { groups, rows: "OCG".into(), cols: "params.batch * OH * OW", depth, walk: Walk::Patch { input: "dy", flipped: true, kernel: c.kernel, base: dy_base, channels: dy_per_group } }
+            Shape {
+                groups,
+                rows: "OCG".into(),
+                cols: "params.batch * OH * OW",
+                depth,
+                walk: Walk::Patch {
+                    input: "dy",
+                    flipped: true,
+                    kernel: c.kernel,
+                    base: dy_base,
+                    channels: dy_per_group,
+                },
+            }
         }
         (NodeOp::Conv(c), Role::Backward(Wrt::Weight)) => {
             w.line("// A: dy of output channel m of the group at batch pixel k.");
@@ -156,17 +237,37 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
                 .close()
                 .line(format!("return x[(((k / (OH * OW)) * IC + {group} * ICG + n / (K * K)) * IH + u32(iy)) * IW + u32(ix)];"))
                 .close();
-            w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line(format!("let at = (g * {ocg} + m) * ICG * K * K + n;")).line(accumulate("at", "dw")).close();
-            Shape { groups, rows: ocg.into(), cols: "ICG * K * K", depth: "params.batch * OH * OW", walk: Walk::Pixels { width: c.out_w, group, rows: ocg, first: oc0 } }
+            w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
+                .line(format!("let at = (g * {ocg} + m) * ICG * K * K + n;"))
+                .line(accumulate("at", "dw"))
+                .close();
+            Shape {
+                groups,
+                rows: ocg.into(),
+                cols: "ICG * K * K",
+                depth: "params.batch * OH * OW",
+                walk: Walk::Pixels {
+                    width: c.out_w,
+                    group,
+                    rows: ocg,
+                    first: oc0,
+                },
+            }
         }
         (NodeOp::Linear(_), Role::Forward) => {
             w.line("// A: the part's weight rows; B: the images, one column each.");
-            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return w[m * IN + k];").close();
-            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32").line("return x[n * IN + k];").close();
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
+                .line("return w[m * IN + k];")
+                .close();
+            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
+                .line("return x[n * IN + k];")
+                .close();
             let value = act(&format!("v{}", bias("m")));
             match crate::schedule::fuse::epilogue_dropout(&plan.nodes, &kernel.covers) {
                 Some(d) => {
-                    let NodeOp::Dropout(d) = plan.nodes[d as usize].op else { unreachable!("epilogue_dropout names a dropout") };
+                    let NodeOp::Dropout(d) = plan.nodes[d as usize].op else {
+                        unreachable!("epilogue_dropout names a dropout")
+                    };
                     w.line("// The dropout after ReLU, applied when training with dropout on (params.dropout).");
                     super::dropout_consts(w, &d);
                     super::training::mix32(w);
@@ -181,28 +282,59 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
                         .close();
                 }
                 None => {
-                    w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line(format!("y[n * OUT + ROW0 + m] = {value};")).close();
+                    w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
+                        .line(format!("y[n * OUT + ROW0 + m] = {value};"))
+                        .close();
                 }
             }
-            Shape { groups: "1u", rows: "ROWS".into(), cols: "params.batch", depth: "IN", walk: Walk::Flat }
+            Shape {
+                groups: "1u",
+                rows: "ROWS".into(),
+                cols: "params.batch",
+                depth: "IN",
+                walk: Walk::Flat,
+            }
         }
         (NodeOp::Linear(_), Role::Backward(Wrt::Input)) => {
             w.line("// dx = dy · W: A is the part's weight transposed (row m = input feature), B is dy of the part's rows.");
-            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return w[k * IN + m];").close();
-            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32").line("return dy[n * OUT + ROW0 + k];").close();
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
+                .line("return w[k * IN + m];")
+                .close();
+            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
+                .line("return dy[n * OUT + ROW0 + k];")
+                .close();
             w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
                 .line("let at = n * IN + m;")
                 .line("// Later weight parts add to the first's.")
                 .line("dx[at] = select(v, dx[at] + v, ACCUM);")
                 .close();
-            Shape { groups: "1u", rows: "IN".into(), cols: "params.batch", depth: "ROWS", walk: Walk::Flat }
+            Shape {
+                groups: "1u",
+                rows: "IN".into(),
+                cols: "params.batch",
+                depth: "ROWS",
+                walk: Walk::Flat,
+            }
         }
         (NodeOp::Linear(_), Role::Backward(Wrt::Weight)) => {
             w.line("// dW = dyᵀ · x over the batch: A is dy of the part's rows, B the inputs.");
-            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line("return dy[k * OUT + ROW0 + m];").close();
-            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32").line("return x[k * IN + n];").close();
-            w.open("fn store(g: u32, m: u32, n: u32, v: f32)").line("let at = m * IN + n;").line(accumulate("at", "dw")).close();
-            Shape { groups: "1u", rows: "ROWS".into(), cols: "IN", depth: "params.batch", walk: Walk::Flat }
+            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
+                .line("return dy[k * OUT + ROW0 + m];")
+                .close();
+            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
+                .line("return x[k * IN + n];")
+                .close();
+            w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
+                .line("let at = m * IN + n;")
+                .line(accumulate("at", "dw"))
+                .close();
+            Shape {
+                groups: "1u",
+                rows: "ROWS".into(),
+                cols: "IN",
+                depth: "params.batch",
+                walk: Walk::Flat,
+            }
         }
         (op, role) => unreachable!("no GEMM instance for {role:?} of {}", op.name()),
     };
@@ -210,11 +342,13 @@ pub fn gemm(w: &mut Writer, plan: &Plan, kernel: &Kernel, tile: GemmTile, has_bi
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
-    w.line("// The workgroup's tile; uniform across it, so the early return precedes every barrier.")
-        .line("let tile = wid.y * nwg.x + wid.x;")
-        .line("let tm = tile % (GROUPS_ * MT);")
-        .line("let n0 = (tile / (GROUPS_ * MT)) * TN;")
-        .line(format!("let cols = {};", shape.cols));
+    w.line(
+        "// The workgroup's tile; uniform across it, so the early return precedes every barrier.",
+    )
+    .line("let tile = wid.y * nwg.x + wid.x;")
+    .line("let tm = tile % (GROUPS_ * MT);")
+    .line("let n0 = (tile / (GROUPS_ * MT)) * TN;")
+    .line(format!("let cols = {};", shape.cols));
     // The walks of the conv kernels count their own loops; only the staged and flat loops read depth.
     if tile.staging == Staging::Workgroup || shape.walk == Walk::Flat {
         w.line(format!("let depth = {};", shape.depth));
@@ -251,24 +385,30 @@ fn patch_loader(w: &mut Writer, input: &str, base: &str) {
 /// Tile constants, all from `tile`, and the workgroup memory of a staged tile.
 fn decls(w: &mut Writer, tile: GemmTile, shape: &Shape) {
     w.line("");
-    w.line(format!("// GEMM tile: {} rows x {} columns per workgroup, a {}x{} block per invocation.", tile.m, tile.n, tile.rm, tile.rn))
-        .const_u32("TM", tile.m.into())
-        .const_u32("TN", tile.n.into())
-        .const_u32("TK", tile.k.into())
-        .const_u32("RM", tile.rm.into())
-        .const_u32("RN", tile.rn.into())
-        .line("// Invocations across the tile's columns.")
-        .line("const TX: u32 = TN / RN;")
-        .line(format!("const GROUPS_: u32 = {};", shape.groups))
-        .line(format!("const ROWS_: u32 = {};", shape.rows))
-        .line("// Row tiles per group.")
-        .line("const MT: u32 = (ROWS_ + TM - 1u) / TM;")
-        .line("// Reduction steps per iteration of the register-only loop.")
-        .const_u32("UNROLL", UNROLL.into());
+    w.line(format!(
+        "// GEMM tile: {} rows x {} columns per workgroup, a {}x{} block per invocation.",
+        tile.m, tile.n, tile.rm, tile.rn
+    ))
+    .const_u32("TM", tile.m.into())
+    .const_u32("TN", tile.n.into())
+    .const_u32("TK", tile.k.into())
+    .const_u32("RM", tile.rm.into())
+    .const_u32("RN", tile.rn.into())
+    .line("// Invocations across the tile's columns.")
+    .line("const TX: u32 = TN / RN;")
+    .line(format!("const GROUPS_: u32 = {};", shape.groups))
+    .line(format!("const ROWS_: u32 = {};", shape.rows))
+    .line("// Row tiles per group.")
+    .line("const MT: u32 = (ROWS_ + TM - 1u) / TM;")
+    .line("// Reduction steps per iteration of the register-only loop.")
+    .const_u32("UNROLL", UNROLL.into());
     if tile.staging == Staging::Workgroup {
         w.line("// A's [TK][TM] slice, then B's [TK][TN] slice.")
             .line("const B0: u32 = TK * TM;")
-            .line(format!("var<workgroup> smem: array<f32, {}>;", tile.k * (tile.m + tile.n)));
+            .line(format!(
+                "var<workgroup> smem: array<f32, {}>;",
+                tile.k * (tile.m + tile.n)
+            ));
     }
 }
 
@@ -276,7 +416,11 @@ fn decls(w: &mut Writer, tile: GemmTile, shape: &Shape) {
 /// invocations read consecutive k of A and consecutive columns of B), then each invocation
 /// multiplies its 4×4 block out of workgroup memory.
 fn shared_body(w: &mut Writer, tile: GemmTile) {
-    debug_assert_eq!((tile.rm, tile.rn), (4, 4), "the staged tile's inner loop is written for 4x4 blocks");
+    debug_assert_eq!(
+        (tile.rm, tile.rn),
+        (4, 4),
+        "the staged tile's inner loop is written for 4x4 blocks"
+    );
     let threads = tile.threads();
     super::acc_decls(w);
     w.line("// Loads and multiply-adds are unrolled: the only loop steps TK at a time (see LOOP_LIMIT).");
@@ -313,9 +457,13 @@ fn shared_body(w: &mut Writer, tile: GemmTile) {
     w.close();
     for i in 0..4 {
         for j in 0..4 {
-            w.open(format!("if (m0 + ty * 4u + {i}u < ROWS_ && n0 + tx * 4u + {j}u < cols)"))
-                .line(format!("store(g, m0 + ty * 4u + {i}u, n0 + tx * 4u + {j}u, acc{i}{j});"))
-                .close();
+            w.open(format!(
+                "if (m0 + ty * 4u + {i}u < ROWS_ && n0 + tx * 4u + {j}u < cols)"
+            ))
+            .line(format!(
+                "store(g, m0 + ty * 4u + {i}u, n0 + tx * 4u + {j}u, acc{i}{j});"
+            ))
+            .close();
         }
     }
 }
@@ -338,12 +486,16 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             w.line("// Column j: its image's first input channel of the group, and its window's top-left corner.");
             for j in 0..tile.rn {
                 w.line(format!("let p{j} = c{j} % (OH * OW);"))
-                    .line(format!("let base{j} = i32(((c{j} / (OH * OW)) * IC + {base}) * IH * IW);"))
+                    .line(format!(
+                        "let base{j} = i32(((c{j} / (OH * OW)) * IC + {base}) * IH * IW);"
+                    ))
                     .line(format!("let cy{j} = i32((p{j} / OW) * S) - i32(PAD);"))
                     .line(format!("let cx{j} = i32((p{j} % OW) * S) - i32(PAD);"));
             }
         }
-        Walk::Pixels { group, rows, first, .. } => {
+        Walk::Pixels {
+            group, rows, first, ..
+        } => {
             w.line("// Row i: its dy channel; column j (channel, ky, kx): its tap's offset from an output pixel's window.");
             for i in 0..tile.rm {
                 w.line(format!("let ra{i} = ({first}g * {rows} + r{i}) * OH * OW;"));
@@ -373,23 +525,35 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             flat_step(w, tile, "k");
             w.close();
         }
-        Walk::Patch { input, flipped, kernel, channels, .. } => {
+        Walk::Patch {
+            input,
+            flipped,
+            kernel,
+            channels,
+            ..
+        } => {
             w.line("// One iteration per (input channel, kernel row); the kernel's columns are unrolled.");
-            w.open(format!("for (var q = 0u; q < {channels} * K; q++)")).line("let ci = q / K;").line("let ky = q % K;");
+            w.open(format!("for (var q = 0u; q < {channels} * K; q++)"))
+                .line("let ci = q / K;")
+                .line("let ky = q % K;");
             for i in 0..tile.rm {
                 w.line(format!("let wr{i} = wrow(g, r{i}, ci, ky);"));
             }
             for j in 0..tile.rn {
                 w.line(format!("let iy{j} = cy{j} + i32(ky);"))
                     .line(format!("let in{j} = iy{j} >= 0 && iy{j} < i32(IH);"))
-                    .line(format!("let row{j} = base{j} + i32(ci * IH * IW) + iy{j} * i32(IW) + cx{j};"));
+                    .line(format!(
+                        "let row{j} = base{j} + i32(ci * IH * IW) + iy{j} * i32(IW) + cx{j};"
+                    ));
             }
             // Padding reads nothing that is used: a negative index is clamped to 0, one past the end is
             // bounds-checked by naga, and the value is selected away.
             for kx in 0..kernel {
                 w.open("");
                 let a = |i: u32| format!("w[wr{i} {} {kx}u]", if flipped { "-" } else { "+" });
-                let b = |j: u32| format!("select(0.0, {input}[u32(max(row{j} + {kx}, 0))], in{j} && cx{j} + {kx} >= 0 && cx{j} + {kx} < i32(IW))");
+                let b = |j: u32| {
+                    format!("select(0.0, {input}[u32(max(row{j} + {kx}, 0))], in{j} && cx{j} + {kx} >= 0 && cx{j} + {kx} < i32(IW))")
+                };
                 fma_block(w, tile, a, b);
                 w.close();
             }
@@ -432,27 +596,41 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
     }
     for i in 0..tile.rm {
         for j in 0..tile.rn {
-            w.open(format!("if (m0 + ty * RM + {i}u < ROWS_ && n0 + tx + {j}u * TX < cols)"))
-                .line(format!("store(g, r{i}, c{j}, acc{i}_{j});"))
-                .close();
+            w.open(format!(
+                "if (m0 + ty * RM + {i}u < ROWS_ && n0 + tx + {j}u * TX < cols)"
+            ))
+            .line(format!("store(g, r{i}, c{j}, acc{i}_{j});"))
+            .close();
         }
     }
 }
 
 /// How many parts the weight a kernel binds is split into.
 fn weight_parts(plan: &Plan, kernel: &Kernel) -> usize {
-    kernel.bindings.iter().find_map(|b| match *b {
-        alexnet_plan::Binding::Param { index, .. } | alexnet_plan::Binding::ParamGrad { index, .. } if plan.params[index as usize].shape.len() > 1 => {
-            Some(plan.params[index as usize].parts.len())
-        }
-        _ => None,
-    }).unwrap_or(1)
+    kernel
+        .bindings
+        .iter()
+        .find_map(|b| match *b {
+            alexnet_plan::Binding::Param { index, .. }
+            | alexnet_plan::Binding::ParamGrad { index, .. }
+                if plan.params[index as usize].shape.len() > 1 =>
+            {
+                Some(plan.params[index as usize].parts.len())
+            }
+            _ => None,
+        })
+        .unwrap_or(1)
 }
 
 /// One step of the flat reduction at `k` for every element of an invocation's register block.
 fn flat_step(w: &mut Writer, tile: GemmTile, k: &str) {
     w.open("");
-    fma_block(w, tile, |i| format!("load_a(g, r{i}, {k})"), |j| format!("load_b(g, {k}, c{j})"));
+    fma_block(
+        w,
+        tile,
+        |i| format!("load_a(g, r{i}, {k})"),
+        |j| format!("load_b(g, {k}, c{j})"),
+    );
     w.close();
 }
 
@@ -475,5 +653,14 @@ fn fma_block(w: &mut Writer, tile: GemmTile, a: impl Fn(u32) -> String, b: impl 
 /// The convolution computing a stride-1 conv's input gradient: dy's channels in, x's
 /// channels out, padding K - 1 - pad.
 pub fn input_gradient_conv(c: &ConvNode) -> ConvNode {
-    ConvNode { in_channels: c.out_channels, in_h: c.out_h, in_w: c.out_w, out_channels: c.in_channels, out_h: c.in_h, out_w: c.in_w, pad: c.kernel - 1 - c.pad, ..*c }
+    ConvNode {
+        in_channels: c.out_channels,
+        in_h: c.out_h,
+        in_w: c.out_w,
+        out_channels: c.in_channels,
+        out_h: c.in_h,
+        out_w: c.in_w,
+        pad: c.kernel - 1 - c.pad,
+        ..*c
+    }
 }

@@ -32,7 +32,11 @@ pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
         return;
     }
     w.line("let i = flat_index(wid, nwg, lid, WG);");
-    let total = if kernel.dispatch == Dispatch::Fixed { "THREADS" } else { "params.batch * THREADS" };
+    let total = if kernel.dispatch == Dispatch::Fixed {
+        "THREADS"
+    } else {
+        "params.batch * THREADS"
+    };
     w.open(format!("if (i >= {total})")).line("return;").close();
     match (kernel.role, node.op) {
         (Role::Dropout, _) => {
@@ -86,9 +90,13 @@ fn loss(w: &mut Writer) {
     w.line("let base = i * CLASSES;")
         .line("let label = labels[i];")
         .line("var mx = x[base];");
-    w.open("for (var c = 1u; c < CLASSES; c++)").line("mx = max(mx, x[base + c]);").close();
+    w.open("for (var c = 1u; c < CLASSES; c++)")
+        .line("mx = max(mx, x[base + c]);")
+        .close();
     w.line("var sum = 0.0;");
-    w.open("for (var c = 0u; c < CLASSES; c++)").line("sum += exp(x[base + c] - mx);").close();
+    w.open("for (var c = 0u; c < CLASSES; c++)")
+        .line("sum += exp(x[base + c] - mx);")
+        .close();
     w.line("loss[i] = log(sum) + mx - x[base + label];");
     w.line("// d(mean loss)/d logit = (softmax - one-hot) / images in the whole batch.");
     w.open("for (var c = 0u; c < CLASSES; c++)")
@@ -98,11 +106,18 @@ fn loss(w: &mut Writer) {
 }
 
 fn store_input_grad(w: &mut Writer) {
-    w.open("if (ACCUM)").line("dx[i] = dx[i] + acc;").close().open("else").line("dx[i] = acc;").close();
+    w.open("if (ACCUM)")
+        .line("dx[i] = dx[i] + acc;")
+        .close()
+        .open("else")
+        .line("dx[i] = acc;")
+        .close();
 }
 
 fn store_param_grad(w: &mut Writer, name: &str) {
-    w.line(format!("{name}[i] = select(acc, {name}[i] + acc, params.accumulate == 1u);"));
+    w.line(format!(
+        "{name}[i] = select(acc, {name}[i] + acc, params.accumulate == 1u);"
+    ));
 }
 
 /// dx[n, c, iy, ix] = sum over the outputs whose window covers (iy, ix) of dy * w.
@@ -145,7 +160,8 @@ fn conv_weight(w: &mut Writer) {
         .line("let kx = i % K;")
         .line("let c = (o / OCG) * ICG + icl;")
         .line("var acc = 0.0;");
-    w.open("for (var n = 0u; n < params.batch; n++)").line("var part = 0.0;");
+    w.open("for (var n = 0u; n < params.batch; n++)")
+        .line("var part = 0.0;");
     w.open("for (var oy = 0u; oy < OH; oy++)")
         .line("let iy = i32(oy * S + ky) - i32(PAD);")
         .open("if (iy < 0 || iy >= i32(IH))")
@@ -179,7 +195,9 @@ fn bias_reduce(w: &mut Writer, conv: bool) {
             .line("acc += dy[((q / (OH * OW)) * OC + ROW0 + o) * OH * OW + q % (OH * OW)];")
             .close();
     } else {
-        w.open("for (var n = lid; n < params.batch; n += WG)").line("acc += dy[n * OUT + ROW0 + o];").close();
+        w.open("for (var n = lid; n < params.batch; n += WG)")
+            .line("acc += dy[n * OUT + ROW0 + o];")
+            .close();
     }
     w.line("partial[lid] = acc;").line("workgroupBarrier();");
     w.open("for (var s = WG / 2u; s > 0u; s = s / 2u)")
@@ -230,7 +248,9 @@ fn lrn_input(w: &mut Writer) {
 /// Each output's gradient goes to the first maximum of its window in row-major order (the
 /// reference's tie rule); an input gathers from every window that covers it.
 fn pool_input(w: &mut Writer) {
-    w.line("let nc = i / (IH * IW);").line("let iy = (i / IW) % IH;").line("let ix = i % IW;");
+    w.line("let nc = i / (IH * IW);")
+        .line("let iy = (i / IW) % IH;")
+        .line("let ix = i % IW;");
     pool_gather(w, "x");
     w.line("dx[i] = acc;");
 }
@@ -266,7 +286,9 @@ fn pool_gather(w: &mut Writer, x: &str) {
         .line("arg = at;")
         .close();
     w.close().close();
-    w.open("if (arg == iy * IW + ix)").line("acc += dy[(nc * OH + oy) * OW + ox];").close();
+    w.open("if (arg == iy * IW + ix)")
+        .line("acc += dy[(nc * OH + oy) * OW + ox];")
+        .close();
     w.close().close();
 }
 
@@ -277,20 +299,48 @@ fn pool_gather(w: &mut Writer, x: &str) {
 /// order, keeping the last SIZE channels' terms in a ring, so each channel's pool gradient
 /// and LRN denominator is computed once; without, an invocation computes one element.
 pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
-    let ops: Vec<NodeOp> = kernel.covers.iter().map(|&n| plan.nodes[n as usize].op).collect();
+    let ops: Vec<NodeOp> = kernel
+        .covers
+        .iter()
+        .map(|&n| plan.nodes[n as usize].op)
+        .collect();
     let relu = ops.contains(&NodeOp::Relu);
-    let lrn = ops.iter().find_map(|op| if let NodeOp::Lrn(l) = op { Some(*l) } else { None });
-    let pool = ops.iter().find_map(|op| if let NodeOp::MaxPool(p) = op { Some(*p) } else { None });
-    let dropout = ops.iter().find_map(|op| if let NodeOp::Dropout(d) = op { Some(*d) } else { None });
-    let reads = kernel.bindings.iter().filter(|b| matches!(b, Binding::Activation { write: false, .. })).count();
+    let lrn = ops.iter().find_map(|op| {
+        if let NodeOp::Lrn(l) = op {
+            Some(*l)
+        } else {
+            None
+        }
+    });
+    let pool = ops.iter().find_map(|op| {
+        if let NodeOp::MaxPool(p) = op {
+            Some(*p)
+        } else {
+            None
+        }
+    });
+    let dropout = ops.iter().find_map(|op| {
+        if let NodeOp::Dropout(d) = op {
+            Some(*d)
+        } else {
+            None
+        }
+    });
+    let reads = kernel
+        .bindings
+        .iter()
+        .filter(|b| matches!(b, Binding::Activation { write: false, .. }))
+        .count();
     let pool_x = if reads > 1 { "xp" } else { "x" };
     match (lrn, pool) {
         (Some(l), _) => {
             super::lrn_consts(w, &l);
-            w.line("// Channels whose terms the ring keeps.").const_u32("SIZE", l.size.into());
+            w.line("// Channels whose terms the ring keeps.")
+                .const_u32("SIZE", l.size.into());
         }
         (None, Some(p)) => {
-            w.const_u32("C", p.channels.into()).const_u32("HW", u64::from(p.in_h) * u64::from(p.in_w));
+            w.const_u32("C", p.channels.into())
+                .const_u32("HW", u64::from(p.in_h) * u64::from(p.in_w));
         }
         (None, None) => {
             let d = dropout.expect("a backward chain holds an LRN, a max-pool or a dropout");
@@ -311,7 +361,9 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     w.open("fn grad(n: u32, c: u32, pix: u32) -> f32");
     match pool {
         Some(_) => {
-            w.line("let nc = n * C + c;").line("let iy = pix / IW;").line("let ix = pix % IW;");
+            w.line("let nc = n * C + c;")
+                .line("let iy = pix / IW;")
+                .line("let ix = pix % IW;");
             pool_gather(w, pool_x);
             w.line("return acc;");
         }
@@ -320,8 +372,20 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
         }
     }
     w.close();
-    let scaled = |v: &str| if dropout.is_some() { format!("{v} * select(1.0, SCALE, params.dropout == 1u)") } else { v.to_string() };
-    let mask = |v: &str, at: &str| if relu { format!("select(0.0, {}, x[{at}] > 0.0)", scaled(v)) } else { scaled(v) };
+    let scaled = |v: &str| {
+        if dropout.is_some() {
+            format!("{v} * select(1.0, SCALE, params.dropout == 1u)")
+        } else {
+            v.to_string()
+        }
+    };
+    let mask = |v: &str, at: &str| {
+        if relu {
+            format!("select(0.0, {}, x[{at}] > 0.0)", scaled(v))
+        } else {
+            scaled(v)
+        }
+    };
     if lrn.is_some() {
         lrn_denominator(w);
     }
@@ -329,9 +393,13 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     w.line("@compute @workgroup_size(WG)");
     w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
     w.line("let i = flat_index(wid, nwg, lid, WG);");
-    w.open("if (i >= params.batch * THREADS)").line("return;").close();
+    w.open("if (i >= params.batch * THREADS)")
+        .line("return;")
+        .close();
     if lrn.is_none() {
-        w.line("let n = i / (C * HW);").line("let c = (i / HW) % C;").line("let g = grad(n, c, i % HW);");
+        w.line("let n = i / (C * HW);")
+            .line("let c = (i / HW) % C;")
+            .line("let g = grad(n, c, i % HW);");
         w.line(format!("dx[i] = {};", mask("g", "i")));
         w.close();
         return;
@@ -370,9 +438,17 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
 /// A softmax inside the network: dx = y * (dy - sum(dy * y)), y recomputed from x.
 fn softmax_input(w: &mut Writer) {
     w.line("let base = i * CLASSES;").line("var mx = x[base];");
-    w.open("for (var c = 1u; c < CLASSES; c++)").line("mx = max(mx, x[base + c]);").close();
+    w.open("for (var c = 1u; c < CLASSES; c++)")
+        .line("mx = max(mx, x[base + c]);")
+        .close();
     w.line("var sum = 0.0;").line("var dot = 0.0;");
-    w.open("for (var c = 0u; c < CLASSES; c++)").line("let e = exp(x[base + c] - mx);").line("sum += e;").line("dot += dy[base + c] * e;").close();
+    w.open("for (var c = 0u; c < CLASSES; c++)")
+        .line("let e = exp(x[base + c] - mx);")
+        .line("sum += e;")
+        .line("dot += dy[base + c] * e;")
+        .close();
     w.line("dot = dot / sum;");
-    w.open("for (var c = 0u; c < CLASSES; c++)").line("dx[base + c] = exp(x[base + c] - mx) / sum * (dy[base + c] - dot);").close();
+    w.open("for (var c = 0u; c < CLASSES; c++)")
+        .line("dx[base + c] = exp(x[base + c] - mx) / sum * (dy[base + c] - dot);")
+        .close();
 }

@@ -13,8 +13,15 @@ use crate::ir::{Graph, Node, NodeId, Op, Wrt};
 
 /// Adds the backward graph of `graph` (which must be shaped).
 pub fn differentiate(graph: &mut Graph) {
-    let order: Vec<NodeId> = graph.topo().into_iter().filter(|&id| !graph.node(id).op.is_training()).collect();
-    let output = *order.iter().find(|&&id| matches!(graph.node(id).op, Op::Output)).expect("a graph has an output");
+    let order: Vec<NodeId> = graph
+        .topo()
+        .into_iter()
+        .filter(|&id| !graph.node(id).op.is_training())
+        .collect();
+    let output = *order
+        .iter()
+        .find(|&&id| matches!(graph.node(id).op, Op::Output))
+        .expect("a graph has an output");
     let mut at = graph.inputs(output)[0];
     // A final softmax is folded into the loss, which starts from the logits.
     if matches!(graph.node(at).op, Op::Softmax) {
@@ -26,20 +33,29 @@ pub fn differentiate(graph: &mut Graph) {
     graph.node_mut(upstream).place = graph.node(output).place;
     loop {
         let node = graph.node(at).clone();
-        let Some(&input) = graph.inputs(at).first() else { break };
+        let Some(&input) = graph.inputs(at).first() else {
+            break;
+        };
         let feeds_image = matches!(graph.node(input).op, Op::Input { .. })
-            || (matches!(graph.node(input).op, Op::Flatten) && matches!(graph.node(graph.inputs(input)[0]).op, Op::Input { .. }));
+            || (matches!(graph.node(input).op, Op::Flatten)
+                && matches!(graph.node(graph.inputs(input)[0]).op, Op::Input { .. }));
         let params = match node.op {
             Op::Conv(c) => {
                 let in_ch = graph.node(input).shape.as_ref().map_or(1, |s| s[0]);
-                vec![(Wrt::Weight, vec![c.out_channels, in_ch / c.groups, c.kernel, c.kernel])]
-                    .into_iter()
-                    .chain(c.bias.then(|| (Wrt::Bias, vec![c.out_channels])))
-                    .collect()
+                vec![(
+                    Wrt::Weight,
+                    vec![c.out_channels, in_ch / c.groups, c.kernel, c.kernel],
+                )]
+                .into_iter()
+                .chain(c.bias.then(|| (Wrt::Bias, vec![c.out_channels])))
+                .collect()
             }
             Op::Linear(l) => {
                 let in_f = graph.node(input).shape.as_ref().map_or(1, |s| s[0]);
-                vec![(Wrt::Weight, vec![l.out_features, in_f])].into_iter().chain(l.bias.then(|| (Wrt::Bias, vec![l.out_features]))).collect()
+                vec![(Wrt::Weight, vec![l.out_features, in_f])]
+                    .into_iter()
+                    .chain(l.bias.then(|| (Wrt::Bias, vec![l.out_features])))
+                    .collect()
             }
             Op::Flatten => {
                 at = input;
@@ -50,16 +66,46 @@ pub fn differentiate(graph: &mut Graph) {
         };
         let grads: Vec<(Wrt, NodeId, Vec<u32>)> = params
             .into_iter()
-            .map(|(wrt, shape)| (wrt, add(graph, at, &node.layer, Op::Grad { of: at, wrt }, Some(shape.clone()), &[upstream, at]), shape))
+            .map(|(wrt, shape)| {
+                (
+                    wrt,
+                    add(
+                        graph,
+                        at,
+                        &node.layer,
+                        Op::Grad { of: at, wrt },
+                        Some(shape.clone()),
+                        &[upstream, at],
+                    ),
+                    shape,
+                )
+            })
             .collect();
         let input_grad = (!feeds_image).then(|| {
             let shape = graph.node(input).shape.clone();
-            add(graph, at, &node.layer, Op::Grad { of: at, wrt: Wrt::Input }, shape, &[upstream, at])
+            add(
+                graph,
+                at,
+                &node.layer,
+                Op::Grad {
+                    of: at,
+                    wrt: Wrt::Input,
+                },
+                shape,
+                &[upstream, at],
+            )
         });
         // An update overwrites a weight that the input gradient reads, so it comes after it.
         for (wrt, grad, shape) in grads {
             let after: Vec<NodeId> = std::iter::once(grad).chain(input_grad).collect();
-            add(graph, at, &node.layer, Op::Sgd { of: at, wrt }, Some(shape), &after);
+            add(
+                graph,
+                at,
+                &node.layer,
+                Op::Sgd { of: at, wrt },
+                Some(shape),
+                &after,
+            );
         }
         match input_grad {
             Some(g) => upstream = g,
@@ -70,9 +116,23 @@ pub fn differentiate(graph: &mut Graph) {
 }
 
 /// Adds a node of `layer` placed as `of`, reading `from`.
-fn add(graph: &mut Graph, of: NodeId, layer: &str, op: Op, shape: Option<Vec<u32>>, from: &[NodeId]) -> NodeId {
+fn add(
+    graph: &mut Graph,
+    of: NodeId,
+    layer: &str,
+    op: Op,
+    shape: Option<Vec<u32>>,
+    from: &[NodeId],
+) -> NodeId {
     let src = graph.node(of);
-    let node = Node { op, layer: layer.to_string(), param_prefix: src.param_prefix.clone(), span: src.span, place: src.place, shape };
+    let node = Node {
+        op,
+        layer: layer.to_string(),
+        param_prefix: src.param_prefix.clone(),
+        span: src.span,
+        place: src.place,
+        shape,
+    };
     let id = graph.add(node);
     for &f in from {
         graph.connect(f, id);

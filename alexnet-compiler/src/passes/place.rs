@@ -55,7 +55,9 @@ pub fn place(graph: &mut Graph, pinned: &BTreeMap<String, u32>) -> Result<(), Er
         let node = graph.node(id).clone();
         let input = graph.inputs(id).first().copied();
         let in_place = input.map_or(Place::Both, |i| graph.node(i).place);
-        let in_shape = input.and_then(|i| graph.node(i).shape.clone()).unwrap_or_default();
+        let in_shape = input
+            .and_then(|i| graph.node(i).shape.clone())
+            .unwrap_or_default();
         let pin = pinned.get(&node.layer).copied();
         let halves = |count: u32, what: &str, errors: &mut Vec<Error>| {
             if !count.is_multiple_of(2) {
@@ -93,14 +95,34 @@ pub fn place(graph: &mut Graph, pinned: &BTreeMap<String, u32>) -> Result<(), Er
                 };
                 (place, needs)
             }
-            Op::Linear(l) => (pin.map_or_else(|| halves(l.out_features, "output features", &mut errors), Place::Device), Needs::Whole),
-            Op::Relu | Op::Dropout(_) | Op::MaxPool(_) | Op::Flatten => (in_place, Needs::OwnChannels),
+            Op::Linear(l) => (
+                pin.map_or_else(
+                    || halves(l.out_features, "output features", &mut errors),
+                    Place::Device,
+                ),
+                Needs::Whole,
+            ),
+            Op::Relu | Op::Dropout(_) | Op::MaxPool(_) | Op::Flatten => {
+                (in_place, Needs::OwnChannels)
+            }
             Op::Lrn(l) => {
                 let half = in_shape.first().copied().unwrap_or(0) / 2;
-                (in_place, Needs::Halo { channels: [(l.size / 2).min(half), ((l.size - 1) / 2).min(half)] })
+                (
+                    in_place,
+                    Needs::Halo {
+                        channels: [(l.size / 2).min(half), ((l.size - 1) / 2).min(half)],
+                    },
+                )
             }
             // Probabilities and logits are wanted whole, on one device.
-            Op::Softmax | Op::Output => (if in_place == Place::Towers { Place::Device(0) } else { in_place }, Needs::Whole),
+            Op::Softmax | Op::Output => (
+                if in_place == Place::Towers {
+                    Place::Device(0)
+                } else {
+                    in_place
+                },
+                Needs::Whole,
+            ),
             Op::Loss | Op::Grad { .. } | Op::Sgd { .. } => continue,
         };
         let place = match (pin, node.op) {
@@ -109,10 +131,17 @@ pub fn place(graph: &mut Graph, pinned: &BTreeMap<String, u32>) -> Result<(), Er
         };
         graph.node_mut(id).place = place;
         // Saturating: absurd shapes reach `valid`'s limit errors instead of overflowing here.
-        let bytes = in_shape.iter().fold(4u64, |b, &d| b.saturating_mul(u64::from(d)));
+        let bytes = in_shape
+            .iter()
+            .fold(4u64, |b, &d| b.saturating_mul(u64::from(d)));
         let per_channel = bytes / u64::from(in_shape.first().copied().unwrap_or(1).max(1));
         for (to, kind, bytes) in receives(place, in_place, &needs, bytes, per_channel) {
-            graph.exchanges.push(Exchange { node: id, to, kind, bytes_per_image: bytes });
+            graph.exchanges.push(Exchange {
+                node: id,
+                to,
+                kind,
+                bytes_per_image: bytes,
+            });
         }
     }
     if errors.is_empty() {
@@ -124,7 +153,13 @@ pub fn place(graph: &mut Graph, pinned: &BTreeMap<String, u32>) -> Result<(), Er
 
 /// What each device receives so that an op placed at `place` can read an input of `bytes`
 /// (per image) placed at `input`.
-fn receives(place: Place, input: Place, needs: &Needs, bytes: u64, per_channel: u64) -> Vec<(u32, ExchangeKind, u64)> {
+fn receives(
+    place: Place,
+    input: Place,
+    needs: &Needs,
+    bytes: u64,
+    per_channel: u64,
+) -> Vec<(u32, ExchangeKind, u64)> {
     match (place, input) {
         // Whatever it needs is where it runs.
         (_, Place::Both) | (Place::Both, _) => Vec::new(),
@@ -134,16 +169,24 @@ fn receives(place: Place, input: Place, needs: &Needs, bytes: u64, per_channel: 
         // The device without the input receives it whole, or the half its tower computes on.
         (Place::Towers, Place::Device(e)) => match needs {
             Needs::Whole => vec![(1 - e, ExchangeKind::Whole, bytes)],
-            Needs::OwnChannels | Needs::Halo { .. } => vec![(1 - e, ExchangeKind::Gather, bytes / 2)],
+            Needs::OwnChannels | Needs::Halo { .. } => {
+                vec![(1 - e, ExchangeKind::Gather, bytes / 2)]
+            }
         },
         (Place::Towers, Place::Towers) => match *needs {
             Needs::OwnChannels => Vec::new(),
-            Needs::Whole => (0..2).map(|to| (to, ExchangeKind::Gather, bytes / 2)).collect(),
+            Needs::Whole => (0..2)
+                .map(|to| (to, ExchangeKind::Gather, bytes / 2))
+                .collect(),
             Needs::Halo { channels } => (0..2u32)
                 .filter(|&to| channels[to as usize] > 0)
                 .map(|to| {
                     let channels = channels[to as usize];
-                    (to, ExchangeKind::Halo { channels }, u64::from(channels).saturating_mul(per_channel))
+                    (
+                        to,
+                        ExchangeKind::Halo { channels },
+                        u64::from(channels).saturating_mul(per_channel),
+                    )
                 })
                 .collect(),
         },

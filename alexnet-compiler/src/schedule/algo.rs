@@ -4,7 +4,10 @@
 //! here (codegen reads it; it never infers a decision back from dispatch sizes). The choice is
 //! per kernel kind and shape today; per-device variants will be further values of the same type.
 
-use alexnet_plan::{Algo, Binding, ConvNode, Cost, Dispatch, Extent, GemmTile, Kernel, LrnNode, Node, NodeOp, Param, Part, Plan, PoolNode, Role, Staging, Target, Variant, Wrt};
+use alexnet_plan::{
+    Algo, Binding, ConvNode, Cost, Dispatch, Extent, GemmTile, Kernel, LrnNode, Node, NodeOp,
+    Param, Part, Plan, PoolNode, Role, Staging, Target, Variant, Wrt,
+};
 use std::borrow::Cow;
 
 /// GPU tile of the GEMMs over channels × pixels (convolutions and their gradients) and of
@@ -56,7 +59,10 @@ fn cpu_tile(groups: u32, rows: u32, columns: Columns) -> GemmTile {
                 Columns::PerImage(_) => (row_tiles * u64::from(m), CPU_WORKGROUPS),
                 Columns::Fixed(cols) => {
                     let col_tiles = cols.div_ceil(u64::from(n));
-                    (row_tiles * u64::from(m) * col_tiles * u64::from(n), row_tiles * col_tiles)
+                    (
+                        row_tiles * u64::from(m) * col_tiles * u64::from(n),
+                        row_tiles * col_tiles,
+                    )
                 }
             };
             let reread = 1.0 + CPU_REREAD * (1.0 / f64::from(m) + 1.0 / f64::from(n));
@@ -92,11 +98,20 @@ enum Columns {
 /// length, and whether its columns are images of a linear layer; `None` when the kernel is
 /// not a GEMM instance (a conv split into weight parts, whose parts may cut a group; a strided
 /// conv's input gradient; a bias).
-fn gemm_shape(nodes: &[Node], params: &[Param], kernel: &Kernel) -> Option<(u32, u32, Columns, Extent, bool)> {
+fn gemm_shape(
+    nodes: &[Node],
+    params: &[Param],
+    kernel: &Kernel,
+) -> Option<(u32, u32, Columns, Extent, bool)> {
     let node = &nodes[kernel.node as usize];
     let part_rows = kernel.bindings.iter().find_map(|b| match *b {
-        Binding::Param { index, part } | Binding::ParamGrad { index, part, .. } if params[index as usize].shape.len() > 1 => {
-            Some((params[index as usize].parts[part as usize].rows, params[index as usize].parts.len()))
+        Binding::Param { index, part } | Binding::ParamGrad { index, part, .. }
+            if params[index as usize].shape.len() > 1 =>
+        {
+            Some((
+                params[index as usize].parts[part as usize].rows,
+                params[index as usize].parts.len(),
+            ))
         }
         _ => None,
     });
@@ -105,29 +120,59 @@ fn gemm_shape(nodes: &[Node], params: &[Param], kernel: &Kernel) -> Option<(u32,
     match (node.op, kernel.role) {
         (NodeOp::Conv(c), Role::Forward) => {
             let (_, groups, rows) = conv_part(&c, kernel_part(params, kernel)?)?;
-            Some((groups, rows, Columns::PerImage(u64::from(c.out_h * c.out_w)), fixed(c.in_channels / c.groups * c.kernel * c.kernel), false))
+            Some((
+                groups,
+                rows,
+                Columns::PerImage(u64::from(c.out_h * c.out_w)),
+                fixed(c.in_channels / c.groups * c.kernel * c.kernel),
+                false,
+            ))
         }
         (NodeOp::Conv(c), Role::Backward(Wrt::Input)) if c.stride == 1 && c.pad < c.kernel => {
             // A weight part's kernel reduces over its own dy channels and writes (or adds to)
             // only its groups' dx channels, so every part of the weight must be a GEMM: an
             // invocation-per-output part writes every channel.
             let weight = kernel.bindings.iter().find_map(|b| match *b {
-                Binding::Param { index, .. } if params[index as usize].shape.len() > 1 => Some(&params[index as usize]),
+                Binding::Param { index, .. } if params[index as usize].shape.len() > 1 => {
+                    Some(&params[index as usize])
+                }
                 _ => None,
             })?;
             if weight.parts.iter().any(|&p| conv_part(&c, p).is_none()) {
                 return None;
             }
             let (_, groups, dy_rows) = conv_part(&c, kernel_part(params, kernel)?)?;
-            Some((groups, c.in_channels / c.groups, Columns::PerImage(u64::from(c.in_h * c.in_w)), fixed(dy_rows * c.kernel * c.kernel), false))
+            Some((
+                groups,
+                c.in_channels / c.groups,
+                Columns::PerImage(u64::from(c.in_h * c.in_w)),
+                fixed(dy_rows * c.kernel * c.kernel),
+                false,
+            ))
         }
         (NodeOp::Conv(c), Role::Backward(Wrt::Weight)) => {
             let (_, groups, rows) = conv_part(&c, kernel_part(params, kernel)?)?;
-            Some((groups, rows, Columns::Fixed(u64::from(c.in_channels / c.groups * c.kernel * c.kernel)), Extent::per_image(u64::from(c.out_h * c.out_w)), false))
+            Some((
+                groups,
+                rows,
+                Columns::Fixed(u64::from(c.in_channels / c.groups * c.kernel * c.kernel)),
+                Extent::per_image(u64::from(c.out_h * c.out_w)),
+                false,
+            ))
         }
-        (NodeOp::Linear(l), Role::Forward) => Some((1, rows, Columns::PerImage(1), fixed(l.in_features), true)),
-        (NodeOp::Linear(l), Role::Backward(Wrt::Input)) => Some((1, l.in_features, Columns::PerImage(1), fixed(rows), true)),
-        (NodeOp::Linear(l), Role::Backward(Wrt::Weight)) => Some((1, rows, Columns::Fixed(u64::from(l.in_features)), Extent::per_image(1), false)),
+        (NodeOp::Linear(l), Role::Forward) => {
+            Some((1, rows, Columns::PerImage(1), fixed(l.in_features), true))
+        }
+        (NodeOp::Linear(l), Role::Backward(Wrt::Input)) => {
+            Some((1, l.in_features, Columns::PerImage(1), fixed(rows), true))
+        }
+        (NodeOp::Linear(l), Role::Backward(Wrt::Weight)) => Some((
+            1,
+            rows,
+            Columns::Fixed(u64::from(l.in_features)),
+            Extent::per_image(1),
+            false,
+        )),
         _ => None,
     }
 }
@@ -135,7 +180,9 @@ fn gemm_shape(nodes: &[Node], params: &[Param], kernel: &Kernel) -> Option<(u32,
 /// The weight part a conv or linear kernel binds.
 pub(crate) fn kernel_part(params: &[Param], kernel: &Kernel) -> Option<Part> {
     kernel.bindings.iter().find_map(|b| match *b {
-        Binding::Param { index, part } | Binding::ParamGrad { index, part, .. } if params[index as usize].shape.len() > 1 => {
+        Binding::Param { index, part } | Binding::ParamGrad { index, part, .. }
+            if params[index as usize].shape.len() > 1 =>
+        {
             Some(params[index as usize].parts[part as usize])
         }
         _ => None,
@@ -169,30 +216,50 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
             let depth = depth.at(batch);
             let unroll = u64::from(crate::codegen::UNROLL);
             // The registers-only body walks a convolution in its own coordinates (`codegen::gemm`).
-            Some(match (tile.staging, plan.nodes[kernel.node as usize].op, kernel.role) {
-                // One iteration per (channel, kernel row).
-                (Staging::Registers, NodeOp::Conv(c), Role::Forward | Role::Backward(Wrt::Input)) => depth / u64::from(c.kernel),
-                // One per (image, output row), plus, inside each, one per UNROLL pixels of the
-                // row: the limit counts the iterations of all of an invocation's loops together.
-                (Staging::Registers, NodeOp::Conv(c), Role::Backward(Wrt::Weight)) => {
-                    batch * u64::from(c.out_h) * (1 + u64::from(c.out_w) / unroll)
-                }
-                (Staging::Registers, ..) => depth / unroll + unroll,
-                (Staging::Workgroup, ..) => depth.div_ceil(u64::from(tile.k)),
-            })
+            Some(
+                match (
+                    tile.staging,
+                    plan.nodes[kernel.node as usize].op,
+                    kernel.role,
+                ) {
+                    // One iteration per (channel, kernel row).
+                    (
+                        Staging::Registers,
+                        NodeOp::Conv(c),
+                        Role::Forward | Role::Backward(Wrt::Input),
+                    ) => depth / u64::from(c.kernel),
+                    // One per (image, output row), plus, inside each, one per UNROLL pixels of the
+                    // row: the limit counts the iterations of all of an invocation's loops together.
+                    (Staging::Registers, NodeOp::Conv(c), Role::Backward(Wrt::Weight)) => {
+                        batch * u64::from(c.out_h) * (1 + u64::from(c.out_w) / unroll)
+                    }
+                    (Staging::Registers, ..) => depth / unroll + unroll,
+                    (Staging::Workgroup, ..) => depth.div_ceil(u64::from(tile.k)),
+                },
+            )
         }
         Algo::ChannelScan { .. } => {
             let (mut channels, mut per_channel) = (0, 1);
             for &n in kernel.covers.iter() {
                 match plan.nodes[n as usize].op {
                     NodeOp::Lrn(l) => channels = u64::from(l.channels + l.size),
-                    NodeOp::MaxPool(p) => per_channel = u64::from(p.kernel.div_ceil(p.stride)).pow(2) * u64::from(p.kernel * p.kernel),
-                    NodeOp::Conv(_) | NodeOp::Linear(_) | NodeOp::Relu | NodeOp::Softmax | NodeOp::Dropout(_) => {}
+                    NodeOp::MaxPool(p) => {
+                        per_channel = u64::from(p.kernel.div_ceil(p.stride)).pow(2)
+                            * u64::from(p.kernel * p.kernel)
+                    }
+                    NodeOp::Conv(_)
+                    | NodeOp::Linear(_)
+                    | NodeOp::Relu
+                    | NodeOp::Softmax
+                    | NodeOp::Dropout(_) => {}
                 }
             }
             Some(channels * per_channel)
         }
-        Algo::PerElement { .. } | Algo::RowReduce { .. } | Algo::PerImage { .. } | Algo::ConvBlock { .. } => None,
+        Algo::PerElement { .. }
+        | Algo::RowReduce { .. }
+        | Algo::PerImage { .. }
+        | Algo::ConvBlock { .. } => None,
     }
 }
 
@@ -202,13 +269,32 @@ pub const LOOP_LIMIT: u64 = 65_535;
 
 /// The algorithm, workgroup size, invocations per image and dispatch of a GEMM instance with
 /// `tile`.
-fn gemm_form(tile: GemmTile, groups: u32, rows: u32, columns: Columns) -> (Algo, u32, u64, Dispatch) {
+fn gemm_form(
+    tile: GemmTile,
+    groups: u32,
+    rows: u32,
+    columns: Columns,
+) -> (Algo, u32, u64, Dispatch) {
     let m_tiles = groups * rows.div_ceil(tile.m);
     match columns {
-        Columns::PerImage(pixels) => (Algo::Gemm(tile), tile.threads(), pixels, Dispatch::Tiles { m_tiles, pixels, tile_pixels: tile.n }),
+        Columns::PerImage(pixels) => (
+            Algo::Gemm(tile),
+            tile.threads(),
+            pixels,
+            Dispatch::Tiles {
+                m_tiles,
+                pixels,
+                tile_pixels: tile.n,
+            },
+        ),
         Columns::Fixed(cols) => {
             let tiles = u64::from(m_tiles) * cols.div_ceil(u64::from(tile.n));
-            (Algo::Gemm(tile), tile.threads(), tiles * u64::from(tile.threads()), Dispatch::Fixed)
+            (
+                Algo::Gemm(tile),
+                tile.threads(),
+                tiles * u64::from(tile.threads()),
+                Dispatch::Fixed,
+            )
         }
     }
 }
@@ -228,14 +314,29 @@ pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
         kernel.threads_per_image = rows * u64::from(WORKGROUP);
         return;
     }
-    let Some((groups, rows, columns, _, linear)) = gemm_shape(nodes, params, kernel) else { return };
+    let Some((groups, rows, columns, _, linear)) = gemm_shape(nodes, params, kernel) else {
+        return;
+    };
     let (gpu, cpu) = match (linear, columns) {
         (true, Columns::PerImage(_)) => (LINEAR_GEMM, CPU_LINEAR_GEMM),
         _ => (CONV_GEMM, cpu_tile(groups, rows, columns)),
     };
-    (kernel.algo, kernel.workgroup_size, kernel.threads_per_image, kernel.dispatch) = gemm_form(gpu, groups, rows, columns);
+    (
+        kernel.algo,
+        kernel.workgroup_size,
+        kernel.threads_per_image,
+        kernel.dispatch,
+    ) = gemm_form(gpu, groups, rows, columns);
     let (algo, workgroup_size, threads_per_image, dispatch) = gemm_form(cpu, groups, rows, columns);
-    kernel.variants = Cow::Owned(vec![Variant { target: Target::Cpu, algo, cost: Cost::default(), wgsl: Cow::Borrowed(""), workgroup_size, threads_per_image, dispatch }]);
+    kernel.variants = Cow::Owned(vec![Variant {
+        target: Target::Cpu,
+        algo,
+        cost: Cost::default(),
+        wgsl: Cow::Borrowed(""),
+        workgroup_size,
+        threads_per_image,
+        dispatch,
+    }]);
 }
 
 /// The post-conv ops a fused conv block applies, in order.
@@ -262,13 +363,18 @@ pub fn conv_block(conv: &ConvNode, post: &[Post]) -> Option<(Algo, u32)> {
     let (out_h, out_w) = pool.map_or((conv.out_h, conv.out_w), |p| (p.out_h, p.out_w));
     let mut best: Option<(u64, Algo, u32)> = None;
     for tile in BLOCK_TILES {
-        let Some(channels) = tile.m.checked_sub(lo + hi).filter(|&c| c > 0) else { continue };
+        let Some(channels) = tile.m.checked_sub(lo + hi).filter(|&c| c > 0) else {
+            continue;
+        };
         let channel_tiles = conv.out_channels.div_ceil(channels);
         for out_rows in 1..=out_h.min(16) {
             for out_cols in 1..=out_w.min(16) {
                 // Conv outputs under `out_rows × out_cols` pooled outputs, halo included.
                 let (rows, cols) = match pool {
-                    Some(p) => ((out_rows - 1) * p.stride + p.kernel, (out_cols - 1) * p.stride + p.kernel),
+                    Some(p) => (
+                        (out_rows - 1) * p.stride + p.kernel,
+                        (out_cols - 1) * p.stride + p.kernel,
+                    ),
                     None => (out_rows, out_cols),
                 };
                 if rows * cols > tile.n {
@@ -278,7 +384,14 @@ pub fn conv_block(conv: &ConvNode, post: &[Post]) -> Option<(Algo, u32)> {
                 let workgroups = channel_tiles * spatial;
                 // Work is a whole tile per workgroup, whatever part of it is used.
                 let work = u64::from(workgroups) * u64::from(tile.m) * u64::from(tile.n);
-                let algo = Algo::ConvBlock { tile, rows, cols, out_rows, out_cols, channels };
+                let algo = Algo::ConvBlock {
+                    tile,
+                    rows,
+                    cols,
+                    out_rows,
+                    out_cols,
+                    channels,
+                };
                 if best.as_ref().is_none_or(|(w, _, _)| work < *w) {
                     best = Some((work, algo, workgroups));
                 }
@@ -302,13 +415,19 @@ pub fn cost(plan: &Plan, kernel: &Kernel) -> Cost {
             read = read.plus(size);
         }
     }
-    Cost { flops: flops(plan, kernel), read, written }
+    Cost {
+        flops: flops(plan, kernel),
+        read,
+        written,
+    }
 }
 
 fn flops(plan: &Plan, kernel: &Kernel) -> Extent {
     let elems = |a: u32| plan.activations[a as usize].elems_per_image();
     let part_rows = kernel.bindings.iter().find_map(|b| match *b {
-        Binding::Param { index, part } | Binding::ParamMut { index, part } | Binding::ParamGrad { index, part, .. } => {
+        Binding::Param { index, part }
+        | Binding::ParamMut { index, part }
+        | Binding::ParamGrad { index, part, .. } => {
             let p = &plan.params[index as usize];
             Some((u64::from(p.parts[part as usize].rows), p.row_elems()))
         }
@@ -324,12 +443,20 @@ fn flops(plan: &Plan, kernel: &Kernel) -> Extent {
         let per_image = match (node.op, kernel.role) {
             (NodeOp::Conv(c), Role::Forward | Role::Backward(Wrt::Input | Wrt::Weight)) => {
                 let rows = part_rows.map_or(u64::from(c.out_channels), |(r, _)| r);
-                let macs = rows * u64::from(c.out_h * c.out_w) * u64::from(c.in_channels / c.groups) * u64::from(c.kernel * c.kernel);
+                let macs = rows
+                    * u64::from(c.out_h * c.out_w)
+                    * u64::from(c.in_channels / c.groups)
+                    * u64::from(c.kernel * c.kernel);
                 match kernel.algo {
                     // GEMM kernels compute whole tiles: channel tiles padded to the tile's rows.
                     Algo::Gemm(tile) if kernel.role == Role::Forward => {
-                        let rows = u64::from(c.groups * (c.out_channels / c.groups).div_ceil(tile.m) * tile.m);
-                        2 * rows * u64::from(c.out_h * c.out_w) * u64::from(c.in_channels / c.groups) * u64::from(c.kernel * c.kernel)
+                        let rows = u64::from(
+                            c.groups * (c.out_channels / c.groups).div_ceil(tile.m) * tile.m,
+                        );
+                        2 * rows
+                            * u64::from(c.out_h * c.out_w)
+                            * u64::from(c.in_channels / c.groups)
+                            * u64::from(c.kernel * c.kernel)
                     }
                     // A fused block computes whole tiles, halos included.
                     Algo::ConvBlock { tile, .. } => {
@@ -337,13 +464,17 @@ fn flops(plan: &Plan, kernel: &Kernel) -> Extent {
                             Dispatch::PerImage { workgroups } => u64::from(workgroups),
                             _ => 0,
                         };
-                        2 * workgroups * u64::from(tile.m * tile.n) * u64::from(c.in_channels / c.groups) * u64::from(c.kernel * c.kernel)
+                        2 * workgroups
+                            * u64::from(tile.m * tile.n)
+                            * u64::from(c.in_channels / c.groups)
+                            * u64::from(c.kernel * c.kernel)
                     }
                     _ => 2 * macs,
                 }
             }
             (NodeOp::Linear(l), Role::Forward | Role::Backward(Wrt::Input | Wrt::Weight)) => {
-                2 * part_rows.map_or(u64::from(l.out_features), |(r, _)| r) * u64::from(l.in_features)
+                2 * part_rows.map_or(u64::from(l.out_features), |(r, _)| r)
+                    * u64::from(l.in_features)
             }
             (NodeOp::Conv(_) | NodeOp::Linear(_), Role::Backward(Wrt::Bias)) => out,
             (NodeOp::Lrn(l), _) => out * (2 * u64::from(l.size) + 4),

@@ -25,7 +25,10 @@ pub fn fit(plan: &mut Plan, graph: &Graph) -> Result<(), Errors> {
             let fits = |b: u64| kernel.cost.flops.at(b) <= budget && loops(b) < algo::LOOP_LIMIT;
             if !fits(1) {
                 let worst = over.entry(&*original.layer).or_default();
-                for (slot, amount, limit) in [(0, kernel.cost.flops.at(1), budget + 1), (1, loops(1), algo::LOOP_LIMIT)] {
+                for (slot, amount, limit) in [
+                    (0, kernel.cost.flops.at(1), budget + 1),
+                    (1, loops(1), algo::LOOP_LIMIT),
+                ] {
                     if amount >= limit && worst[slot].as_ref().is_none_or(|(a, _)| amount > *a) {
                         worst[slot] = Some((amount, kernel.name.to_string()));
                     }
@@ -49,7 +52,11 @@ pub fn fit(plan: &mut Plan, graph: &Graph) -> Result<(), Errors> {
     }
     let mut errors = Vec::new();
     for (layer, [flops, loops]) in over {
-        let span = graph.g.node_weights().find(|n| n.layer == layer).map_or_else(proc_macro2::Span::call_site, |n| n.span);
+        let span = graph
+            .g
+            .node_weights()
+            .find(|n| n.layer == layer)
+            .map_or_else(proc_macro2::Span::call_site, |n| n.span);
         if let Some((flops, kernel)) = flops {
             errors.push(Error::new(
                 span,

@@ -13,11 +13,24 @@ use alexnet_plan::{Fusion, Node, NodeOp, Target};
 pub enum Group {
     /// A convolution, then optionally ReLU, then LRN and max-pool in either order (each
     /// optional), in one kernel. `post` lists the LRN/pool nodes in order.
-    ConvBlock { conv: u32, relu: Option<u32>, post: Vec<u32>, dropouts: Vec<u32> },
+    ConvBlock {
+        conv: u32,
+        relu: Option<u32>,
+        post: Vec<u32>,
+        dropouts: Vec<u32>,
+    },
     /// A linear layer with ReLU in its epilogue.
-    LinearRelu { linear: u32, relu: u32, dropouts: Vec<u32> },
+    LinearRelu {
+        linear: u32,
+        relu: u32,
+        dropouts: Vec<u32>,
+    },
     /// A linear layer and the softmax over its outputs, one workgroup per image.
-    LinearSoftmax { linear: u32, softmax: u32, dropouts: Vec<u32> },
+    LinearSoftmax {
+        linear: u32,
+        softmax: u32,
+        dropouts: Vec<u32>,
+    },
     /// An op on its own.
     Single(u32),
     /// Nodes that compute nothing at inference (dropout).
@@ -28,15 +41,28 @@ impl Group {
     /// The nodes the group covers, in order.
     pub fn covers(&self) -> Vec<u32> {
         let mut v = match self {
-            Group::ConvBlock { conv, relu, post, dropouts } => {
+            Group::ConvBlock {
+                conv,
+                relu,
+                post,
+                dropouts,
+            } => {
                 let mut v = vec![*conv];
                 v.extend(relu);
                 v.extend(post);
                 v.extend(dropouts);
                 v
             }
-            Group::LinearRelu { linear, relu, dropouts } => [vec![*linear, *relu], dropouts.clone()].concat(),
-            Group::LinearSoftmax { linear, softmax, dropouts } => [vec![*linear, *softmax], dropouts.clone()].concat(),
+            Group::LinearRelu {
+                linear,
+                relu,
+                dropouts,
+            } => [vec![*linear, *relu], dropouts.clone()].concat(),
+            Group::LinearSoftmax {
+                linear,
+                softmax,
+                dropouts,
+            } => [vec![*linear, *softmax], dropouts.clone()].concat(),
             Group::Single(n) | Group::Identity(n) => vec![*n],
         };
         v.sort_unstable();
@@ -60,7 +86,8 @@ pub fn fuse(nodes: &[Node], fusion: Fusion) -> Vec<Group> {
 /// The groups of one layer's nodes `start..end`.
 fn fuse_layer(nodes: &[Node], start: u32, end: u32, fusion: Fusion) -> Vec<Group> {
     // Dropout computes nothing at inference: it joins whatever group precedes it.
-    let (ops, dropouts): (Vec<u32>, Vec<u32>) = (start..end).partition(|&n| !matches!(nodes[n as usize].op, NodeOp::Dropout(_)));
+    let (ops, dropouts): (Vec<u32>, Vec<u32>) =
+        (start..end).partition(|&n| !matches!(nodes[n as usize].op, NodeOp::Dropout(_)));
     if fusion == Fusion::Off {
         let mut groups: Vec<Group> = ops.into_iter().map(Group::Single).collect();
         groups.extend(dropouts.into_iter().map(Group::Identity));
@@ -69,24 +96,54 @@ fn fuse_layer(nodes: &[Node], start: u32, end: u32, fusion: Fusion) -> Vec<Group
     let op = |n: &u32| nodes[*n as usize].op;
     let kinds: Vec<NodeOp> = ops.iter().map(op).collect();
     let group = match (kinds.as_slice(), ops.as_slice()) {
-        ([NodeOp::Conv(_), NodeOp::Relu, rest @ ..], [conv, relu, post @ ..]) if block_tail(rest) => {
-            Some(Group::ConvBlock { conv: *conv, relu: Some(*relu), post: post.to_vec(), dropouts: dropouts.clone() })
+        ([NodeOp::Conv(_), NodeOp::Relu, rest @ ..], [conv, relu, post @ ..])
+            if block_tail(rest) =>
+        {
+            Some(Group::ConvBlock {
+                conv: *conv,
+                relu: Some(*relu),
+                post: post.to_vec(),
+                dropouts: dropouts.clone(),
+            })
         }
-        ([NodeOp::Conv(_), rest @ ..], [conv, post @ ..]) if block_tail(rest) && !rest.is_empty() => {
-            Some(Group::ConvBlock { conv: *conv, relu: None, post: post.to_vec(), dropouts: dropouts.clone() })
+        ([NodeOp::Conv(_), rest @ ..], [conv, post @ ..])
+            if block_tail(rest) && !rest.is_empty() =>
+        {
+            Some(Group::ConvBlock {
+                conv: *conv,
+                relu: None,
+                post: post.to_vec(),
+                dropouts: dropouts.clone(),
+            })
         }
-        ([NodeOp::Linear(_), NodeOp::Relu], [linear, relu]) => Some(Group::LinearRelu { linear: *linear, relu: *relu, dropouts: dropouts.clone() }),
-        ([NodeOp::Linear(_), NodeOp::Softmax], [linear, softmax]) => {
-            Some(Group::LinearSoftmax { linear: *linear, softmax: *softmax, dropouts: dropouts.clone() })
-        }
+        ([NodeOp::Linear(_), NodeOp::Relu], [linear, relu]) => Some(Group::LinearRelu {
+            linear: *linear,
+            relu: *relu,
+            dropouts: dropouts.clone(),
+        }),
+        ([NodeOp::Linear(_), NodeOp::Softmax], [linear, softmax]) => Some(Group::LinearSoftmax {
+            linear: *linear,
+            softmax: *softmax,
+            dropouts: dropouts.clone(),
+        }),
         _ => None,
     };
     match group {
         // Epilogue fusion keeps conv + ReLU and leaves LRN and pooling to kernels of their own,
         // so no tile recomputes its neighbours' halos.
-        Some(Group::ConvBlock { conv, relu, post, dropouts }) if fusion == Fusion::Epilogue && !post.is_empty() => {
+        Some(Group::ConvBlock {
+            conv,
+            relu,
+            post,
+            dropouts,
+        }) if fusion == Fusion::Epilogue && !post.is_empty() => {
             let mut groups = match relu {
-                Some(relu) => vec![Group::ConvBlock { conv, relu: Some(relu), post: Vec::new(), dropouts: Vec::new() }],
+                Some(relu) => vec![Group::ConvBlock {
+                    conv,
+                    relu: Some(relu),
+                    post: Vec::new(),
+                    dropouts: Vec::new(),
+                }],
                 None => vec![Group::Single(conv)],
             };
             groups.extend(post.into_iter().map(Group::Single));
@@ -119,7 +176,10 @@ pub fn for_target(fusion: Fusion, target: Target) -> Fusion {
 fn block_tail(ops: &[NodeOp]) -> bool {
     matches!(
         ops,
-        [] | [NodeOp::Lrn(_)] | [NodeOp::MaxPool(_)] | [NodeOp::Lrn(_), NodeOp::MaxPool(_)] | [NodeOp::MaxPool(_), NodeOp::Lrn(_)]
+        [] | [NodeOp::Lrn(_)]
+            | [NodeOp::MaxPool(_)]
+            | [NodeOp::Lrn(_), NodeOp::MaxPool(_)]
+            | [NodeOp::MaxPool(_), NodeOp::Lrn(_)]
     )
 }
 
@@ -129,9 +189,15 @@ fn block_tail(ops: &[NodeOp]) -> bool {
 /// stays a kernel of its own.
 pub fn epilogue_dropout(nodes: &[Node], covers: &[u32]) -> Option<u32> {
     let op = |n: &u32| nodes[*n as usize].op;
-    let first = covers.iter().find(|n| !matches!(op(n), NodeOp::Dropout(_)))?;
+    let first = covers
+        .iter()
+        .find(|n| !matches!(op(n), NodeOp::Dropout(_)))?;
     let relu = covers.iter().find(|n| op(n) == NodeOp::Relu)?;
-    let after: Vec<u32> = covers.iter().copied().filter(|n| n > relu && matches!(op(n), NodeOp::Dropout(_))).collect();
+    let after: Vec<u32> = covers
+        .iter()
+        .copied()
+        .filter(|n| n > relu && matches!(op(n), NodeOp::Dropout(_)))
+        .collect();
     match (op(first), after.as_slice()) {
         (NodeOp::Linear(_), [dropout]) => Some(*dropout),
         _ => None,
@@ -152,14 +218,25 @@ pub fn backward_chains(nodes: &[Node], groups: &[Group], fusion: Fusion) -> Vec<
     groups
         .iter()
         .filter_map(|group| match group {
-            Group::LinearRelu { relu, .. } => epilogue_dropout(nodes, &group.covers()).map(|dropout| vec![*relu, dropout]),
+            Group::LinearRelu { relu, .. } => {
+                epilogue_dropout(nodes, &group.covers()).map(|dropout| vec![*relu, dropout])
+            }
             Group::ConvBlock { .. } if fusion != Fusion::Blocks => None,
-            Group::ConvBlock { relu, post, dropouts, .. } => {
+            Group::ConvBlock {
+                relu,
+                post,
+                dropouts,
+                ..
+            } => {
                 let chain: Vec<u32> = relu.iter().chain(post.iter()).copied().collect();
                 let tail: Vec<NodeOp> = post.iter().map(|&n| nodes[n as usize].op).collect();
-                let lrn_first = matches!(tail.as_slice(), [NodeOp::Lrn(_)] | [NodeOp::MaxPool(_)] | [NodeOp::Lrn(_), NodeOp::MaxPool(_)]);
+                let lrn_first = matches!(
+                    tail.as_slice(),
+                    [NodeOp::Lrn(_)] | [NodeOp::MaxPool(_)] | [NodeOp::Lrn(_), NodeOp::MaxPool(_)]
+                );
                 let last = *chain.last()?;
-                (lrn_first && chain.len() > 1 && dropouts.iter().all(|&d| d > last)).then_some(chain)
+                (lrn_first && chain.len() > 1 && dropouts.iter().all(|&d| d > last))
+                    .then_some(chain)
             }
             Group::LinearSoftmax { .. } | Group::Single(_) | Group::Identity(_) => None,
         })

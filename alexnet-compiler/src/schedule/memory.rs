@@ -30,10 +30,19 @@ pub struct Life {
 
 /// The lifetime of every tensor `steps` touch. `inputs` are live from before step 0 and
 /// `outputs` until after the last step.
-pub fn liveness(plan: &Plan, steps: &[Step], inputs: &[Tensor], outputs: &[Tensor]) -> BTreeMap<Tensor, Life> {
+pub fn liveness(
+    plan: &Plan,
+    steps: &[Step],
+    inputs: &[Tensor],
+    outputs: &[Tensor],
+) -> BTreeMap<Tensor, Life> {
     let mut lives: BTreeMap<Tensor, Life> = BTreeMap::new();
     let mut touch = |t: Tensor, i: usize, device: u32| {
-        let life = lives.entry(t).or_insert(Life { first: i, last: i, device });
+        let life = lives.entry(t).or_insert(Life {
+            first: i,
+            last: i,
+            device,
+        });
         life.first = life.first.min(i);
         life.last = life.last.max(i);
     };
@@ -63,7 +72,13 @@ pub fn liveness(plan: &Plan, steps: &[Step], inputs: &[Tensor], outputs: &[Tenso
 }
 
 /// A program of `steps` with its buffers and placements.
-pub fn program(plan: &Plan, steps: Vec<Step>, inputs: &[Tensor], outputs: &[Tensor], reuse: Reuse) -> Program {
+pub fn program(
+    plan: &Plan,
+    steps: Vec<Step>,
+    inputs: &[Tensor],
+    outputs: &[Tensor],
+    reuse: Reuse,
+) -> Program {
     let lives = liveness(plan, &steps, inputs, outputs);
     let mut order: Vec<(&Tensor, &Life)> = lives.iter().collect();
     order.sort_by_key(|(t, l)| (l.first, **t));
@@ -75,16 +90,33 @@ pub fn program(plan: &Plan, steps: Vec<Step>, inputs: &[Tensor], outputs: &[Tens
         let size = plan.tensor_size(tensor);
         let name = tensor_name(plan, tensor);
         let shareable = reuse == Reuse::Share && !tensor.is_state();
-        let free = (0..buffers.len()).filter(|&b| buffers[b].device == life.device && busy_until[b].is_some_and(|until| until < life.first));
+        let free = (0..buffers.len()).filter(|&b| {
+            buffers[b].device == life.device
+                && busy_until[b].is_some_and(|until| until < life.first)
+        });
         // Best fit: the smallest buffer that already holds the tensor, else the largest.
-        let fits = |b: &usize| buffers[*b].size.per_image >= size.per_image && buffers[*b].size.fixed >= size.fixed;
-        let candidates: Vec<usize> = if shareable { free.collect() } else { Vec::new() };
+        let fits = |b: &usize| {
+            buffers[*b].size.per_image >= size.per_image && buffers[*b].size.fixed >= size.fixed
+        };
+        let candidates: Vec<usize> = if shareable {
+            free.collect()
+        } else {
+            Vec::new()
+        };
         let chosen = candidates
             .iter()
             .copied()
             .filter(fits)
             .min_by_key(|&b| (buffers[b].size.per_image, buffers[b].size.fixed, b))
-            .or_else(|| candidates.iter().copied().max_by_key(|&b| (buffers[b].size.per_image, buffers[b].size.fixed, std::cmp::Reverse(b))));
+            .or_else(|| {
+                candidates.iter().copied().max_by_key(|&b| {
+                    (
+                        buffers[b].size.per_image,
+                        buffers[b].size.fixed,
+                        std::cmp::Reverse(b),
+                    )
+                })
+            });
         let buffer = match chosen {
             Some(b) => {
                 buffers[b].size = buffers[b].size.max(size);
@@ -93,15 +125,28 @@ pub fn program(plan: &Plan, steps: Vec<Step>, inputs: &[Tensor], outputs: &[Tens
                 b
             }
             None => {
-                buffers.push(Buffer { name: name.into(), device: life.device, size });
+                buffers.push(Buffer {
+                    name: name.into(),
+                    device: life.device,
+                    size,
+                });
                 busy_until.push(shareable.then_some(life.last));
                 buffers.len() - 1
             }
         };
-        placements.push(Placement { tensor, buffer: buffer as u32, offset: Extent::default(), size });
+        placements.push(Placement {
+            tensor,
+            buffer: buffer as u32,
+            offset: Extent::default(),
+            size,
+        });
     }
     placements.sort_by_key(|p| p.tensor);
-    Program { steps: steps.into(), buffers: buffers.into(), placements: placements.into() }
+    Program {
+        steps: steps.into(),
+        buffers: buffers.into(),
+        placements: placements.into(),
+    }
 }
 
 /// A readable name for a tensor: `conv1.relu`, `d conv1.relu`, `fc6.weight[1] grad`.

@@ -27,13 +27,31 @@ pub fn training_kernels(
     use plan::Binding as B;
     let mut backward = Vec::new();
     let mut updates = Vec::new();
-    for &id in info.order.iter().filter(|&&id| graph.node(id).op.is_training()) {
+    for &id in info
+        .order
+        .iter()
+        .filter(|&&id| graph.node(id).op.is_training())
+    {
         let (of, wrt, update) = match graph.node(id).op {
             Op::Loss => {
                 // Named after no layer: the loss belongs to the whole network.
-                let producer = nodes.iter().rposition(|n| n.output == logits && !matches!(n.op, plan::NodeOp::Dropout(_)));
+                let producer = nodes
+                    .iter()
+                    .rposition(|n| n.output == logits && !matches!(n.op, plan::NodeOp::Dropout(_)));
                 let index = producer.or(nodes.len().checked_sub(1)).unwrap_or(0) as u32;
-                let bindings = vec![B::Uniform, B::Activation { index: logits, write: false }, B::Labels, B::Grad { index: logits, write: true }, B::Loss];
+                let bindings = vec![
+                    B::Uniform,
+                    B::Activation {
+                        index: logits,
+                        write: false,
+                    },
+                    B::Labels,
+                    B::Grad {
+                        index: logits,
+                        write: true,
+                    },
+                    B::Loss,
+                ];
                 let mut k = kernel(nodes, index, "loss".into(), 1, plan::Role::Loss, bindings);
                 k.layer = "loss".into();
                 backward.push(k);
@@ -48,12 +66,20 @@ pub fn training_kernels(
         let layer = &node.layer;
         let op = node.op.name();
         let (input, output) = (node.input, node.output);
-        let in_elems = graph.inputs(of).first().and_then(|&s| graph.node(s).shape.as_ref()).map_or(1, |s| s.iter().map(|&d| u64::from(d)).product());
+        let in_elems = graph
+            .inputs(of)
+            .first()
+            .and_then(|&s| graph.node(s).shape.as_ref())
+            .map_or(1, |s| s.iter().map(|&d| u64::from(d)).product());
         debug_assert_eq!(act_of.get(&graph.inputs(of)[0]), Some(&input));
         let param = match (node.op, wrt) {
             (plan::NodeOp::Conv(c), Wrt::Weight) => Some(c.weight),
             (plan::NodeOp::Linear(l), Wrt::Weight) => Some(l.weight),
-            (plan::NodeOp::Conv(plan::ConvNode { bias, .. }) | plan::NodeOp::Linear(plan::LinearNode { bias, .. }), Wrt::Bias) => bias,
+            (
+                plan::NodeOp::Conv(plan::ConvNode { bias, .. })
+                | plan::NodeOp::Linear(plan::LinearNode { bias, .. }),
+                Wrt::Bias,
+            ) => bias,
             _ => None,
         };
         let plan_wrt = match wrt {
@@ -79,27 +105,74 @@ pub fn training_kernels(
                         let parts = &params[w as usize].parts;
                         for part in 0..parts.len() as u32 {
                             let name = part_name(format!("{layer}_{op}_bwd_x"), part, parts.len());
-                            let bindings =
-                                vec![B::Uniform, B::Grad { index: output, write: false }, B::Param { index: w, part }, B::Grad { index: input, write: true }];
+                            let bindings = vec![
+                                B::Uniform,
+                                B::Grad {
+                                    index: output,
+                                    write: false,
+                                },
+                                B::Param { index: w, part },
+                                B::Grad {
+                                    index: input,
+                                    write: true,
+                                },
+                            ];
                             backward.push(kernel(nodes, index, name, in_elems, role, bindings));
                         }
                     }
                     None if matches!(node.op, plan::NodeOp::Dropout(_)) => {
-                        let bindings = vec![B::Uniform, B::Grad { index: output, write: true }];
-                        backward.push(kernel(nodes, index, format!("{layer}_dropout_bwd_x"), in_elems, role, bindings));
-                    }
-                    None => {
-                        let threads = if matches!(node.op, plan::NodeOp::Softmax) { 1 } else { in_elems };
-                        // ReLU's gradient needs only the sign of its output (the same as its
-                        // input's), so the conv or linear output before it need not be kept.
-                        let read = if node.op == plan::NodeOp::Relu { output } else { input };
                         let bindings = vec![
                             B::Uniform,
-                            B::Activation { index: read, write: false },
-                            B::Grad { index: output, write: false },
-                            B::Grad { index: input, write: true },
+                            B::Grad {
+                                index: output,
+                                write: true,
+                            },
                         ];
-                        backward.push(kernel(nodes, index, format!("{layer}_{op}_bwd_x"), threads, role, bindings));
+                        backward.push(kernel(
+                            nodes,
+                            index,
+                            format!("{layer}_dropout_bwd_x"),
+                            in_elems,
+                            role,
+                            bindings,
+                        ));
+                    }
+                    None => {
+                        let threads = if matches!(node.op, plan::NodeOp::Softmax) {
+                            1
+                        } else {
+                            in_elems
+                        };
+                        // ReLU's gradient needs only the sign of its output (the same as its
+                        // input's), so the conv or linear output before it need not be kept.
+                        let read = if node.op == plan::NodeOp::Relu {
+                            output
+                        } else {
+                            input
+                        };
+                        let bindings = vec![
+                            B::Uniform,
+                            B::Activation {
+                                index: read,
+                                write: false,
+                            },
+                            B::Grad {
+                                index: output,
+                                write: false,
+                            },
+                            B::Grad {
+                                index: input,
+                                write: true,
+                            },
+                        ];
+                        backward.push(kernel(
+                            nodes,
+                            index,
+                            format!("{layer}_{op}_bwd_x"),
+                            threads,
+                            role,
+                            bindings,
+                        ));
                     }
                 }
             }
@@ -109,23 +182,53 @@ pub fn training_kernels(
                     let part = part as u32;
                     let elems = u64::from(range.rows) * param.row_elems();
                     if update {
-                        let name = part_name(format!("{layer}_sgd_{short}"), part, param.parts.len());
+                        let name =
+                            part_name(format!("{layer}_sgd_{short}"), part, param.parts.len());
                         let bindings = vec![
                             B::Uniform,
                             B::ParamMut { index: p, part },
-                            B::ParamGrad { index: p, part, write: false },
+                            B::ParamGrad {
+                                index: p,
+                                part,
+                                write: false,
+                            },
                             B::Momentum { index: p, part },
                         ];
-                        updates.push(kernel(nodes, index, name, elems, plan::Role::Update, bindings));
+                        updates.push(kernel(
+                            nodes,
+                            index,
+                            name,
+                            elems,
+                            plan::Role::Update,
+                            bindings,
+                        ));
                     } else {
-                        let name = part_name(format!("{layer}_{op}_bwd_{short}"), part, param.parts.len());
+                        let name =
+                            part_name(format!("{layer}_{op}_bwd_{short}"), part, param.parts.len());
                         let mut bindings = vec![B::Uniform];
                         if wrt == Wrt::Weight {
-                            bindings.push(B::Activation { index: input, write: false });
+                            bindings.push(B::Activation {
+                                index: input,
+                                write: false,
+                            });
                         }
-                        bindings.push(B::Grad { index: output, write: false });
-                        bindings.push(B::ParamGrad { index: p, part, write: true });
-                        backward.push(kernel(nodes, index, name, elems, plan::Role::Backward(plan_wrt), bindings));
+                        bindings.push(B::Grad {
+                            index: output,
+                            write: false,
+                        });
+                        bindings.push(B::ParamGrad {
+                            index: p,
+                            part,
+                            write: true,
+                        });
+                        backward.push(kernel(
+                            nodes,
+                            index,
+                            name,
+                            elems,
+                            plan::Role::Backward(plan_wrt),
+                            bindings,
+                        ));
                     }
                 }
             }
@@ -144,7 +247,10 @@ pub fn training_kernels(
 /// an invocation per element.
 pub fn chain_kernel(nodes: &[plan::Node], chain: &[u32]) -> plan::Kernel {
     use plan::Binding as B;
-    let (first, last) = (&nodes[chain[0] as usize], &nodes[chain[chain.len() - 1] as usize]);
+    let (first, last) = (
+        &nodes[chain[0] as usize],
+        &nodes[chain[chain.len() - 1] as usize],
+    );
     let mut reads: Vec<u32> = Vec::new();
     let mut shape = None;
     for &n in chain {
@@ -162,17 +268,40 @@ pub fn chain_kernel(nodes: &[plan::Node], chain: &[u32]) -> plan::Kernel {
         }
         shape = shape.or(dims);
     }
-    let (channels, h, w, lrn) = shape.expect("a backward chain holds an LRN, a max-pool or a dropout");
+    let (channels, h, w, lrn) =
+        shape.expect("a backward chain holds an LRN, a max-pool or a dropout");
     let mut bindings = vec![B::Uniform];
-    bindings.extend(reads.iter().map(|&index| B::Activation { index, write: false }));
-    bindings.push(B::Grad { index: last.output, write: false });
-    bindings.push(B::Grad { index: first.input, write: true });
+    bindings.extend(reads.iter().map(|&index| B::Activation {
+        index,
+        write: false,
+    }));
+    bindings.push(B::Grad {
+        index: last.output,
+        write: false,
+    });
+    bindings.push(B::Grad {
+        index: first.input,
+        write: true,
+    });
     let pixels = u64::from(h) * u64::from(w);
-    let threads = if lrn { pixels } else { u64::from(channels) * pixels };
-    let mut k = kernel(nodes, chain[0], format!("{}_block_bwd_x", first.layer), threads, plan::Role::Backward(plan::Wrt::Input), bindings);
+    let threads = if lrn {
+        pixels
+    } else {
+        u64::from(channels) * pixels
+    };
+    let mut k = kernel(
+        nodes,
+        chain[0],
+        format!("{}_block_bwd_x", first.layer),
+        threads,
+        plan::Role::Backward(plan::Wrt::Input),
+        bindings,
+    );
     k.covers = chain.to_vec().into();
     if lrn {
-        k.algo = plan::Algo::ChannelScan { threads: super::algo::WORKGROUP };
+        k.algo = plan::Algo::ChannelScan {
+            threads: super::algo::WORKGROUP,
+        };
         k.workgroup_size = k.algo.threads();
     }
     k
