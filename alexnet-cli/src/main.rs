@@ -152,37 +152,45 @@ impl DeviceArgs {
 
 #[derive(Args, Clone)]
 struct TowerArgs {
-    /// Run a two-tower (`devices: 2`) model's forward pass on two devices: two adapter
-    /// indices as `alexnet devices` lists them, e.g. `0,1`, or `0,0` for one adapter opened
-    /// twice (default: one device runs both towers).
+    /// Run a two-tower (`devices: 2`) model on two devices: two adapter indices as
+    /// `alexnet devices` lists them, e.g. `0,1`, or `0,0` for one adapter opened twice
+    /// (default: one device runs both towers).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     devices: Option<Vec<usize>>,
 }
 
 impl TowerArgs {
-    /// The two devices `--devices` names, each with its kernel variants chosen as on one.
-    fn open(&self, device: &DeviceArgs, plan: &Plan) -> Result<Option<[Gpu; 2]>> {
+    /// The two devices `--devices` names, for `mode` (inference or training), with device
+    /// 0's kernel variants chosen as on one device (or kept, as `keep` says) and used on both,
+    /// so the two compute what one would.
+    fn open(
+        &self,
+        device: &DeviceArgs,
+        plan: &Plan,
+        mode: Mode,
+        keep: Option<&(String, alexnet::plan::Target)>,
+    ) -> Result<Option<[Gpu; 2]>> {
         let Some(indices) = &self.devices else {
             return Ok(None);
         };
         let [a, b] = indices[..] else {
             bail!("--devices takes two adapter indices, e.g. `0,1` (or `0,0` for one adapter opened twice); got {indices:?}")
         };
-        if plan.towers.is_none() {
-            bail!("--devices: {} has no two-device program (it needs `devices: 2` with every conv and linear layer split into towers); run it on one device", plan.name);
-        }
-        let open = |index: usize| {
-            open_tuned(
-                &DeviceArgs {
-                    adapter: Some(index),
-                    ..device.clone()
-                },
-                plan,
-                Mode::Inference,
-                None,
-            )
+        let (towers, what) = match mode {
+            Mode::Training => (&plan.tower_training, "training "),
+            _ => (&plan.towers, ""),
         };
-        Ok(Some([open(a)?, open(b)?]))
+        if towers.is_none() {
+            bail!("--devices: {} has no two-device {what}program (it needs `devices: 2` with every conv and linear layer split into towers); run it on one device", plan.name);
+        }
+        let on = |index: usize| DeviceArgs {
+            adapter: Some(index),
+            ..device.clone()
+        };
+        let first = open_tuned(&on(a), plan, mode, keep)?;
+        let mut second = Gpu::open(&on(b).options(), plan)?;
+        second.target = first.target;
+        Ok(Some([first, second]))
     }
 }
 
@@ -275,6 +283,8 @@ struct TrainArgs {
     max_steps: Option<u32>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    towers: TowerArgs,
 }
 
 #[derive(Args)]
@@ -459,10 +469,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             let plan = replace_shaders(plan_of(&model)?, shaders.as_deref())?;
             if towers.devices.is_some() {
-                if mode != Mode::Inference || kernels {
-                    bail!("--devices times the two-device forward pass only: training on two devices, --unfused and --kernels run on one device");
+                if mode == Mode::Inspect || kernels {
+                    bail!("--devices times the two-device forward pass or training step (--train): --unfused and --kernels run on one device");
                 }
-                return bench_towers(&plan, batch, iters, &device, &towers);
+                return bench_towers(&plan, batch, iters, mode, &device, &towers);
             }
             bench(&plan, batch, iters, mode, kernels, &device)
         }
@@ -558,7 +568,7 @@ fn towers(plan: &Plan, batch: u64) {
         alexnet::plan::Place::Towers => "towers (half each)".to_string(),
     };
     match &plan.towers {
-        Some(_) => println!("two-device split (inference runs on two devices with `--devices A,B`; training runs on one):"),
+        Some(_) => println!("two-device split ({} on two devices with `--devices A,B`):", if plan.tower_training.is_some() { "inference and training run" } else { "inference runs; training runs on one device" }),
         None => println!("two-device split (planned; this plan has no two-device program: a layer is pinned to one device):"),
     }
     for l in plan.layers.iter() {
@@ -617,11 +627,16 @@ fn towers(plan: &Plan, batch: u64) {
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     for device in 0..2 {
         println!(
-            "  device {device}: {} parameters ({:.1} MiB; ×3 when training, with gradients and momentum), {:.1} MiB of activations at batch {batch}, receives {:.1} KB/img forward (and sends as much back in backward)",
+            "  device {device}: {} parameters ({:.1} MiB; ×3 when training, with gradients and momentum), {:.1} MiB of activations at batch {batch}, receives {:.1} KB/img forward{}",
             plan.params_on(device),
             mib(plan.params_on(device) * 4),
             mib(plan.activation_bytes_on(device) * batch),
-            plan.received_per_image(device) as f64 / 1e3
+            plan.received_per_image(device) as f64 / 1e3,
+            // The backward pass returns summed input gradients and the LRN gradients' halos.
+            plan.tower_training.as_ref().map_or(String::new(), |t| format!(
+                ", {:.1} KB/img in a training step",
+                t.received_per_image(device) as f64 / 1e3
+            ))
         );
     }
 }
@@ -701,10 +716,14 @@ fn info(plan: &Plan, batch: u64, kernels: bool) -> Result<()> {
                 .iter()
                 .map(|t| ("tower inference".to_string(), &t.programs[device as usize])),
         );
-        if programs
-            .iter()
-            .all(|(_, p)| p.buffers.iter().all(|b| b.device != device))
-        {
+        programs.extend(
+            plan.tower_training
+                .iter()
+                .map(|t| ("tower training".to_string(), &t.programs[device as usize])),
+        );
+        // Only the programs that place something on this device.
+        programs.retain(|(_, p)| p.buffers.iter().any(|b| b.device == device));
+        if programs.is_empty() {
             println!("  device {device}: nothing placed (this plan has no two-device program)");
             continue;
         }
@@ -918,7 +937,10 @@ fn infer(args: &InferArgs) -> Result<()> {
         }
     };
     let labels = labels(plan, args.labels.as_deref())?;
-    let out = match args.towers.open(&args.device, plan)? {
+    let out = match args
+        .towers
+        .open(&args.device, plan, Mode::Inference, None)?
+    {
         Some(gpus) => {
             eprintln!(
                 "running {} on two devices: {} and {}",
@@ -1079,27 +1101,47 @@ fn selftest(
     Ok(())
 }
 
-/// Times the two-device forward pass: the median pass, and how much of it the exchanges took.
+/// Times the two-device forward pass or training step (`mode`): the median, and how much of
+/// it the exchanges took.
 fn bench_towers(
     plan: &Plan,
     batch: usize,
     iters: usize,
+    mode: Mode,
     device: &DeviceArgs,
     towers: &TowerArgs,
 ) -> Result<()> {
     if batch == 0 || batch > plan.max_batch as usize {
         bail!("--batch must be in 1..={}", plan.max_batch);
     }
-    let gpus = towers.open(device, plan)?.expect("--devices was given");
-    let mut session = TowerSession::new([&gpus[0], &gpus[1]], plan, batch as u32)?;
+    let train = mode == Mode::Training;
+    let gpus = towers
+        .open(device, plan, mode, None)?
+        .expect("--devices was given");
+    let gpus = [&gpus[0], &gpus[1]];
+    let mut session = if train {
+        TowerSession::for_training(gpus, plan, batch as u32)?
+    } else {
+        TowerSession::new(gpus, plan, batch as u32)?
+    };
     session.load_weights(&Weights::init(plan, 0))?;
     let input = vec![0.5f32; batch * plan.input_elems()];
-    session.forward(&input, batch)?;
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % plan.classes()).collect();
+    let config = alexnet::runtime::StepConfig::paper(0, 0);
+    let run = |session: &mut TowerSession| -> Result<()> {
+        if train {
+            session.train_step(&input, &labels, batch, &config)?;
+        } else {
+            session.forward(&input, batch)?;
+        }
+        Ok(())
+    };
+    run(&mut session)?;
     let bar = indicatif::ProgressBar::new(iters as u64);
     let mut runs = Vec::with_capacity(iters);
     for _ in 0..iters.max(1) {
         let start = std::time::Instant::now();
-        session.forward(&input, batch)?;
+        run(&mut session)?;
         runs.push((start.elapsed().as_secs_f64(), session.exchange_stats()));
         bar.inc(1);
     }
@@ -1108,11 +1150,12 @@ fn bench_towers(
     let (median, stats) = runs[runs.len() / 2];
     let memory = session.memory();
     println!(
-        "{} batch {batch} on two devices ({} | {}): median {:.3} ms per forward ({:.1} images/s), of which {:.3} ms in exchanges moving {:.1} KB 0→1 and {:.1} KB 1→0; GPU memory {:.1} + {:.1} MiB",
+        "{} batch {batch} on two devices ({} | {}): median {:.3} ms per {} ({:.1} images/s), of which {:.3} ms in exchanges moving {:.1} KB 0→1 and {:.1} KB 1→0; GPU memory {:.1} + {:.1} MiB",
         plan.name,
         gpus[0].describe(),
         gpus[1].describe(),
         median * 1e3,
+        if train { "training step" } else { "forward" },
         batch as f64 / median,
         stats.time.as_secs_f64() * 1e3,
         stats.bytes[0] as f64 / 1e3,

@@ -9,7 +9,7 @@ use alexnet::runtime::train::{
 };
 use alexnet::runtime::trainer::{Epoch, EpochReport, Trainer};
 use alexnet::runtime::{Mode, StepConfig};
-use alexnet::{Gpu, Plan, Session, Weights};
+use alexnet::{Gpu, Plan, Runner, Session, TowerSession, Weights};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -262,20 +262,42 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         };
         (weights, None, TrainState::new(&options))
     };
-    let gpu = crate::open_tuned(&args.device, plan, Mode::Training, state.kernels.as_ref())?;
+    // One device, or the towers on two (`--devices`).
+    let towers = args
+        .towers
+        .open(&args.device, plan, Mode::Training, state.kernels.as_ref())?;
+    let one = match towers {
+        Some(_) => None,
+        None => Some(crate::open_tuned(
+            &args.device,
+            plan,
+            Mode::Training,
+            state.kernels.as_ref(),
+        )?),
+    };
+    let gpu = one
+        .as_ref()
+        .or(towers.as_ref().map(|t| &t[0]))
+        .expect("one device or two");
     let mut state = state;
     state.kernels = Some((gpu.adapter_name(), gpu.target));
+    let on = match &towers {
+        Some([a, b]) => format!("two devices ({} | {})", a.describe(), b.describe()),
+        None => gpu.describe(),
+    };
     eprintln!(
-        "training {} on {} — {} training, {} validation, {} test images; batch {}, lr {}",
+        "training {} on {on} — {} training, {} validation, {} test images; batch {}, lr {}",
         plan.name,
-        gpu.describe(),
         train_set.len(),
         val_set.len(),
         test_set.as_ref().map_or(0, |t| t.len()),
         args.batch,
         state.lr
     );
-    let mut session = Session::for_training(&gpu, plan, args.batch as u32)?;
+    let mut session: Box<dyn Runner> = match &towers {
+        Some([a, b]) => Box::new(TowerSession::for_training([a, b], plan, args.batch as u32)?),
+        None => Box::new(Session::for_training(gpu, plan, args.batch as u32)?),
+    };
     session.load_weights(&weights)?;
     if let Some(m) = &momentum {
         session.write_momentum(m)?;
@@ -283,7 +305,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let per_epoch = (train_set.len() / args.batch) as u32;
     let run_start = Instant::now();
     let mut trainer = Trainer::new(
-        &mut session,
+        session.as_mut(),
         plan,
         options.clone(),
         state,

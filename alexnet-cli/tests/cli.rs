@@ -82,13 +82,15 @@ fn info_graph_and_shaders() {
         "{info}"
     );
     assert!(
-        info.contains("fusion on: 86 kernels in all, 9 dispatches per forward pass"),
+        // The towers run each weight part as a kernel of its own, with LRN and pool apart (a
+        // halo is exchanged between them); a one-device net keeps its blocks (below).
+        info.contains("fusion on: 129 kernels in all, 22 dispatches per forward pass"),
         "{info}"
     );
     assert!(info.contains("device 0 inference"), "{info}");
-    // Software adapters run the blocks as GEMM + LRN + pool, with a memory plan of their own.
+    // Software adapters have a program (and a memory plan) of their own.
     assert!(
-        info.contains("on cpu adapters: fusion epilogue, 14 dispatches per forward pass"),
+        info.contains("on cpu adapters: fusion epilogue, 22 dispatches per forward pass"),
         "{info}"
     );
     assert!(info.contains("device 0 inference (cpu)"), "{info}");
@@ -98,6 +100,15 @@ fn info_graph_and_shaders() {
         info.contains("device 1: 30482612 parameters")
             && info.contains("receives 151.4 KB/img forward"),
         "{info}"
+    );
+    assert!(
+        info.contains("inference and training run on two devices")
+            && info.contains("device 1 tower training"),
+        "{info}"
+    );
+    assert!(
+        !info.contains("device 1 inference "),
+        "a one-device program places nothing on device 1: {info}"
     );
     let mini = alexnet(&["info", "--model", "alexnet-mini"]);
     assert!(
@@ -119,16 +130,33 @@ fn info_graph_and_shaders() {
     ]));
     let conv1 = kernels
         .lines()
-        .find(|l| l.starts_with("conv1_fused_fwd"))
+        .find(|l| l.starts_with("conv1_fused_fwd_part1"))
         .unwrap_or_else(|| panic!("{kernels}"));
     assert!(
-        conv1.contains("conv1.conv+conv1.relu+conv1.lrn+conv1.maxpool")
-            && conv1.contains("conv-block 64x64x16"),
+        conv1.contains("conv1.conv+conv1.relu") && conv1.contains("gemm 64x64x16"),
         "{conv1}"
     );
     assert!(
-        kernels.contains("inference kernels at batch 8") && kernels.contains("fc8_linear_bwd_w"),
+        kernels.contains("inference kernels at batch 8")
+            && kernels.contains("fc8_linear_bwd_w_part1"),
         "{kernels}"
+    );
+    let kernels = stdout(&alexnet(&[
+        "info",
+        "--model",
+        "alexnet-torchvision",
+        "--batch",
+        "8",
+        "--kernels",
+    ]));
+    let conv1 = kernels
+        .lines()
+        .find(|l| l.starts_with("conv1_fused_fwd"))
+        .unwrap_or_else(|| panic!("{kernels}"));
+    assert!(
+        conv1.contains("conv1.conv+conv1.relu+conv1.maxpool")
+            && conv1.contains("conv-block 64x64x16"),
+        "{conv1}"
     );
     let bad_batch = alexnet(&["info", "--model", "alexnet", "--batch", "129"]);
     assert!(
@@ -322,6 +350,29 @@ fn infer_runs_the_paper_towers_on_two_logical_devices_as_on_one() {
         std::fs::read(&two).unwrap(),
         "two logical devices give one device's logits"
     );
+    // A training step on two devices, timed with what its exchanges moved.
+    let out = alexnet(&[
+        "bench",
+        "--model",
+        "alexnet",
+        "--variant",
+        "cpu",
+        "--devices",
+        "0,0",
+        "--train",
+        "--batch",
+        "1",
+        "--iters",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out);
+    assert!(
+        line.contains("batch 1 on two devices")
+            && line.contains("per training step")
+            && line.contains("in exchanges moving"),
+        "{line}"
+    );
     for (args, want) in [
         (
             &["infer", "--model", "alexnet", "--devices", "0", p(&x)][..],
@@ -336,8 +387,19 @@ fn infer_runs_the_paper_towers_on_two_logical_devices_as_on_one() {
             "AlexNetMini has no two-device program",
         ),
         (
-            &["bench", "--model", "alexnet", "--devices", "0,0", "--train"][..],
-            "training on two devices",
+            &[
+                "bench",
+                "--model",
+                "alexnet",
+                "--devices",
+                "0,0",
+                "--kernels",
+            ][..],
+            "--kernels run on one device",
+        ),
+        (
+            &["train", "--model", "alexnet-mini", "--devices", "0,0"][..],
+            "AlexNetMini has no two-device training program",
         ),
     ] {
         let out = alexnet(args);

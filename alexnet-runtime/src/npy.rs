@@ -127,27 +127,28 @@ pub fn read_input(path: &Path, plan: &Plan) -> Result<(Vec<f32>, usize)> {
     }
     let truncated = |e: std::io::Error| err(path, format!("truncated or unreadable data: {e}"));
     let descr = npy.dtype().descr();
-    let data: Vec<f32> =
-        match descr.as_str() {
-            "'<f4'" => {
-                fits(path, &shape, 4, len)?;
-                npy.into_vec::<f32>().map_err(truncated)?
-            }
-            "'<f8'" => {
-                fits(path, &shape, 8, len)?;
-                npy.into_vec::<f64>()
-                    .map_err(truncated)?
-                    .into_iter()
-                    .map(|v| v as f32)
-                    .collect()
-            }
-            other => return Err(err(
+    let data: Vec<f32> = match descr.as_str() {
+        "'<f4'" => {
+            fits(path, &shape, 4, len)?;
+            npy.into_vec::<f32>().map_err(truncated)?
+        }
+        "'<f8'" => {
+            fits(path, &shape, 8, len)?;
+            npy.into_vec::<f64>()
+                .map_err(truncated)?
+                .into_iter()
+                .map(|v| v as f32)
+                .collect()
+        }
+        other => {
+            return Err(err(
                 path,
                 format!(
                     "dtype {other} is not supported (expected little-endian float32 or float64)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     if let Some(bad) = data.iter().position(|v| !v.is_finite()) {
         return Err(err(path, format!("value {bad} is not finite")));
     }
