@@ -25,6 +25,21 @@ alexnet! {
     }
 }
 
+alexnet! {
+    /// The other orders of a block: pool before LRN, an LRN straight after a conv (without
+    /// ReLU) and one of size 4 (an uneven window), no bias, linear layers without ReLU.
+    OtherTowers {
+        input: [2, 18, 16],
+        devices: 2,
+        max_batch: 4,
+        conv1: conv(8, k = 3) -> relu -> maxpool(k = 2, s = 2) -> lrn(n = 3, alpha = 1e-3, beta = 0.75, k = 1),
+        conv2: conv(12, k = 3, p = 1, groups = 2, bias = false) -> lrn(n = 4, alpha = 2e-3, beta = 0.5, k = 2) -> relu,
+        conv3: conv(4, k = 1) -> relu -> maxpool(k = 3, s = 2, floor),
+        fc6: linear(6) -> dropout(0.5),
+        fc7: linear(4),
+    }
+}
+
 /// Runs `plan` on one device and on two logical devices of the same adapter.
 fn one_and_two(
     plan: &alexnet::Plan,
@@ -261,6 +276,20 @@ fn small_towers_train_on_two_devices_as_on_one() {
         two.forward(&input, 5).unwrap().logits,
         infer.forward(&input, 5).unwrap().logits
     );
+}
+
+#[test]
+fn other_block_orders_train_on_two_devices_as_on_one() {
+    let plan = &OtherTowers::PLAN;
+    assert!(plan.tower_training.is_some(), "every layer halves");
+    let (a, b) = (gpu(plan), gpu(plan));
+    let weights = he_weights(plan, 6);
+    let (input, labels) = (random_input(plan, 3, 13), labels(plan, 3, 2));
+    let mut one = Session::for_training(&a, plan, 3).unwrap();
+    one.load_weights(&weights).unwrap();
+    let mut two = TowerSession::for_training([&a, &b], plan, 3).unwrap();
+    two.load_weights(&weights).unwrap();
+    assert_eq!(train(&mut two, &input, &labels, 0, 2), train(&mut one, &input, &labels, 0, 2));
 }
 
 #[test]
