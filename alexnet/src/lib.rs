@@ -37,7 +37,9 @@
 //!   read their own tower, other layers gather the other tower's half, LRN borrows the
 //!   boundary channels its window reaches, so the result is the one-device result. A layer
 //!   that cannot be halved is an error unless `#[device = N]` before it puts it on one device.
-//!   The split is planned and reported (`Plan::exchanges`); execution still uses device 0.
+//!   The split is planned and reported (`Plan::exchanges`) and runs on two devices
+//!   (`Plan::towers` for inference, `Plan::tower_training` for a training step;
+//!   `alexnet::TowerSession`), or on one device, which runs both towers.
 //! - `#[weights = "features.0"]` before a layer names its parameters `features.0.weight` and
 //!   `features.0.bias` (default: `conv1.weight`, `conv1.bias`).
 //! - Parameters are initialised as in the paper: N(0, 0.01²) weights; biases 1 in the 2nd,

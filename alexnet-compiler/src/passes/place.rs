@@ -21,9 +21,9 @@
 //! then it gathers what it reads on that device. The backward pass returns the gradient of
 //! every exchanged tensor the opposite way, so its traffic mirrors the forward's.
 //!
-//! `schedule::towers` lowers this for inference (one program per device, these exchanges
-//! between them); the IR dump, the DOT graph and `alexnet info` report it. Training still
-//! runs on one device.
+//! `schedule::towers` lowers this for inference and for a training step (one program per
+//! device, these exchanges between them, and in training their gradients the other way);
+//! the IR dump, the DOT graph and `alexnet info` report it.
 
 use crate::error::{Error, Errors};
 use crate::ir::{Exchange, ExchangeKind, Graph, NodeId, Op, Place};
