@@ -193,7 +193,7 @@ impl<'g> Session<'g> {
                 });
                 let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("readback"),
-                    size: 2 * staging_half(classes, capacity) + u64::from(capacity) * 4,
+                    size: staging_size(classes, readback_rows(plan, capacity, mode)),
                     usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 });
@@ -567,16 +567,20 @@ impl<'g> Session<'g> {
         let gpu = self.gpu;
         let cap = self.capacity as usize;
         let chunks = batch.div_ceil(cap);
-        let (mut losses, mut logits) = (
-            Vec::with_capacity(batch),
-            Vec::with_capacity(batch * classes as usize),
+        // Every micro-batch is submitted behind the previous one without waiting (the queue
+        // applies each one's input, label and uniform writes in order, after the work before
+        // it) and copies its logits and losses to its own rows of the read-back buffer, so a
+        // step waits once and maps once.
+        let loss_at = staging_half(
+            u64::from(classes),
+            readback_rows(&self.plan, self.capacity, self.mode),
         );
+        let mut submitted = None;
         for c in 0..chunks {
             let (first, n) = (c * cap, cap.min(batch - c * cap));
             let last = c + 1 == chunks;
             let uniforms = Self::step_uniforms(config, n, first, c, batch);
             let logit_bytes = u64::from(classes) * n as u64 * 4;
-            let loss_at = 2 * staging_half(u64::from(classes), self.capacity);
             let (input_buf, input_at, _) =
                 self.held(Tensor::Activation(self.plan.input_activation))?;
             let (labels_buf, labels_at, _) = self.held(Tensor::Labels)?;
@@ -609,23 +613,26 @@ impl<'g> Session<'g> {
                         logits_buf,
                         logits_at,
                         &self.staging,
-                        0,
+                        u64::from(classes) * first as u64 * 4,
                         logit_bytes,
                     );
                     encoder.copy_buffer_to_buffer(
                         loss_buf,
                         loss_buf_at,
                         &self.staging,
-                        loss_at,
+                        loss_at + first as u64 * 4,
                         n as u64 * 4,
                     );
                     gpu.queue.submit([encoder.finish()])
                 })
                 .map_err(|e| self.blame(e, n, &format!(" (micro-batch {c})")))?;
-            gpu.wait(index)?;
-            logits.extend(self.read_staging(0, logit_bytes)?);
-            losses.extend(self.read_staging(loss_at, n as u64 * 4)?);
+            submitted = Some(index);
         }
+        if let Some(index) = submitted {
+            gpu.wait(index)?;
+        }
+        let logits = self.read_staging(0, u64::from(classes) * batch as u64 * 4)?;
+        let losses = self.read_staging(loss_at, batch as u64 * 4)?;
         let loss = losses.iter().map(|&l| f64::from(l)).sum::<f64>() / batch as f64;
         Ok(StepOutput {
             loss,
@@ -878,6 +885,20 @@ fn slot<'b>(
 /// it (`MAP_ALIGNMENT`; an odd class count at an odd capacity would not).
 fn staging_half(classes: u64, capacity: u32) -> u64 {
     (classes * u64::from(capacity) * 4).next_multiple_of(wgpu::MAP_ALIGNMENT)
+}
+
+/// Bytes of a read-back buffer for `rows` images: logits, probabilities (or losses) and losses.
+fn staging_size(classes: u64, rows: u32) -> u64 {
+    2 * staging_half(classes, rows) + u64::from(rows) * 4
+}
+
+/// Images whose results the read-back buffer holds: a forward pass reads each chunk back
+/// before the next, a training step reads the whole batch (every micro-batch) at once.
+fn readback_rows(plan: &Plan, capacity: u32, mode: Mode) -> u32 {
+    match mode {
+        Mode::Training => capacity.max(plan.max_batch),
+        Mode::Inference | Mode::Inspect => capacity,
+    }
 }
 
 /// Copies `bytes` of a storage buffer at `offset` back as `f32`.
