@@ -1,28 +1,115 @@
-"""Times torchvision's AlexNet forward (fp32, TF32 off, eager) on CUDA, as the baseline for
-`alexnet bench --model alexnet-torchvision` on the same GPU.
+"""Times PyTorch (fp32, eager, TF32 off) on the same networks and regions as `alexnet bench`,
+as its peer in one sitting: the paper's AlexNet (LRN, grouped conv2/4/5, 227x227 input; the
+peer of `--model alexnet`) and torchvision's (the peer of `--model alexnet-torchvision`).
 
-    python3 scripts/torch_bench.py 1 128
+- forward: an input already in memory to logits back on the host (`alexnet bench`);
+- training step (`--train`): forward, cross-entropy, backward and the paper's SGD update
+  (momentum 0.9, weight decay 0.0005, dropout on; `alexnet bench --train`).
+
+On a CPU-only machine: `--device cpu --threads 2` (the 2-core machines' peer); on a GPU:
+`--device cuda` (cuDNN, TF32 off).
+
+    python3 scripts/torch_bench.py --device cpu --threads 2 1 8
+    python3 scripts/torch_bench.py --device cpu --threads 2 --train 8
+    python3 scripts/torch_bench.py --device cuda 1 128
 """
 
-import sys
+import argparse
+import statistics
 import time
 
 import torch
-import torchvision
+from torch import nn
 
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
-model = torchvision.models.alexnet(weights=None).cuda().eval()
-for batch in [int(b) for b in sys.argv[1:]] or [1, 128]:
-    x = torch.rand(batch, 3, 224, 224, device="cuda")
-    with torch.no_grad():
-        for _ in range(5):
-            model(x)
+
+def lrn():
+    # PyTorch divides alpha by the window; the paper (and `alexnet!`) does not.
+    return nn.LocalResponseNorm(5, alpha=1e-4 * 5, beta=0.75, k=2.0)
+
+
+def paper_alexnet():
+    return nn.Sequential(
+        nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Flatten(),
+        nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(4096, 1000),
+    )
+
+
+def torchvision_alexnet():
+    import torchvision
+
+    return torchvision.models.alexnet(weights=None)
+
+
+def median_seconds(run, device, warmup, iters):
+    for _ in range(warmup):
+        run()
+    if device == "cuda":
         torch.cuda.synchronize()
-        times = []
-        for _ in range(20):
-            start = time.perf_counter()
-            model(x).cpu()
-            times.append(time.perf_counter() - start)
-    median = sorted(times)[len(times) // 2]
-    print(f"torch {torch.__version__} AlexNet batch {batch} on {torch.cuda.get_device_name()}: median {median * 1e3:.3f} ms per forward ({batch / median:.1f} images/s)")
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        run()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("batches", type=int, nargs="*", default=[1, 8])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads on the CPU")
+    parser.add_argument("--train", action="store_true", help="time a training step instead of a forward")
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--model", choices=["alexnet", "alexnet-torchvision", "both"], default="both")
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+        where = f"CPU, {args.threads} threads"
+    else:
+        where = torch.cuda.get_device_name()
+    nets = [("alexnet", "AlexNet (paper)", paper_alexnet, 227), ("alexnet-torchvision", "AlexNet (torchvision)", torchvision_alexnet, 224)]
+    for key, name, build, size in nets:
+        if args.model not in (key, "both"):
+            continue
+        torch.manual_seed(0)
+        model = build().to(args.device)
+        for batch in args.batches:
+            x = torch.rand(batch, 3, size, size).to(args.device)
+            if args.train:
+                model.train()
+                labels = torch.randint(0, 1000, (batch,)).to(args.device)
+                opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+                def run():
+                    opt.zero_grad(set_to_none=False)
+                    loss = nn.functional.cross_entropy(model(x), labels)
+                    loss.backward()
+                    opt.step()
+                    return loss.item()
+
+                what = "training step"
+            else:
+                model.eval()
+
+                def run():
+                    with torch.no_grad():
+                        return model(x).cpu()
+
+                what = "forward"
+            seconds = median_seconds(run, args.device, warmup=2, iters=args.iters)
+            print(f"torch {torch.__version__} {where}: {name} batch {batch}: median {seconds * 1e3:.1f} ms per {what} ({batch / seconds:.1f} images/s)")
+
+
+if __name__ == "__main__":
+    main()
