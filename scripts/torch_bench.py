@@ -16,35 +16,39 @@ On a CPU-only machine: `--device cpu --threads 2` (the 2-core machines' peer); o
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
-
-def lrn():
-    # PyTorch divides alpha by the window; the paper (and `alexnet!`) does not.
-    return nn.LocalResponseNorm(5, alpha=1e-4 * 5, beta=0.75, k=2.0)
-
-
-def paper_alexnet():
-    return nn.Sequential(
-        nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Flatten(),
-        nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(4096, 1000),
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reference"))
+# The layer tables the onnxruntime peer and parity test build from: both peers time one net.
+from test_onnx_parity import PAPER_CONV, PAPER_FC, TV_CONV, TV_FC  # noqa: E402
 
 
-def torchvision_alexnet():
-    import torchvision
-
-    return torchvision.models.alexnet(weights=None)
+def build(conv, fc, in_shape):
+    """The net of `conv` blocks (name, out, k, stride, pad, groups, lrn, pool) and `fc` layers
+    (name, out, relu), as `test_onnx_parity.build` makes it, with dropout after hidden layers."""
+    layers, (c, h, w) = [], in_shape
+    for _, out, k, s, p, g, lrn, pool in conv:
+        layers += [nn.Conv2d(c, out, k, stride=s, padding=p, groups=g), nn.ReLU()]
+        h, w, c = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, out
+        if lrn:
+            # PyTorch divides alpha by the window; the paper (and `alexnet!`) does not.
+            layers.append(nn.LocalResponseNorm(5, alpha=1e-4 * 5, beta=0.75, k=2.0))
+        if pool:
+            layers.append(nn.MaxPool2d(3, 2))
+            h, w = (h - 3) // 2 + 1, (w - 3) // 2 + 1
+    layers.append(nn.Flatten())
+    features = c * h * w
+    for _, out, relu in fc:
+        layers.append(nn.Linear(features, out))
+        features = out
+        if relu:
+            layers += [nn.ReLU(), nn.Dropout(0.5)]
+    return nn.Sequential(*layers)
 
 
 def median_seconds(run, device, warmup, iters):
@@ -78,12 +82,12 @@ def main():
         where = f"CPU, {args.threads} threads"
     else:
         where = torch.cuda.get_device_name()
-    nets = [("alexnet", "AlexNet (paper)", paper_alexnet, 227), ("alexnet-torchvision", "AlexNet (torchvision)", torchvision_alexnet, 224)]
-    for key, name, build, size in nets:
+    nets = [("alexnet", "AlexNet (paper)", PAPER_CONV, PAPER_FC, 227), ("alexnet-torchvision", "AlexNet (torchvision)", TV_CONV, TV_FC, 224)]
+    for key, name, conv, fc, size in nets:
         if args.model not in (key, "both"):
             continue
         torch.manual_seed(0)
-        model = build().to(args.device)
+        model = build(conv, fc, (3, size, size)).to(args.device)
         for batch in args.batches:
             x = torch.rand(batch, 3, size, size).to(args.device)
             if args.train:

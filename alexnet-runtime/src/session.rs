@@ -887,9 +887,10 @@ fn staging_half(classes: u64, capacity: u32) -> u64 {
     (classes * u64::from(capacity) * 4).next_multiple_of(wgpu::MAP_ALIGNMENT)
 }
 
-/// Bytes of a read-back buffer for `rows` images: logits, probabilities (or losses) and losses.
+/// Bytes of a read-back buffer for `rows` images: logits in the first half, probabilities
+/// (a forward pass) or losses (a training step) in the second.
 fn staging_size(classes: u64, rows: u32) -> u64 {
-    2 * staging_half(classes, rows) + u64::from(rows) * 4
+    2 * staging_half(classes, rows)
 }
 
 /// Images whose results the read-back buffer holds: a forward pass reads each chunk back
