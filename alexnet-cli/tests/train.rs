@@ -136,11 +136,19 @@ fn interrupted_and_resumed_equals_uninterrupted() {
 }
 
 /// SIGKILL at pseudo-random moments, with a checkpoint written every step and every write
-/// paused halfway so that many kills land during a write, then `--resume` (or a fresh start before the first checkpoint) until
-/// the run ends: every resume loads a whole checkpoint, and the weights and the per-step
-/// losses equal an uninterrupted run's.
+/// paused halfway so that many kills land during a write, then `--resume` (or a fresh start
+/// before the first checkpoint) until the run ends: every resume loads a whole checkpoint, and
+/// the weights and the per-step losses equal an uninterrupted run's.
+///
+/// The kill moments follow the run's own progress, not the wall clock, so they land alike on
+/// a fast machine and on a slow one (a debug build under the validation layer takes seconds to
+/// start): most runs are killed a random 0–3 steps after their first step line, a random
+/// 0–149 ms into the step (each step's checkpoint write pauses 100 ms, so many kills land in
+/// a write); one in six is killed while it starts, at a random point of the previous start's
+/// measured duration.
 #[test]
 fn killed_at_random_moments_and_resumed_equals_uninterrupted() {
+    use std::io::BufRead;
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
@@ -162,15 +170,15 @@ fn killed_at_random_moments_and_resumed_equals_uninterrupted() {
         "1",
     ];
     ok(&alexnet(&[&["train", "--out", p(&a)][..], &run].concat()));
-    // A fixed LCG: the kill times are the same on every run of the test.
+    // A fixed LCG: the kill points are the same on every run of the test.
     let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut delay = move || {
+    let mut random = move |n: u64| {
         state = state
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        Duration::from_millis(150 + (state >> 33) % 2500)
+        (state >> 33) % n
     };
-    let (mut kills, mut resumes, mut in_writes) = (0, 0, 0);
+    let (mut kills, mut resumes, mut in_writes, mut startup_kills) = (0, 0, 0, 0);
     let mut resumed_at = Vec::new();
     let temporaries = |dir: &Path| {
         std::fs::read_dir(dir).map_or(0, |d| {
@@ -181,6 +189,12 @@ fn killed_at_random_moments_and_resumed_equals_uninterrupted() {
             .count()
         })
     };
+    let steps_logged = |dir: &Path| {
+        std::fs::read(dir.join("steps.jsonl"))
+            .map_or(0, |t| t.iter().filter(|&&c| c == b'\n').count())
+    };
+    // Spawn to first step line, as last measured (a first guess until then).
+    let mut startup = Duration::from_secs(1);
     let finished = loop {
         let resume = b.join("checkpoint.safetensors").exists();
         let mut args = vec!["train", "--out", p(&b)];
@@ -190,6 +204,7 @@ fn killed_at_random_moments_and_resumed_equals_uninterrupted() {
             resumes += 1;
         }
         // Every atomic write pauses mid-file, so many kills land inside a write.
+        let spawned = Instant::now();
         let mut child = cmd()
             .args(&args)
             .env("ALEXNET_WRITE_DELAY_MS", "100")
@@ -197,52 +212,98 @@ fn killed_at_random_moments_and_resumed_equals_uninterrupted() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let wait = if kills < 50 {
-            delay()
+        // stderr line by line, as it comes: the first step line says the run is training.
+        let (lines, received) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = lines.send(line);
+            }
+        });
+        // When to kill: after `steps` more logged steps than at the first step line, plus
+        // `offset`; or at `offset` after the spawn (a kill while it starts); never after 50 kills.
+        let (during_startup, steps, offset) = if kills >= 50 {
+            (false, u64::MAX, Duration::ZERO)
+        } else if kills > 0 && random(6) == 0 {
+            let at = random(startup.as_millis() as u64 + 1);
+            (true, 0, Duration::from_millis(at))
         } else {
-            Duration::from_secs(600)
+            (false, random(4), Duration::from_millis(random(150)))
         };
-        let start = Instant::now();
+        let mut text = String::new();
+        let mut trained_from: Option<usize> = None;
+        let mut reached: Option<Instant> = None;
         let exited = loop {
+            while let Ok(line) = received.try_recv() {
+                if trained_from.is_none() && line.starts_with("epoch 1/1 step ") {
+                    trained_from = Some(steps_logged(&b));
+                    startup = spawned.elapsed();
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
             if let Some(status) = child.try_wait().unwrap() {
                 break Some(status);
             }
-            if start.elapsed() >= wait {
+            if reached.is_none()
+                && (during_startup
+                    || trained_from.is_some_and(|from| {
+                        steps_logged(&b) as u64 >= (from as u64).saturating_add(steps)
+                    }))
+            {
+                reached = Some(if during_startup {
+                    spawned
+                } else {
+                    Instant::now()
+                });
+            }
+            if reached.is_some_and(|t| t.elapsed() >= offset) {
                 break None;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            assert!(
+                spawned.elapsed() < Duration::from_secs(600),
+                "a run hung after {kills} kills:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
         };
-        match exited {
-            Some(status) => {
-                let out = child.wait_with_output().unwrap();
-                assert!(
-                    status.success(),
-                    "a run after {kills} kills failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                break kills;
-            }
-            None => {
-                child.kill().unwrap();
-                let out = child.wait_with_output().unwrap();
-                kills += 1;
-                // A write cut short leaves its temporary file (the next run removes it).
-                in_writes += usize::from(temporaries(&b) > 0);
-                let text = String::from_utf8_lossy(&out.stderr);
-                if let Some(step) = text
-                    .split("resuming at epoch 1, step ")
-                    .nth(1)
-                    .and_then(|t| t.split_whitespace().next())
-                {
-                    resumed_at.push(step.parse::<u32>().unwrap());
-                }
-            }
+        if exited.is_none() {
+            child.kill().unwrap();
+        }
+        child.wait().unwrap();
+        reader.join().unwrap();
+        while let Ok(line) = received.try_recv() {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        if let Some(status) = exited {
+            assert!(
+                status.success(),
+                "a run after {kills} kills failed:\n{text}"
+            );
+            break kills;
+        }
+        kills += 1;
+        startup_kills += usize::from(during_startup);
+        // A write cut short leaves its temporary file (the next run removes it).
+        in_writes += usize::from(temporaries(&b) > 0);
+        if let Some(step) = text
+            .split("resuming at epoch 1, step ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+        {
+            resumed_at.push(step.parse::<u32>().unwrap());
         }
     };
-    eprintln!("{finished} kills ({in_writes} during a checkpoint write), {resumes} resumes, at steps {resumed_at:?}");
+    eprintln!(
+        "{finished} kills ({in_writes} during a checkpoint write, {startup_kills} while starting), \
+         {resumes} resumes, at steps {resumed_at:?}"
+    );
     assert!(
-        finished >= 50 && resumes > 0 && in_writes > 0,
-        "{finished} kills ({in_writes} during a write), {resumes} resumes"
+        finished >= 50 && resumes > 0 && in_writes > 0 && startup_kills > 0,
+        "{finished} kills ({in_writes} during a write, {startup_kills} while starting), {resumes} resumes"
     );
     // A kill never loses a step already checkpointed, and leaves no temporary behind a run.
     assert!(

@@ -84,7 +84,11 @@ fn random_declarations_never_panic() {
                     "{src}"
                 );
                 // Where the forward pass splits, so does a training step.
-                assert_eq!(plan.towers.is_some(), plan.tower_training.is_some(), "{src}");
+                assert_eq!(
+                    plan.towers.is_some(),
+                    plan.tower_training.is_some(),
+                    "{src}"
+                );
                 for k in compiled.plan.kernels.iter() {
                     alexnet_compiler::codegen::validate_wgsl(&k.name, &k.wgsl).unwrap();
                 }

@@ -289,7 +289,10 @@ fn other_block_orders_train_on_two_devices_as_on_one() {
     one.load_weights(&weights).unwrap();
     let mut two = TowerSession::for_training([&a, &b], plan, 3).unwrap();
     two.load_weights(&weights).unwrap();
-    assert_eq!(train(&mut two, &input, &labels, 0, 2), train(&mut one, &input, &labels, 0, 2));
+    assert_eq!(
+        train(&mut two, &input, &labels, 0, 2),
+        train(&mut one, &input, &labels, 0, 2)
+    );
 }
 
 #[test]
