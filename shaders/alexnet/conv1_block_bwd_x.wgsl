@@ -25,7 +25,7 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
 }
 
 const WG: u32 = 64u;
-const THREADS: u32 = 3025u;
+const THREADS: u32 = 784u;
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> xp: array<f32>;
@@ -50,91 +50,371 @@ const K: u32 = 3u;
 const S: u32 = 2u;
 const PAD: u32 = 0u;
 
-// The gradient of the pool's input at image n, channel c, pixel pix.
-fn grad(n: u32, c: u32, pix: u32) -> f32 {
-    let nc = n * C + c;
-    let iy = pix / IW;
-    let ix = pix % IW;
-    let xbase = nc * IH * IW;
-    // Outputs whose window [o * S - PAD, o * S - PAD + K) covers the input.
-    let oy_lo = select(0u, (iy + PAD + S - K) / S, iy + PAD + 1u >= K);
-    let oy_hi = min((iy + PAD) / S, OH - 1u);
-    let ox_lo = select(0u, (ix + PAD + S - K) / S, ix + PAD + 1u >= K);
-    let ox_hi = min((ix + PAD) / S, OW - 1u);
-    var acc = 0.0;
-    for (var oy = oy_lo; oy <= oy_hi; oy++) {
-        for (var ox = ox_lo; ox <= ox_hi; ox++) {
-            var best = 0.0;
-            var arg = 0xffffffffu;
-            for (var ky = 0u; ky < K; ky++) {
-                let wy = i32(oy * S + ky) - i32(PAD);
-                if (wy < 0 || wy >= i32(IH)) {
-                    continue;
-                }
-                for (var kx = 0u; kx < K; kx++) {
-                    let wx = i32(ox * S + kx) - i32(PAD);
-                    if (wx < 0 || wx >= i32(IW)) {
-                        continue;
-                    }
-                    let at = u32(wy) * IW + u32(wx);
-                    let v = xp[xbase + at];
-                    if (arg == 0xffffffffu || v > best) {
-                        best = v;
-                        arg = at;
-                    }
-                }
-            }
-            if (arg == iy * IW + ix) {
-                acc += dy[(nc * OH + oy) * OW + ox];
-            }
-        }
-    }
-    return acc;
-}
-
-fn denominator(n: u32, j: u32, pix: u32) -> f32 {
-    let lo = select(0u, j - LO, j >= LO);
-    let hi = min(C - 1u, j + HI);
-    var sum = 0.0;
-    for (var m = lo; m <= hi; m++) {
-        let a = x[(n * C + m) * HW + pix];
-        sum += a * a;
-    }
-    return KBIAS + ALPHA * sum;
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat_index(wid, nwg, lid, WG);
     if (i >= params.batch * THREADS) {
         return;
     }
-    let n = i / HW;
-    let pix = i % HW;
-    // LRN: y_j = x_j * D_j^-beta with D_j over j's window, so
-    // dx_c = g_c * D_c^-beta - 2 alpha beta x_c * sum over j whose window holds c of g_j x_j D_j^(-beta-1).
-    // u_j = g_j D_j^-beta and t_j = g_j x_j D_j^(-beta-1) of the last SIZE channels j.
-    var u: array<f32, SIZE>;
-    var t: array<f32, SIZE>;
+    let n = i / THREADS;
+    // Tiles of 2 x 2 input pixels; the windows that can cover one, 2 per dimension.
+    let ty = (i % THREADS) / 28u;
+    let tx = i % 28u;
+    let y0 = ty * S;
+    let x0 = tx * S;
+    let oy_lo = select(0u, (y0 + PAD + S - K) / S, y0 + PAD + 1u >= K);
+    let oy_hi = min((y0 + S - 1u + PAD) / S, OH - 1u);
+    let ox_lo = select(0u, (x0 + PAD + S - K) / S, x0 + PAD + 1u >= K);
+    let ox_hi = min((x0 + S - 1u + PAD) / S, OW - 1u);
+    let in0 = y0 + 0u < IH && x0 + 0u < IW;
+    let pix0 = min(y0 + 0u, IH - 1u) * IW + min(x0 + 0u, IW - 1u);
+    let in1 = y0 + 0u < IH && x0 + 1u < IW;
+    let pix1 = min(y0 + 0u, IH - 1u) * IW + min(x0 + 1u, IW - 1u);
+    let in2 = y0 + 1u < IH && x0 + 0u < IW;
+    let pix2 = min(y0 + 1u, IH - 1u) * IW + min(x0 + 0u, IW - 1u);
+    let in3 = y0 + 1u < IH && x0 + 1u < IW;
+    let pix3 = min(y0 + 1u, IH - 1u) * IW + min(x0 + 1u, IW - 1u);
+    let base0 = n * C * HW + pix0;
+    var a0_0 = 0.0; var a1_0 = 0.0; var a2_0 = 0.0; var a3_0 = x[base0 + 0u * HW]; var a4_0 = x[base0 + 1u * HW];
+    var t0_0 = 0.0; var t1_0 = 0.0; var t2_0 = 0.0; var t3_0 = 0.0; var t4_0 = 0.0;
+    var u0_0 = 0.0; var u1_0 = 0.0; var u2_0 = 0.0;
+    let base1 = n * C * HW + pix1;
+    var a0_1 = 0.0; var a1_1 = 0.0; var a2_1 = 0.0; var a3_1 = x[base1 + 0u * HW]; var a4_1 = x[base1 + 1u * HW];
+    var t0_1 = 0.0; var t1_1 = 0.0; var t2_1 = 0.0; var t3_1 = 0.0; var t4_1 = 0.0;
+    var u0_1 = 0.0; var u1_1 = 0.0; var u2_1 = 0.0;
+    let base2 = n * C * HW + pix2;
+    var a0_2 = 0.0; var a1_2 = 0.0; var a2_2 = 0.0; var a3_2 = x[base2 + 0u * HW]; var a4_2 = x[base2 + 1u * HW];
+    var t0_2 = 0.0; var t1_2 = 0.0; var t2_2 = 0.0; var t3_2 = 0.0; var t4_2 = 0.0;
+    var u0_2 = 0.0; var u1_2 = 0.0; var u2_2 = 0.0;
+    let base3 = n * C * HW + pix3;
+    var a0_3 = 0.0; var a1_3 = 0.0; var a2_3 = 0.0; var a3_3 = x[base3 + 0u * HW]; var a4_3 = x[base3 + 1u * HW];
+    var t0_3 = 0.0; var t1_3 = 0.0; var t2_3 = 0.0; var t3_3 = 0.0; var t4_3 = 0.0;
+    var u0_3 = 0.0; var u1_3 = 0.0; var u2_3 = 0.0;
     for (var j = 0u; j < C + LO; j++) {
+        var g0 = 0.0; var g1 = 0.0; var g2 = 0.0; var g3 = 0.0;
         if (j < C) {
-            let g = grad(n, j, pix);
-            let d = denominator(n, j, pix);
-            u[j % SIZE] = g * pow(d, -BETA);
-            t[j % SIZE] = g * x[(n * C + j) * HW + pix] * pow(d, -BETA - 1.0);
-        }
-        // Channel c = j - LO has every term it needs once j's are in.
-        if (j >= LO) {
-            let c = j - LO;
-            let lo = select(0u, c - HI, c >= HI);
-            let hi = min(C - 1u, j);
-            var cross = 0.0;
-            for (var m = lo; m <= hi; m++) {
-                cross += t[m % SIZE];
+            let xbase = (n * C + j) * IH * IW;
+            let dbase = (n * C + j) * OH * OW;
+            // The patch under the windows, each element loaded once (clamped; ok* says whether it is in the image).
+            let py0 = i32(oy_lo * S + 0u) - i32(PAD);
+            let oky0 = py0 >= 0 && py0 < i32(IH);
+            let ry0 = u32(clamp(py0, 0, i32(IH) - 1)) * IW;
+            let py1 = i32(oy_lo * S + 1u) - i32(PAD);
+            let oky1 = py1 >= 0 && py1 < i32(IH);
+            let ry1 = u32(clamp(py1, 0, i32(IH) - 1)) * IW;
+            let py2 = i32(oy_lo * S + 2u) - i32(PAD);
+            let oky2 = py2 >= 0 && py2 < i32(IH);
+            let ry2 = u32(clamp(py2, 0, i32(IH) - 1)) * IW;
+            let py3 = i32(oy_lo * S + 3u) - i32(PAD);
+            let oky3 = py3 >= 0 && py3 < i32(IH);
+            let ry3 = u32(clamp(py3, 0, i32(IH) - 1)) * IW;
+            let py4 = i32(oy_lo * S + 4u) - i32(PAD);
+            let oky4 = py4 >= 0 && py4 < i32(IH);
+            let ry4 = u32(clamp(py4, 0, i32(IH) - 1)) * IW;
+            let px0 = i32(ox_lo * S + 0u) - i32(PAD);
+            let okx0 = px0 >= 0 && px0 < i32(IW);
+            let cx0 = u32(clamp(px0, 0, i32(IW) - 1));
+            let px1 = i32(ox_lo * S + 1u) - i32(PAD);
+            let okx1 = px1 >= 0 && px1 < i32(IW);
+            let cx1 = u32(clamp(px1, 0, i32(IW) - 1));
+            let px2 = i32(ox_lo * S + 2u) - i32(PAD);
+            let okx2 = px2 >= 0 && px2 < i32(IW);
+            let cx2 = u32(clamp(px2, 0, i32(IW) - 1));
+            let px3 = i32(ox_lo * S + 3u) - i32(PAD);
+            let okx3 = px3 >= 0 && px3 < i32(IW);
+            let cx3 = u32(clamp(px3, 0, i32(IW) - 1));
+            let px4 = i32(ox_lo * S + 4u) - i32(PAD);
+            let okx4 = px4 >= 0 && px4 < i32(IW);
+            let cx4 = u32(clamp(px4, 0, i32(IW) - 1));
+            let v0_0 = xp[xbase + ry0 + cx0];
+            let v0_1 = xp[xbase + ry0 + cx1];
+            let v0_2 = xp[xbase + ry0 + cx2];
+            let v0_3 = xp[xbase + ry0 + cx3];
+            let v0_4 = xp[xbase + ry0 + cx4];
+            let v1_0 = xp[xbase + ry1 + cx0];
+            let v1_1 = xp[xbase + ry1 + cx1];
+            let v1_2 = xp[xbase + ry1 + cx2];
+            let v1_3 = xp[xbase + ry1 + cx3];
+            let v1_4 = xp[xbase + ry1 + cx4];
+            let v2_0 = xp[xbase + ry2 + cx0];
+            let v2_1 = xp[xbase + ry2 + cx1];
+            let v2_2 = xp[xbase + ry2 + cx2];
+            let v2_3 = xp[xbase + ry2 + cx3];
+            let v2_4 = xp[xbase + ry2 + cx4];
+            let v3_0 = xp[xbase + ry3 + cx0];
+            let v3_1 = xp[xbase + ry3 + cx1];
+            let v3_2 = xp[xbase + ry3 + cx2];
+            let v3_3 = xp[xbase + ry3 + cx3];
+            let v3_4 = xp[xbase + ry3 + cx4];
+            let v4_0 = xp[xbase + ry4 + cx0];
+            let v4_1 = xp[xbase + ry4 + cx1];
+            let v4_2 = xp[xbase + ry4 + cx2];
+            let v4_3 = xp[xbase + ry4 + cx3];
+            let v4_4 = xp[xbase + ry4 + cx4];
+            {
+                let oy = oy_lo + 0u;
+                let ox = ox_lo + 0u;
+                let live = oy <= oy_hi && ox <= ox_hi;
+                var best = 0.0;
+                var found = false;
+                var arg = 0xffffffffu;
+                let take0_0 = oky0 && okx0 && (!found || v0_0 > best);
+                best = select(best, v0_0, take0_0);
+                arg = select(arg, ry0 + cx0, take0_0);
+                found = found || (oky0 && okx0);
+                let take0_1 = oky0 && okx1 && (!found || v0_1 > best);
+                best = select(best, v0_1, take0_1);
+                arg = select(arg, ry0 + cx1, take0_1);
+                found = found || (oky0 && okx1);
+                let take0_2 = oky0 && okx2 && (!found || v0_2 > best);
+                best = select(best, v0_2, take0_2);
+                arg = select(arg, ry0 + cx2, take0_2);
+                found = found || (oky0 && okx2);
+                let take1_0 = oky1 && okx0 && (!found || v1_0 > best);
+                best = select(best, v1_0, take1_0);
+                arg = select(arg, ry1 + cx0, take1_0);
+                found = found || (oky1 && okx0);
+                let take1_1 = oky1 && okx1 && (!found || v1_1 > best);
+                best = select(best, v1_1, take1_1);
+                arg = select(arg, ry1 + cx1, take1_1);
+                found = found || (oky1 && okx1);
+                let take1_2 = oky1 && okx2 && (!found || v1_2 > best);
+                best = select(best, v1_2, take1_2);
+                arg = select(arg, ry1 + cx2, take1_2);
+                found = found || (oky1 && okx2);
+                let take2_0 = oky2 && okx0 && (!found || v2_0 > best);
+                best = select(best, v2_0, take2_0);
+                arg = select(arg, ry2 + cx0, take2_0);
+                found = found || (oky2 && okx0);
+                let take2_1 = oky2 && okx1 && (!found || v2_1 > best);
+                best = select(best, v2_1, take2_1);
+                arg = select(arg, ry2 + cx1, take2_1);
+                found = found || (oky2 && okx1);
+                let take2_2 = oky2 && okx2 && (!found || v2_2 > best);
+                best = select(best, v2_2, take2_2);
+                arg = select(arg, ry2 + cx2, take2_2);
+                found = found || (oky2 && okx2);
+                let d = select(0.0, dy[dbase + min(oy, OH - 1u) * OW + min(ox, OW - 1u)], live);
+                g0 += select(0.0, d, live && arg == pix0);
+                g1 += select(0.0, d, live && arg == pix1);
+                g2 += select(0.0, d, live && arg == pix2);
+                g3 += select(0.0, d, live && arg == pix3);
             }
-            let at = (n * C + c) * HW + pix;
-            let v = u[c % SIZE] - 2.0 * ALPHA * BETA * x[at] * cross;
-            dx[at] = select(0.0, v, x[at] > 0.0);
+            {
+                let oy = oy_lo + 0u;
+                let ox = ox_lo + 1u;
+                let live = oy <= oy_hi && ox <= ox_hi;
+                var best = 0.0;
+                var found = false;
+                var arg = 0xffffffffu;
+                let take0_0 = oky0 && okx2 && (!found || v0_2 > best);
+                best = select(best, v0_2, take0_0);
+                arg = select(arg, ry0 + cx2, take0_0);
+                found = found || (oky0 && okx2);
+                let take0_1 = oky0 && okx3 && (!found || v0_3 > best);
+                best = select(best, v0_3, take0_1);
+                arg = select(arg, ry0 + cx3, take0_1);
+                found = found || (oky0 && okx3);
+                let take0_2 = oky0 && okx4 && (!found || v0_4 > best);
+                best = select(best, v0_4, take0_2);
+                arg = select(arg, ry0 + cx4, take0_2);
+                found = found || (oky0 && okx4);
+                let take1_0 = oky1 && okx2 && (!found || v1_2 > best);
+                best = select(best, v1_2, take1_0);
+                arg = select(arg, ry1 + cx2, take1_0);
+                found = found || (oky1 && okx2);
+                let take1_1 = oky1 && okx3 && (!found || v1_3 > best);
+                best = select(best, v1_3, take1_1);
+                arg = select(arg, ry1 + cx3, take1_1);
+                found = found || (oky1 && okx3);
+                let take1_2 = oky1 && okx4 && (!found || v1_4 > best);
+                best = select(best, v1_4, take1_2);
+                arg = select(arg, ry1 + cx4, take1_2);
+                found = found || (oky1 && okx4);
+                let take2_0 = oky2 && okx2 && (!found || v2_2 > best);
+                best = select(best, v2_2, take2_0);
+                arg = select(arg, ry2 + cx2, take2_0);
+                found = found || (oky2 && okx2);
+                let take2_1 = oky2 && okx3 && (!found || v2_3 > best);
+                best = select(best, v2_3, take2_1);
+                arg = select(arg, ry2 + cx3, take2_1);
+                found = found || (oky2 && okx3);
+                let take2_2 = oky2 && okx4 && (!found || v2_4 > best);
+                best = select(best, v2_4, take2_2);
+                arg = select(arg, ry2 + cx4, take2_2);
+                found = found || (oky2 && okx4);
+                let d = select(0.0, dy[dbase + min(oy, OH - 1u) * OW + min(ox, OW - 1u)], live);
+                g0 += select(0.0, d, live && arg == pix0);
+                g1 += select(0.0, d, live && arg == pix1);
+                g2 += select(0.0, d, live && arg == pix2);
+                g3 += select(0.0, d, live && arg == pix3);
+            }
+            {
+                let oy = oy_lo + 1u;
+                let ox = ox_lo + 0u;
+                let live = oy <= oy_hi && ox <= ox_hi;
+                var best = 0.0;
+                var found = false;
+                var arg = 0xffffffffu;
+                let take0_0 = oky2 && okx0 && (!found || v2_0 > best);
+                best = select(best, v2_0, take0_0);
+                arg = select(arg, ry2 + cx0, take0_0);
+                found = found || (oky2 && okx0);
+                let take0_1 = oky2 && okx1 && (!found || v2_1 > best);
+                best = select(best, v2_1, take0_1);
+                arg = select(arg, ry2 + cx1, take0_1);
+                found = found || (oky2 && okx1);
+                let take0_2 = oky2 && okx2 && (!found || v2_2 > best);
+                best = select(best, v2_2, take0_2);
+                arg = select(arg, ry2 + cx2, take0_2);
+                found = found || (oky2 && okx2);
+                let take1_0 = oky3 && okx0 && (!found || v3_0 > best);
+                best = select(best, v3_0, take1_0);
+                arg = select(arg, ry3 + cx0, take1_0);
+                found = found || (oky3 && okx0);
+                let take1_1 = oky3 && okx1 && (!found || v3_1 > best);
+                best = select(best, v3_1, take1_1);
+                arg = select(arg, ry3 + cx1, take1_1);
+                found = found || (oky3 && okx1);
+                let take1_2 = oky3 && okx2 && (!found || v3_2 > best);
+                best = select(best, v3_2, take1_2);
+                arg = select(arg, ry3 + cx2, take1_2);
+                found = found || (oky3 && okx2);
+                let take2_0 = oky4 && okx0 && (!found || v4_0 > best);
+                best = select(best, v4_0, take2_0);
+                arg = select(arg, ry4 + cx0, take2_0);
+                found = found || (oky4 && okx0);
+                let take2_1 = oky4 && okx1 && (!found || v4_1 > best);
+                best = select(best, v4_1, take2_1);
+                arg = select(arg, ry4 + cx1, take2_1);
+                found = found || (oky4 && okx1);
+                let take2_2 = oky4 && okx2 && (!found || v4_2 > best);
+                best = select(best, v4_2, take2_2);
+                arg = select(arg, ry4 + cx2, take2_2);
+                found = found || (oky4 && okx2);
+                let d = select(0.0, dy[dbase + min(oy, OH - 1u) * OW + min(ox, OW - 1u)], live);
+                g0 += select(0.0, d, live && arg == pix0);
+                g1 += select(0.0, d, live && arg == pix1);
+                g2 += select(0.0, d, live && arg == pix2);
+                g3 += select(0.0, d, live && arg == pix3);
+            }
+            {
+                let oy = oy_lo + 1u;
+                let ox = ox_lo + 1u;
+                let live = oy <= oy_hi && ox <= ox_hi;
+                var best = 0.0;
+                var found = false;
+                var arg = 0xffffffffu;
+                let take0_0 = oky2 && okx2 && (!found || v2_2 > best);
+                best = select(best, v2_2, take0_0);
+                arg = select(arg, ry2 + cx2, take0_0);
+                found = found || (oky2 && okx2);
+                let take0_1 = oky2 && okx3 && (!found || v2_3 > best);
+                best = select(best, v2_3, take0_1);
+                arg = select(arg, ry2 + cx3, take0_1);
+                found = found || (oky2 && okx3);
+                let take0_2 = oky2 && okx4 && (!found || v2_4 > best);
+                best = select(best, v2_4, take0_2);
+                arg = select(arg, ry2 + cx4, take0_2);
+                found = found || (oky2 && okx4);
+                let take1_0 = oky3 && okx2 && (!found || v3_2 > best);
+                best = select(best, v3_2, take1_0);
+                arg = select(arg, ry3 + cx2, take1_0);
+                found = found || (oky3 && okx2);
+                let take1_1 = oky3 && okx3 && (!found || v3_3 > best);
+                best = select(best, v3_3, take1_1);
+                arg = select(arg, ry3 + cx3, take1_1);
+                found = found || (oky3 && okx3);
+                let take1_2 = oky3 && okx4 && (!found || v3_4 > best);
+                best = select(best, v3_4, take1_2);
+                arg = select(arg, ry3 + cx4, take1_2);
+                found = found || (oky3 && okx4);
+                let take2_0 = oky4 && okx2 && (!found || v4_2 > best);
+                best = select(best, v4_2, take2_0);
+                arg = select(arg, ry4 + cx2, take2_0);
+                found = found || (oky4 && okx2);
+                let take2_1 = oky4 && okx3 && (!found || v4_3 > best);
+                best = select(best, v4_3, take2_1);
+                arg = select(arg, ry4 + cx3, take2_1);
+                found = found || (oky4 && okx3);
+                let take2_2 = oky4 && okx4 && (!found || v4_4 > best);
+                best = select(best, v4_4, take2_2);
+                arg = select(arg, ry4 + cx4, take2_2);
+                found = found || (oky4 && okx4);
+                let d = select(0.0, dy[dbase + min(oy, OH - 1u) * OW + min(ox, OW - 1u)], live);
+                g0 += select(0.0, d, live && arg == pix0);
+                g1 += select(0.0, d, live && arg == pix1);
+                g2 += select(0.0, d, live && arg == pix2);
+                g3 += select(0.0, d, live && arg == pix3);
+            }
+        }
+        {
+            a0_0 = a1_0; a1_0 = a2_0; a2_0 = a3_0; a3_0 = a4_0;
+            a4_0 = select(0.0, x[base0 + min(j + HI, C - 1u) * HW], j + HI < C);
+            t0_0 = t1_0; t1_0 = t2_0; t2_0 = t3_0; t3_0 = t4_0;
+            u0_0 = u1_0; u1_0 = u2_0;
+            t4_0 = 0.0;
+            u2_0 = 0.0;
+            if (j < C) {
+                let d = KBIAS + ALPHA * (0.0 + a0_0 * a0_0 + a1_0 * a1_0 + a2_0 * a2_0 + a3_0 * a3_0 + a4_0 * a4_0);
+                let p = pow(d, -BETA);
+                u2_0 = g0 * p;
+                t4_0 = g0 * a2_0 * (p / d);
+            }
+            if (j >= LO && in0) {
+                dx[base0 + (j - LO) * HW] = select(0.0, u0_0 - 2.0 * ALPHA * BETA * a0_0 * (0.0 + t0_0 + t1_0 + t2_0 + t3_0 + t4_0), a0_0 > 0.0);
+            }
+        }
+        {
+            a0_1 = a1_1; a1_1 = a2_1; a2_1 = a3_1; a3_1 = a4_1;
+            a4_1 = select(0.0, x[base1 + min(j + HI, C - 1u) * HW], j + HI < C);
+            t0_1 = t1_1; t1_1 = t2_1; t2_1 = t3_1; t3_1 = t4_1;
+            u0_1 = u1_1; u1_1 = u2_1;
+            t4_1 = 0.0;
+            u2_1 = 0.0;
+            if (j < C) {
+                let d = KBIAS + ALPHA * (0.0 + a0_1 * a0_1 + a1_1 * a1_1 + a2_1 * a2_1 + a3_1 * a3_1 + a4_1 * a4_1);
+                let p = pow(d, -BETA);
+                u2_1 = g1 * p;
+                t4_1 = g1 * a2_1 * (p / d);
+            }
+            if (j >= LO && in1) {
+                dx[base1 + (j - LO) * HW] = select(0.0, u0_1 - 2.0 * ALPHA * BETA * a0_1 * (0.0 + t0_1 + t1_1 + t2_1 + t3_1 + t4_1), a0_1 > 0.0);
+            }
+        }
+        {
+            a0_2 = a1_2; a1_2 = a2_2; a2_2 = a3_2; a3_2 = a4_2;
+            a4_2 = select(0.0, x[base2 + min(j + HI, C - 1u) * HW], j + HI < C);
+            t0_2 = t1_2; t1_2 = t2_2; t2_2 = t3_2; t3_2 = t4_2;
+            u0_2 = u1_2; u1_2 = u2_2;
+            t4_2 = 0.0;
+            u2_2 = 0.0;
+            if (j < C) {
+                let d = KBIAS + ALPHA * (0.0 + a0_2 * a0_2 + a1_2 * a1_2 + a2_2 * a2_2 + a3_2 * a3_2 + a4_2 * a4_2);
+                let p = pow(d, -BETA);
+                u2_2 = g2 * p;
+                t4_2 = g2 * a2_2 * (p / d);
+            }
+            if (j >= LO && in2) {
+                dx[base2 + (j - LO) * HW] = select(0.0, u0_2 - 2.0 * ALPHA * BETA * a0_2 * (0.0 + t0_2 + t1_2 + t2_2 + t3_2 + t4_2), a0_2 > 0.0);
+            }
+        }
+        {
+            a0_3 = a1_3; a1_3 = a2_3; a2_3 = a3_3; a3_3 = a4_3;
+            a4_3 = select(0.0, x[base3 + min(j + HI, C - 1u) * HW], j + HI < C);
+            t0_3 = t1_3; t1_3 = t2_3; t2_3 = t3_3; t3_3 = t4_3;
+            u0_3 = u1_3; u1_3 = u2_3;
+            t4_3 = 0.0;
+            u2_3 = 0.0;
+            if (j < C) {
+                let d = KBIAS + ALPHA * (0.0 + a0_3 * a0_3 + a1_3 * a1_3 + a2_3 * a2_3 + a3_3 * a3_3 + a4_3 * a4_3);
+                let p = pow(d, -BETA);
+                u2_3 = g3 * p;
+                t4_3 = g3 * a2_3 * (p / d);
+            }
+            if (j >= LO && in3) {
+                dx[base3 + (j - LO) * HW] = select(0.0, u0_3 - 2.0 * ALPHA * BETA * a0_3 * (0.0 + t0_3 + t1_3 + t2_3 + t3_3 + t4_3), a0_3 > 0.0);
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 //! (`params.accumulate`).
 
 use super::writer::Writer;
-use alexnet_plan::{Algo, Binding, Dispatch, Kernel, NodeOp, Plan, Role, Wrt};
+use alexnet_plan::{Algo, Binding, Dispatch, Kernel, LrnNode, NodeOp, Plan, PoolNode, Role, Wrt};
 
 /// Writes `main` of a training kernel; the op's constants are already declared.
 pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
@@ -228,7 +228,8 @@ fn lrn_denominator(w: &mut Writer) {
 }
 
 /// y_j = x_j * D_j^-beta with D_j over j's window, so
-/// dx_c = dy_c * D_c^-beta - 2 alpha beta x_c * sum over j whose window holds c of dy_j x_j D_j^(-beta-1).
+/// dx_c = dy_c * D_c^-beta - 2 alpha beta x_c * sum over j whose window holds c of dy_j x_j D_j^(-beta-1),
+/// with D^(-beta-1) computed as D^-beta / D, as the chain kernel does.
 fn lrn_input(w: &mut Writer) {
     w.line("let n = i / (C * HW);")
         .line("let c = (i / HW) % C;")
@@ -240,7 +241,8 @@ fn lrn_input(w: &mut Writer) {
         .line("var cross = 0.0;");
     w.open("for (var j = lo; j <= hi; j++)")
         .line("let at = (n * C + j) * HW + pix;")
-        .line("cross += dy[at] * x[at] * pow(denominator(n, j, pix), -BETA - 1.0);")
+        .line("let d = denominator(n, j, pix);")
+        .line("cross += dy[at] * x[at] * (pow(d, -BETA) / d);")
         .close();
     w.line("dx[i] = acc - 2.0 * ALPHA * BETA * x[i] * cross;");
 }
@@ -352,26 +354,6 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     if let Some(p) = &pool {
         super::pool_window_consts(w, p);
     }
-    w.line("");
-    w.line(if pool.is_some() {
-        "// The gradient of the pool's input at image n, channel c, pixel pix."
-    } else {
-        "// The gradient of the chain's output at image n, channel c, pixel pix."
-    });
-    w.open("fn grad(n: u32, c: u32, pix: u32) -> f32");
-    match pool {
-        Some(_) => {
-            w.line("let nc = n * C + c;")
-                .line("let iy = pix / IW;")
-                .line("let ix = pix % IW;");
-            pool_gather(w, pool_x);
-            w.line("return acc;");
-        }
-        None => {
-            w.line("return dy[(n * C + c) * HW + pix];");
-        }
-    }
-    w.close();
     let scaled = |v: &str| {
         if dropout.is_some() {
             format!("{v} * select(1.0, SCALE, params.dropout == 1u)")
@@ -386,8 +368,27 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
             scaled(v)
         }
     };
-    if lrn.is_some() {
-        lrn_denominator(w);
+    if lrn.is_none() {
+        w.line("");
+        w.line(if pool.is_some() {
+            "// The gradient of the pool's input at image n, channel c, pixel pix."
+        } else {
+            "// The gradient of the chain's output at image n, channel c, pixel pix."
+        });
+        w.open("fn grad(n: u32, c: u32, pix: u32) -> f32");
+        match pool {
+            Some(_) => {
+                w.line("let nc = n * C + c;")
+                    .line("let iy = pix / IW;")
+                    .line("let ix = pix % IW;");
+                pool_gather(w, pool_x);
+                w.line("return acc;");
+            }
+            None => {
+                w.line("return dy[(n * C + c) * HW + pix];");
+            }
+        }
+        w.close();
     }
     w.line("");
     w.line("@compute @workgroup_size(WG)");
@@ -404,35 +405,201 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
         w.close();
         return;
     }
-    w.line("let n = i / HW;")
-        .line("let pix = i % HW;")
-        .line("// LRN: y_j = x_j * D_j^-beta with D_j over j's window, so")
-        .line("// dx_c = g_c * D_c^-beta - 2 alpha beta x_c * sum over j whose window holds c of g_j x_j D_j^(-beta-1).")
-        .line("// u_j = g_j D_j^-beta and t_j = g_j x_j D_j^(-beta-1) of the last SIZE channels j.")
-        .line("var u: array<f32, SIZE>;")
-        .line("var t: array<f32, SIZE>;");
+    lrn_scan(w, relu, pool.as_ref(), pool_x, lrn.expect("an LRN chain"));
+    w.close();
+}
+
+/// Side of the square of input pixels one invocation of an LRN chain covers, the windows per
+/// dimension that can cover such a tile, and the side of the patch of the pool's input those
+/// windows read: (stride, ceil((stride + kernel - 1) / stride), ...). Without a pool: one pixel.
+fn scan_tile(pool: Option<&PoolNode>) -> (u32, u32, u32) {
+    match pool {
+        Some(p) => {
+            let windows = (p.stride + p.kernel - 2) / p.stride + 1;
+            (p.stride, windows, (windows - 1) * p.stride + p.kernel)
+        }
+        None => (1, 0, 0),
+    }
+}
+
+/// The channel walk of an LRN chain. An invocation covers a tile of pixels (the pool's stride
+/// squared, or one pixel without a pool) and walks their channels in order. Per channel it
+/// loads the patch of the pool's input under every window that can cover the tile once, finds
+/// each window's first maximum (row-major, as the reference breaks ties) without branches, and
+/// adds the window's output gradient to the tile pixel that holds it; neighbouring tile pixels
+/// share the loads, which a per-pixel walk repeats up to K * K times. Then, per pixel, named
+/// registers slide over the channels: `a*` holds the LRN's input at j - LO ..= j + HI (zero
+/// outside), `t*` the terms t_m = g_m x_m D_m^(-beta-1) at j - LO - HI ..= j, `u*` the terms
+/// u_m = g_m D_m^-beta at j - LO ..= j; channel c = j - LO is then complete. The sums run in
+/// the reference order (zeros for channels outside add nothing), and D^(-beta-1) is
+/// D^-beta / D: one `pow` per element.
+fn lrn_scan(w: &mut Writer, relu: bool, pool: Option<&PoolNode>, pool_x: &str, lrn: LrnNode) {
+    let size = lrn.size;
+    let lo = (size - 1) / 2;
+    let (side, windows, patch) = scan_tile(pool);
+    let pixels: Vec<(u32, u32)> = (0..side)
+        .flat_map(|r| (0..side).map(move |c| (r, c)))
+        .collect();
+    w.line("let n = i / THREADS;");
+    if let Some(p) = pool {
+        let across = p.in_w.div_ceil(side);
+        w.line(format!(
+            "// Tiles of {side} x {side} input pixels; the windows that can cover one, {windows} per dimension."
+        ))
+        .line(format!("let ty = (i % THREADS) / {across}u;"))
+        .line(format!("let tx = i % {across}u;"))
+        .line("let y0 = ty * S;")
+        .line("let x0 = tx * S;")
+        .line("let oy_lo = select(0u, (y0 + PAD + S - K) / S, y0 + PAD + 1u >= K);")
+        .line("let oy_hi = min((y0 + S - 1u + PAD) / S, OH - 1u);")
+        .line("let ox_lo = select(0u, (x0 + PAD + S - K) / S, x0 + PAD + 1u >= K);")
+        .line("let ox_hi = min((x0 + S - 1u + PAD) / S, OW - 1u);");
+        for (k, (r, c)) in pixels.iter().enumerate() {
+            w.line(format!("let in{k} = y0 + {r}u < IH && x0 + {c}u < IW;"))
+                .line(format!(
+                    "let pix{k} = min(y0 + {r}u, IH - 1u) * IW + min(x0 + {c}u, IW - 1u);"
+                ));
+        }
+    } else {
+        w.line("let pix0 = i % HW;").line("let in0 = true;");
+    }
+    let zero = |w: &mut Writer, names: &[String]| {
+        let decls: Vec<String> = names.iter().map(|n| format!("var {n} = 0.0;")).collect();
+        w.line(decls.join(" "));
+    };
+    for k in 0..pixels.len() {
+        w.line(format!("let base{k} = n * C * HW + pix{k};"));
+        // Before channel 0: a_m holds channel m - LO - 1.
+        let mut decls = Vec::new();
+        for m in 0..size {
+            let channel = i64::from(m) - i64::from(lo) - 1;
+            if channel >= 0 && channel < i64::from(lrn.channels) {
+                decls.push(format!("var a{m}_{k} = x[base{k} + {channel}u * HW];"));
+            } else {
+                decls.push(format!("var a{m}_{k} = 0.0;"));
+            }
+        }
+        w.line(decls.join(" "));
+        zero(
+            w,
+            &(0..size).map(|m| format!("t{m}_{k}")).collect::<Vec<_>>(),
+        );
+        zero(
+            w,
+            &(0..=lo).map(|m| format!("u{m}_{k}")).collect::<Vec<_>>(),
+        );
+    }
     w.open("for (var j = 0u; j < C + LO; j++)");
-    w.open("if (j < C)")
-        .line("let g = grad(n, j, pix);")
-        .line("let d = denominator(n, j, pix);")
-        .line("u[j % SIZE] = g * pow(d, -BETA);")
-        .line("t[j % SIZE] = g * x[(n * C + j) * HW + pix] * pow(d, -BETA - 1.0);")
-        .close();
-    w.line("// Channel c = j - LO has every term it needs once j's are in.")
-        .open("if (j >= LO)")
-        .line("let c = j - LO;")
-        .line("let lo = select(0u, c - HI, c >= HI);")
-        .line("let hi = min(C - 1u, j);")
-        .line("var cross = 0.0;")
-        .open("for (var m = lo; m <= hi; m++)")
-        .line("cross += t[m % SIZE];")
-        .close()
-        .line("let at = (n * C + c) * HW + pix;")
-        .line("let v = u[c % SIZE] - 2.0 * ALPHA * BETA * x[at] * cross;")
-        .line(format!("dx[at] = {};", mask("v", "at")))
-        .close();
+    let grads: Vec<String> = (0..pixels.len()).map(|k| format!("g{k}")).collect();
+    zero(w, &grads);
+    w.open("if (j < C)");
+    match pool {
+        Some(_) => pool_tile(w, pool_x, side, windows, patch),
+        None => {
+            w.line("g0 = dy[(n * C + j) * HW + pix0];");
+        }
+    }
     w.close();
+    let last = size - 1;
+    for k in 0..pixels.len() {
+        let shift = |w: &mut Writer, ring: &str, len: u32| {
+            let moves: Vec<String> = (0..len - 1)
+                .map(|m| format!("{ring}{m}_{k} = {ring}{}_{k};", m + 1))
+                .collect();
+            w.line(moves.join(" "));
+        };
+        w.block();
+        shift(w, "a", size);
+        w.line(format!(
+            "a{last}_{k} = select(0.0, x[base{k} + min(j + HI, C - 1u) * HW], j + HI < C);"
+        ));
+        shift(w, "t", size);
+        if lo > 0 {
+            shift(w, "u", lo + 1);
+        }
+        w.line(format!("t{last}_{k} = 0.0;"))
+            .line(format!("u{lo}_{k} = 0.0;"));
+        let squares: Vec<String> = (0..size)
+            .map(|m| format!(" + a{m}_{k} * a{m}_{k}"))
+            .collect();
+        w.open("if (j < C)")
+            .line(format!(
+                "let d = KBIAS + ALPHA * (0.0{});",
+                squares.join("")
+            ))
+            .line("let p = pow(d, -BETA);")
+            .line(format!("u{lo}_{k} = g{k} * p;"))
+            .line(format!("t{last}_{k} = g{k} * a{lo}_{k} * (p / d);"))
+            .close();
+        let terms: Vec<String> = (0..size).map(|m| format!(" + t{m}_{k}")).collect();
+        let v = "u0_K - 2.0 * ALPHA * BETA * a0_K * (0.0TERMS)"
+            .replace("TERMS", &terms.join(""))
+            .replace("_K", &format!("_{k}"));
+        let v = if relu {
+            format!("select(0.0, {v}, a0_{k} > 0.0)")
+        } else {
+            v
+        };
+        w.open(format!("if (j >= LO && in{k})"))
+            .line(format!("dx[base{k} + (j - LO) * HW] = {v};"))
+            .close();
+        w.close();
+    }
     w.close();
+}
+
+/// The pool's input gradient at the tile's pixels of channel j, into g0.. (row-major).
+fn pool_tile(w: &mut Writer, x: &str, side: u32, windows: u32, patch: u32) {
+    w.line("let xbase = (n * C + j) * IH * IW;")
+        .line("let dbase = (n * C + j) * OH * OW;");
+    w.line("// The patch under the windows, each element loaded once (clamped; ok* says whether it is in the image).");
+    for r in 0..patch {
+        w.line(format!("let py{r} = i32(oy_lo * S + {r}u) - i32(PAD);"))
+            .line(format!("let oky{r} = py{r} >= 0 && py{r} < i32(IH);"))
+            .line(format!(
+                "let ry{r} = u32(clamp(py{r}, 0, i32(IH) - 1)) * IW;"
+            ));
+    }
+    for c in 0..patch {
+        w.line(format!("let px{c} = i32(ox_lo * S + {c}u) - i32(PAD);"))
+            .line(format!("let okx{c} = px{c} >= 0 && px{c} < i32(IW);"))
+            .line(format!("let cx{c} = u32(clamp(px{c}, 0, i32(IW) - 1));"));
+    }
+    for r in 0..patch {
+        for c in 0..patch {
+            w.line(format!("let v{r}_{c} = {x}[xbase + ry{r} + cx{c}];"));
+        }
+    }
+    let k = patch - (windows - 1) * side;
+    for wy in 0..windows {
+        for wx in 0..windows {
+            w.block()
+                .line(format!("let oy = oy_lo + {wy}u;"))
+                .line(format!("let ox = ox_lo + {wx}u;"))
+                .line("let live = oy <= oy_hi && ox <= ox_hi;")
+                .line("var best = 0.0;")
+                .line("var found = false;")
+                .line("var arg = 0xffffffffu;");
+            for ky in 0..k {
+                for kx in 0..k {
+                    let (r, c) = (wy * side + ky, wx * side + kx);
+                    w.line(format!(
+                        "let take{ky}_{kx} = oky{r} && okx{c} && (!found || v{r}_{c} > best);"
+                    ))
+                    .line(format!("best = select(best, v{r}_{c}, take{ky}_{kx});"))
+                    .line(format!("arg = select(arg, ry{r} + cx{c}, take{ky}_{kx});"))
+                    .line(format!("found = found || (oky{r} && okx{c});"));
+                }
+            }
+            w.line(
+                "let d = select(0.0, dy[dbase + min(oy, OH - 1u) * OW + min(ox, OW - 1u)], live);",
+            );
+            for k in 0..side * side {
+                w.line(format!("g{k} += select(0.0, d, live && arg == pix{k});"));
+            }
+            w.close();
+        }
+    }
 }
 
 /// A softmax inside the network: dx = y * (dy - sum(dy * y)), y recomputed from x.

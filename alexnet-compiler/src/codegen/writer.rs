@@ -40,6 +40,13 @@ impl Writer {
         self
     }
 
+    /// Opens a bare block (`{`), for names local to it.
+    pub fn block(&mut self) -> &mut Self {
+        self.line("{");
+        self.indent += 1;
+        self
+    }
+
     /// Closes a block.
     pub fn close(&mut self) -> &mut Self {
         self.indent -= 1;

@@ -242,23 +242,16 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
                 },
             )
         }
+        // One iteration per channel (and LRN window's edge): the pool windows inside are
+        // unrolled (`codegen::training::lrn_scan`).
         Algo::ChannelScan { .. } => {
-            let (mut channels, mut per_channel) = (0, 1);
-            for &n in kernel.covers.iter() {
-                match plan.nodes[n as usize].op {
-                    NodeOp::Lrn(l) => channels = u64::from(l.channels + l.size),
-                    NodeOp::MaxPool(p) => {
-                        per_channel = u64::from(p.kernel.div_ceil(p.stride)).pow(2)
-                            * u64::from(p.kernel * p.kernel)
-                    }
-                    NodeOp::Conv(_)
-                    | NodeOp::Linear(_)
-                    | NodeOp::Relu
-                    | NodeOp::Softmax
-                    | NodeOp::Dropout(_) => {}
-                }
-            }
-            Some(channels * per_channel)
+            kernel
+                .covers
+                .iter()
+                .find_map(|&n| match plan.nodes[n as usize].op {
+                    NodeOp::Lrn(l) => Some(u64::from(l.channels + l.size)),
+                    _ => None,
+                })
         }
         Algo::PerElement { .. }
         | Algo::RowReduce { .. }

@@ -284,8 +284,14 @@ pub fn chain_kernel(nodes: &[plan::Node], chain: &[u32]) -> plan::Kernel {
         write: true,
     });
     let pixels = u64::from(h) * u64::from(w);
+    // With an LRN, an invocation per pixel, or per tile of the pool's stride squared.
+    let pool_stride = chain.iter().find_map(|&n| match nodes[n as usize].op {
+        plan::NodeOp::MaxPool(p) => Some(p.stride),
+        _ => None,
+    });
     let threads = if lrn {
-        pixels
+        let side = pool_stride.unwrap_or(1);
+        u64::from(h.div_ceil(side)) * u64::from(w.div_ceil(side))
     } else {
         u64::from(channels) * pixels
     };
