@@ -11,7 +11,7 @@
 //! `n < cols` and `k < depth`, so they need no guards of their own beyond padding.
 
 use super::writer::Writer;
-use alexnet_plan::{ConvNode, GemmTile, Kernel, NodeOp, Plan, Role, Staging, Wrt};
+use alexnet_plan::{Algo, ConvNode, GemmTile, Kernel, NodeOp, Plan, Role, Staging, Wrt};
 
 /// Reduction steps unrolled into one loop iteration by the register-only tile.
 ///
@@ -52,6 +52,11 @@ struct Shape {
 enum Walk {
     /// `k = 0..depth`, `UNROLL` steps per iteration, `load_a(g, m, k)` and `load_b(g, k, n)`.
     Flat,
+    /// A linear layer's forward on a CPU adapter: A's rows (`w`) and B's columns (`x`) are both
+    /// contiguous along the reduction, so both are read as `vec4`s (their bindings are
+    /// `array<vec4<f32>>`, see [`vec4_rows`]): a software adapter then loads 16 bytes per lane
+    /// where it gathered 4 one by one, and the layer is bound by its weight traffic.
+    Rows4,
     /// A convolution's patches (forward, input gradient): columns are output pixels, the
     /// reduction is (channel, ky, kx) of `input`. Per column the image's channel base and
     /// the window's corner are computed once; the loop walks (channel, ky) with kx unrolled;
@@ -255,13 +260,18 @@ pub fn gemm(
             }
         }
         (NodeOp::Linear(_), Role::Forward) => {
-            w.line("// A: the part's weight rows; B: the images, one column each.");
-            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
-                .line("return w[m * IN + k];")
-                .close();
-            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
-                .line("return x[n * IN + k];")
-                .close();
+            let rows4 = vec4_rows(plan, kernel);
+            if rows4 {
+                w.line("// A: the part's weight rows; B: the images, one column each; both read 4 features at a time.");
+            } else {
+                w.line("// A: the part's weight rows; B: the images, one column each.");
+                w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
+                    .line("return w[m * IN + k];")
+                    .close();
+                w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
+                    .line("return x[n * IN + k];")
+                    .close();
+            }
             let value = act(&format!("v{}", bias("m")));
             match crate::schedule::fuse::epilogue_dropout(&plan.nodes, &kernel.covers) {
                 Some(d) => {
@@ -292,7 +302,7 @@ pub fn gemm(
                 rows: "ROWS".into(),
                 cols: "params.batch",
                 depth: "IN",
-                walk: Walk::Flat,
+                walk: if rows4 { Walk::Rows4 } else { Walk::Flat },
             }
         }
         (NodeOp::Linear(_), Role::Backward(Wrt::Input)) => {
@@ -482,6 +492,15 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
     }
     match walk {
         Walk::Flat => {}
+        Walk::Rows4 => {
+            w.line("// Row i's and column j's first vec4.");
+            for i in 0..tile.rm {
+                w.line(format!("let ra{i} = r{i} * (IN / 4u);"));
+            }
+            for j in 0..tile.rn {
+                w.line(format!("let cb{j} = c{j} * (IN / 4u);"));
+            }
+        }
         Walk::Patch { base, .. } => {
             w.line("// Column j: its image's first input channel of the group, and its window's top-left corner.");
             for j in 0..tile.rn {
@@ -523,6 +542,34 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             w.close();
             w.open("for (; k < depth; k++)");
             flat_step(w, tile, "k");
+            w.close();
+        }
+        Walk::Rows4 => {
+            let step = |w: &mut Writer, q: &str| {
+                w.open("");
+                for i in 0..tile.rm {
+                    w.line(format!("let a{i} = w[ra{i} + {q}];"));
+                }
+                for j in 0..tile.rn {
+                    w.line(format!("let b{j} = x[cb{j} + {q}];"));
+                }
+                for i in 0..tile.rm {
+                    for j in 0..tile.rn {
+                        w.line(format!("acc{i}_{j} += dot(a{i}, b{j});"));
+                    }
+                }
+                w.close();
+            };
+            let per = UNROLL / 4;
+            w.line(format!("// {per} vec4 steps of the reduction per iteration, then the rest one by one (see LOOP_LIMIT)."))
+                .line("var q = 0u;");
+            w.open(format!("for (; q + {per}u <= IN / 4u; q += {per}u)"));
+            for u in 0..per {
+                step(w, &format!("q + {u}u"));
+            }
+            w.close();
+            w.open("for (; q < IN / 4u; q++)");
+            step(w, "q");
             w.close();
         }
         Walk::Patch {
@@ -602,6 +649,21 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             .line(format!("store(g, r{i}, c{j}, acc{i}_{j});"))
             .close();
         }
+    }
+}
+
+/// Whether `kernel` is a linear layer's forward in registers (the CPU form) over a multiple
+/// of 4 input features: it reads `x` and `w` as `array<vec4<f32>>` ([`Walk::Rows4`]).
+pub fn vec4_rows(plan: &Plan, kernel: &Kernel) -> bool {
+    match (
+        plan.nodes[kernel.node as usize].op,
+        kernel.role,
+        kernel.algo,
+    ) {
+        (NodeOp::Linear(l), Role::Forward, Algo::Gemm(tile)) => {
+            tile.staging == Staging::Registers && l.in_features % 4 == 0
+        }
+        _ => false,
     }
 }
 

@@ -152,6 +152,7 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
         let ty = match name {
             "params" => "Params",
             "labels" => "array<u32>",
+            "x" | "w" if gemm::vec4_rows(plan, kernel) => "array<vec4<f32>>",
             _ => "array<f32>",
         };
         names.push(name);
