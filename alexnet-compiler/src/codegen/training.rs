@@ -441,13 +441,14 @@ fn lrn_scan(w: &mut Writer, relu: bool, pool: Option<&PoolNode>, pool_x: &str, l
         .flat_map(|r| (0..side).map(move |c| (r, c)))
         .collect();
     w.line("let n = i / THREADS;");
-    if let Some(p) = pool {
-        let across = p.in_w.div_ceil(side);
+    if pool.is_some() {
         w.line(format!(
             "// Tiles of {side} x {side} input pixels; the windows that can cover one, {windows} per dimension."
         ))
-        .line(format!("let ty = (i % THREADS) / {across}u;"))
-        .line(format!("let tx = i % {across}u;"))
+        .line("// Tiles across a row; THREADS is tiles per image (`schedule::training::chain_kernel`).")
+        .line("let across = (IW + S - 1u) / S;")
+        .line("let ty = (i % THREADS) / across;")
+        .line("let tx = i % across;")
         .line("let y0 = ty * S;")
         .line("let x0 = tx * S;")
         .line("let oy_lo = select(0u, (y0 + PAD + S - K) / S, y0 + PAD + 1u >= K);")
