@@ -130,14 +130,14 @@ struct DeviceArgs {
     /// Adapter index as listed by `alexnet devices` (env ALEXNET_ADAPTER).
     #[arg(long, env = "ALEXNET_ADAPTER")]
     adapter: Option<usize>,
-    /// Kernel variants: gpu or cpu (env ALEXNET_VARIANT; default: cpu on software adapters, else gpu).
+    /// Kernel variants: gpu, cpu or cpu-sg8 (env ALEXNET_VARIANT; default: measured on first use).
     #[arg(long, env = "ALEXNET_VARIANT", value_parser = variant_name)]
     variant: Option<alexnet::plan::Target>,
 }
 
 fn variant_name(s: &str) -> std::result::Result<alexnet::plan::Target, String> {
     alexnet::plan::Target::parse(s)
-        .ok_or_else(|| format!("unknown kernel variant `{s}` (expected gpu or cpu)"))
+        .ok_or_else(|| format!("unknown kernel variant `{s}` (expected gpu, cpu or cpu-sg8)"))
 }
 
 impl DeviceArgs {
@@ -821,7 +821,9 @@ pub(crate) fn open_tuned(
 ) -> Result<Gpu> {
     let mut gpu = Gpu::open(&device.options(), plan)?;
     if let Some((adapter, target)) =
-        keep.filter(|(adapter, _)| !gpu.forced && *adapter == gpu.adapter_name())
+        keep.filter(|(adapter, target)| {
+            !gpu.forced && *adapter == gpu.adapter_name() && gpu.runs(*target)
+        })
     {
         eprintln!(
             "kernel variants: {} (those the run started with on {adapter})",

@@ -272,6 +272,7 @@ fn target_tokens(t: plan::Target) -> TokenStream {
     match t {
         plan::Target::Gpu => quote! { ::alexnet::__private::Target::Gpu },
         plan::Target::Cpu => quote! { ::alexnet::__private::Target::Cpu },
+        plan::Target::CpuSubgroup => quote! { ::alexnet::__private::Target::CpuSubgroup },
     }
 }
 
@@ -301,6 +302,7 @@ fn gemm_tile(t: plan::GemmTile) -> TokenStream {
     let staging = match t.staging {
         plan::Staging::Workgroup => quote! { Workgroup },
         plan::Staging::Registers => quote! { Registers },
+        plan::Staging::Subgroup { lanes } => quote! { Subgroup { lanes: #lanes } },
     };
     quote! { ::alexnet::__private::GemmTile { m: #m, n: #n, k: #k, rm: #rm, rn: #rn, staging: ::alexnet::__private::Staging::#staging } }
 }

@@ -435,26 +435,51 @@ pub enum Target {
     /// Software adapters on the CPU (lavapipe, llvmpipe, WARP, SwiftShader): register blocks
     /// read straight from the caches, no workgroup memory, no barriers.
     Cpu,
+    /// Software adapters whose subgroups are exactly [`Target::SUBGROUP_LANES`] SIMD lanes
+    /// (lavapipe on AVX2, and on AVX-512 at its default 256 bits): [`Target::Cpu`]'s kernels,
+    /// but the GEMMs share the columns of their operand B across a subgroup
+    /// ([`Staging::Subgroup`]). Needs subgroup operations; kernels without such a form run
+    /// their `Cpu` form.
+    CpuSubgroup,
 }
 
 impl Target {
     /// Every target, in the order variants are emitted.
-    pub const ALL: [Target; 2] = [Target::Gpu, Target::Cpu];
+    pub const ALL: [Target; 3] = [Target::Gpu, Target::Cpu, Target::CpuSubgroup];
 
-    /// `gpu` or `cpu`.
+    /// The subgroup size the [`Target::CpuSubgroup`] kernels are written for.
+    pub const SUBGROUP_LANES: u32 = 8;
+
+    /// `gpu`, `cpu` or `cpu-sg8`.
     pub const fn as_str(&self) -> &'static str {
         match self {
             Target::Gpu => "gpu",
             Target::Cpu => "cpu",
+            Target::CpuSubgroup => "cpu-sg8",
         }
     }
 
-    /// Parses `gpu` or `cpu` (any case).
+    /// Parses `gpu`, `cpu` or `cpu-sg8` (any case).
     pub fn parse(s: &str) -> Option<Target> {
-        match s.to_ascii_lowercase().as_str() {
-            "gpu" => Some(Target::Gpu),
-            "cpu" => Some(Target::Cpu),
-            _ => None,
+        Target::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// The target whose forms a kernel runs when it has none of this target's own: `Cpu`
+    /// for `CpuSubgroup` (only its GEMMs differ); the kernel's primary (GPU) form otherwise.
+    pub const fn fallback(&self) -> Option<Target> {
+        match self {
+            Target::CpuSubgroup => Some(Target::Cpu),
+            Target::Gpu | Target::Cpu => None,
+        }
+    }
+
+    /// The subgroup size this target's kernels need the adapter to have (min = max), if any.
+    pub const fn subgroup_lanes(&self) -> Option<u32> {
+        match self {
+            Target::CpuSubgroup => Some(Target::SUBGROUP_LANES),
+            Target::Gpu | Target::Cpu => None,
         }
     }
 }
@@ -480,6 +505,13 @@ pub enum Staging {
     /// Every invocation loads its own operands from the buffers (the caches do the sharing);
     /// no workgroup memory, no barriers.
     Registers,
+    /// As `Registers`, but the invocations of a subgroup of `lanes` share the columns of B:
+    /// each loads `rn / lanes` of the block's `rn` columns and receives the others by
+    /// `subgroupBroadcast`. On a software adapter, which gathers every load lane by lane, a
+    /// broadcast is a register shuffle: B's loads per multiply-add fall `lanes`-fold. The
+    /// lanes of a subgroup hold consecutive `rm`-row blocks of the same `rn` columns, so
+    /// `m / rm` is a multiple of `lanes`.
+    Subgroup { lanes: u32 },
 }
 
 /// The tile of a GEMM kernel: a workgroup computes `m` rows × `n` columns of the output; each
@@ -518,6 +550,27 @@ impl GemmTile {
             rm,
             rn,
             staging: Staging::Registers,
+        }
+    }
+
+    /// A registers-only tile of `rm × rn` blocks whose `rn` columns a subgroup of `lanes`
+    /// invocations shares ([`Staging::Subgroup`]).
+    pub const fn subgroup(m: u32, n: u32, rm: u32, rn: u32, lanes: u32) -> GemmTile {
+        GemmTile {
+            m,
+            n,
+            k: 1,
+            rm,
+            rn,
+            staging: Staging::Subgroup { lanes },
+        }
+    }
+
+    /// Invocations sharing B's columns: `lanes` for a subgroup tile, else 1.
+    pub const fn lanes(&self) -> u32 {
+        match self.staging {
+            Staging::Subgroup { lanes } => lanes,
+            Staging::Workgroup | Staging::Registers => 1,
         }
     }
 
@@ -586,6 +639,10 @@ impl Algo {
                 Staging::Registers => {
                     format!("gemm {}x{} block {}x{} registers", t.m, t.n, t.rm, t.rn)
                 }
+                Staging::Subgroup { lanes } => format!(
+                    "gemm {}x{} block {}x{} registers, B shared by {lanes} lanes",
+                    t.m, t.n, t.rm, t.rn
+                ),
             },
             Algo::ConvBlock {
                 tile: t,
@@ -884,7 +941,10 @@ impl Kernel {
     /// This kernel in its form for `target`.
     pub fn for_target(&self, target: Target) -> Kernel {
         match self.variants.iter().find(|v| v.target == target) {
-            None => self.clone(),
+            None => match target.fallback() {
+                Some(t) => self.for_target(t),
+                None => self.clone(),
+            },
             Some(v) => Kernel {
                 algo: v.algo,
                 cost: v.cost,
@@ -1098,7 +1158,8 @@ impl Plan {
         let mut plan = self.clone();
         let kernels: Vec<Kernel> = self.kernels.iter().map(|k| k.for_target(target)).collect();
         plan.kernels = kernels.into();
-        if let Some(v) = self.inference_variants.iter().find(|v| v.target == target) {
+        let program = |t: Target| self.inference_variants.iter().find(|v| v.target == t);
+        if let Some(v) = program(target).or_else(|| target.fallback().and_then(program)) {
             plan.inference = v.program.clone();
             plan.fusion = v.fusion;
         }

@@ -14,8 +14,14 @@ pub enum Error {
     AdapterIndex { index: usize, count: usize },
     #[error("unknown backend `{0}` (expected one of vulkan, gl, metal, dx12)")]
     UnknownBackend(String),
-    #[error("unknown kernel variant `{0}` (expected gpu or cpu)")]
+    #[error("unknown kernel variant `{0}` (expected gpu, cpu or cpu-sg8)")]
     UnknownVariant(String),
+    #[error("adapter `{adapter}` cannot run the `{variant}` kernel variant: {why}")]
+    VariantUnsupported {
+        adapter: String,
+        variant: &'static str,
+        why: String,
+    },
     #[error("adapter `{adapter}` cannot meet the plan: {limit} needs {needed}, the adapter offers {available}")]
     Limit {
         adapter: String,

@@ -4,10 +4,11 @@
 //! the adapter from `GpuOptions::adapter` or `ALEXNET_ADAPTER` (an index into
 //! `alexnet devices`). Without either, a real GPU is preferred over a software one, and
 //! Vulkan (lavapipe) over GL (llvmpipe). The device is opened with exactly the limits a plan
-//! needs, re-checked against what the adapter offers. Kernels run in their variant for the
-//! adapter's kind ([`Target::Cpu`] on software adapters, [`Target::Gpu`] elsewhere) unless
-//! `GpuOptions::variant` or `ALEXNET_VARIANT` (gpu, cpu) says otherwise; [`Gpu::tune`]
-//! replaces that guess by a measurement (see [`crate::tune`]).
+//! needs, re-checked against what the adapter offers, and with subgroup operations where it
+//! has them. Kernels run in their variant for the adapter's kind ([`Target::CpuSubgroup`] on
+//! software adapters with 8-lane subgroups, else [`Target::Cpu`] there, [`Target::Gpu`]
+//! elsewhere) unless `GpuOptions::variant` or `ALEXNET_VARIANT` (gpu, cpu, cpu-sg8) says
+//! otherwise; [`Gpu::tune`] replaces that guess by a measurement (see [`crate::tune`]).
 
 use crate::error::{Error, Result};
 use alexnet_plan::{Plan, Target};
@@ -181,6 +182,34 @@ pub fn largest_binding(plan: &Plan, capacity: u32) -> u64 {
     acts.chain(params).max().unwrap_or(4).max(16)
 }
 
+/// Whether `device` (of `adapter`) can run `target`'s kernels.
+fn runs(adapter: &wgpu::Adapter, device: &wgpu::Device, target: Target) -> bool {
+    match target.subgroup_lanes() {
+        None => true,
+        Some(lanes) => {
+            let info = adapter.get_info();
+            device.features().contains(wgpu::Features::SUBGROUP)
+                && info.subgroup_min_size == lanes
+                && info.subgroup_max_size == lanes
+        }
+    }
+}
+
+/// Why `target` does not run on `device` (for the error of a forced variant).
+fn unsupported_why(adapter: &wgpu::Adapter, device: &wgpu::Device, target: Target) -> String {
+    let info = adapter.get_info();
+    match target.subgroup_lanes() {
+        Some(_) if !device.features().contains(wgpu::Features::SUBGROUP) => {
+            "the adapter has no subgroup operations".to_string()
+        }
+        Some(lanes) => format!(
+            "its kernels need {lanes}-lane subgroups; the adapter's are {}..={} lanes",
+            info.subgroup_min_size, info.subgroup_max_size
+        ),
+        None => "it needs nothing this adapter lacks".to_string(),
+    }
+}
+
 /// `NAME (Backend)`: how errors and checkpoints name an adapter.
 fn adapter_name(info: &wgpu::AdapterInfo) -> String {
     format!("{} ({:?})", info.name, info.backend)
@@ -261,8 +290,10 @@ impl Gpu {
                 .max_storage_buffers_per_shader_stage
                 .min(offered.max_storage_buffers_per_shader_stage),
         );
-        // Timestamps, where the adapter has them, let `alexnet bench --kernels` time kernels on the GPU.
-        let required_features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // Timestamps, where the adapter has them, let `alexnet bench --kernels` time kernels on the GPU;
+        // subgroup operations let the `cpu-subgroup` kernels share loads between SIMD lanes.
+        let required_features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
         let desc = wgpu::DeviceDescriptor {
             label: Some("alexnet"),
             required_limits: limits,
@@ -279,6 +310,21 @@ impl Gpu {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(600);
+        // A software adapter's guess is its subgroup variant where it has one (1.6-2× the
+        // plain CPU kernels' speed on lavapipe); measuring (`Gpu::tune`) may still differ.
+        let target = match target {
+            Target::Cpu if !forced && runs(&adapter, &device, Target::CpuSubgroup) => {
+                Target::CpuSubgroup
+            }
+            t => t,
+        };
+        if !runs(&adapter, &device, target) {
+            return Err(Error::VariantUnsupported {
+                adapter: name,
+                variant: target.as_str(),
+                why: unsupported_why(&adapter, &device, target),
+            });
+        }
         tracing::info!(adapter = %name, variant = target.as_str(), "opened device");
         let lost = Arc::new(Mutex::new(None));
         let record = Arc::clone(&lost);
@@ -296,6 +342,12 @@ impl Gpu {
             forced,
             lost,
         })
+    }
+
+    /// Whether this device can run `target`'s kernels: [`Target::CpuSubgroup`] needs
+    /// subgroup operations with subgroups of exactly its lane count.
+    pub fn runs(&self, target: Target) -> bool {
+        runs(&self.adapter, &self.device, target)
     }
 
     /// Name and backend of the adapter (`llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`).

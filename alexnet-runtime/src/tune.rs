@@ -1,7 +1,9 @@
 //! Picks the kernel variants an adapter runs a plan with, by measuring them on first use.
 //!
 //! The compiler emits every kernel in a form for GPUs and one for software adapters (and,
-//! where fusion pays differently, an inference program of each). Which runs faster is a
+//! where fusion pays differently, an inference program of each), and its GEMMs in a third
+//! form for software adapters with 8-lane subgroups (`cpu-sg8`), measured only where the
+//! device runs it. Which runs faster is a
 //! property of the adapter and its driver, so [`Gpu::tune`] runs the plan's program for the
 //! mode once in each [`Target`]'s variants and keeps the faster. The choice is cached, keyed
 //! by adapter, backend, driver, the plan's kernels and the mode, so a later run of the same
@@ -92,7 +94,8 @@ impl Gpu {
         let guess = self.target;
         let mut seconds = Vec::new();
         let mut failure = None;
-        for target in Target::ALL {
+        let runnable: Vec<Target> = Target::ALL.into_iter().filter(|&t| self.runs(t)).collect();
+        for target in runnable {
             self.target = target;
             match measure(self, plan, mode) {
                 Ok(s) => seconds.push((target, s)),

@@ -14,7 +14,7 @@ const TOL: f64 = 1e-4;
 /// probabilities, against the reference and against the inspect program; with both kernel
 /// variants (GPU and CPU), whatever the adapter.
 fn check_all_activations(plan: &Plan, batch: usize, capacity: u32) {
-    for target in Target::ALL {
+    for target in alexnet_tests::targets(plan) {
         check_activations_with(plan, batch, capacity, target);
     }
 }

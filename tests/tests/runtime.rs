@@ -274,3 +274,25 @@ fn an_odd_class_count_at_an_odd_capacity_reads_back() {
         }
     }
 }
+
+/// CI's adapter, lavapipe, runs every kernel variant, `cpu-sg8` included (8-lane subgroups
+/// with subgroup operations), so the tests that loop over `alexnet_tests::targets` check all
+/// of them there.
+#[test]
+fn lavapipe_runs_every_variant() {
+    let plan = &alexnet::models::AlexNetMini::PLAN;
+    let gpu = alexnet_tests::gpu(plan);
+    if !gpu.adapter_name().starts_with("llvmpipe") {
+        return;
+    }
+    assert_eq!(alexnet_tests::targets(plan), alexnet::plan::Target::ALL);
+    let forced = alexnet::Gpu::open(
+        &alexnet::GpuOptions {
+            variant: Some(alexnet::plan::Target::CpuSubgroup),
+            ..Default::default()
+        },
+        plan,
+    )
+    .unwrap();
+    assert_eq!(forced.target, alexnet::plan::Target::CpuSubgroup);
+}

@@ -90,7 +90,7 @@ fn to_f64(t: &[Vec<f32>]) -> Vec<Vec<f64>> {
 /// One GPU step from `weights` against the reference: loss, every parameter gradient, and
 /// the updated weights and momentum by the paper's rule (starting from zero momentum).
 fn check_step(plan: &Plan, weights: &Weights, batch: usize, capacity: u32, dropout: bool) {
-    for target in Target::ALL {
+    for target in alexnet_tests::targets(plan) {
         check_step_with(plan, weights, batch, capacity, dropout, target);
     }
 }
@@ -365,7 +365,7 @@ fn loss_decreases_on_real_fashion_mnist() {
 
 /// `alexnet selftest`'s check: every kernel of every program, alone, in both variants.
 fn selftest_passes(plan: &alexnet::Plan) {
-    for target in Target::ALL {
+    for target in alexnet_tests::targets(plan) {
         let gpu = gpu_with(plan, target);
         let checks =
             selftest::run(&gpu, plan, &selftest::Options::default(), |_, _, _| {}).unwrap();

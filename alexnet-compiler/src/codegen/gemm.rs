@@ -144,7 +144,7 @@ pub fn gemm(
         (NodeOp::Conv(c), Role::Forward) => {
             w.line("// A: the weights, one row per output channel of the group, K*K*ICG columns.");
             // Only the registers-only patch walk addresses weight rows.
-            if tile.staging == Staging::Registers {
+            if tile.staging != Staging::Workgroup {
                 w.line("// wrow is (ci, ky, kx = 0).");
                 w.open("fn wrow(g: u32, m: u32, ci: u32, ky: u32) -> u32")
                     .line(format!(
@@ -351,7 +351,11 @@ pub fn gemm(
     decls(w, tile, &shape);
     w.line("");
     w.line("@compute @workgroup_size(WG)");
-    w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
+    if tile.lanes() > 1 {
+        w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_id) sgid: u32, @builtin(subgroup_invocation_id) lane: u32)");
+    } else {
+        w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
+    }
     w.line(
         "// The workgroup's tile; uniform across it, so the early return precedes every barrier.",
     )
@@ -367,12 +371,20 @@ pub fn gemm(
         .line("return;")
         .close()
         .line("let g = tm / MT;")
-        .line("let m0 = (tm % MT) * TM;")
-        .line("let tx = lid % TX;")
-        .line("let ty = lid / TX;");
+        .line("let m0 = (tm % MT) * TM;");
+    if tile.lanes() > 1 {
+        w.line("// Subgroup (sx, sy) holds rows sy * SG * RM.. and columns sx * RN.. of the tile; its lane")
+            .line("// `lane` holds RM of those rows and all RN columns, and loads RN / SG of the columns.")
+            .line("let sx = sgid % TX;")
+            .line("let sy = sgid / TX;")
+            .line("let rb = m0 + (sy * SG + lane) * RM;")
+            .line("let nb = n0 + sx * RN;");
+    } else {
+        w.line("let tx = lid % TX;").line("let ty = lid / TX;");
+    }
     match tile.staging {
         Staging::Workgroup => shared_body(w, tile),
-        Staging::Registers => register_body(w, tile, shape.walk),
+        Staging::Registers | Staging::Subgroup { .. } => register_body(w, tile, shape.walk),
     }
     w.close();
 }
@@ -404,7 +416,11 @@ fn decls(w: &mut Writer, tile: GemmTile, shape: &Shape) {
     .const_u32("TK", tile.k.into())
     .const_u32("RM", tile.rm.into())
     .const_u32("RN", tile.rn.into())
-    .line("// Invocations across the tile's columns.")
+    .line(if tile.lanes() > 1 {
+        "// Subgroups across the tile's columns."
+    } else {
+        "// Invocations across the tile's columns."
+    })
     .line("const TX: u32 = TN / RN;")
     .line(format!("const GROUPS_: u32 = {};", shape.groups))
     .line(format!("const ROWS_: u32 = {};", shape.rows))
@@ -412,6 +428,10 @@ fn decls(w: &mut Writer, tile: GemmTile, shape: &Shape) {
     .line("const MT: u32 = (ROWS_ + TM - 1u) / TM;")
     .line("// Reduction steps per iteration of the register-only loop.")
     .const_u32("UNROLL", UNROLL.into());
+    if tile.lanes() > 1 {
+        w.line("// Lanes of a subgroup, which share B's columns.")
+            .const_u32("SG", tile.lanes().into());
+    }
     if tile.staging == Staging::Workgroup {
         w.line("// A's [TK][TM] slice, then B's [TK][TN] slice.")
             .line("const B0: u32 = TK * TM;")
@@ -483,12 +503,37 @@ fn shared_body(w: &mut Writer, tile: GemmTile) {
 /// and its columns TX apart (so neighbouring invocations read neighbouring B elements).
 /// Rows and columns past the edge are clamped to the last one, computed and not stored, which
 /// keeps the inner loop free of branches.
+///
+/// With [`Staging::Subgroup`] the lanes of a subgroup share the block's RN columns: lane l
+/// loads B at columns `l + t * SG` (`c{t}`, t < RN / SG; every per-column quantity below is
+/// per loaded column) and block column j is lane `j % SG`'s load `t = j / SG`, broadcast.
 fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
+    let shared = tile.lanes() > 1;
+    let row = |i: u32| {
+        if shared {
+            format!("rb + {i}u")
+        } else {
+            format!("m0 + ty * RM + {i}u")
+        }
+    };
+    let col = |j: u32| {
+        if shared {
+            format!("nb + {j}u")
+        } else {
+            format!("n0 + tx + {j}u * TX")
+        }
+    };
     for i in 0..tile.rm {
-        w.line(format!("let r{i} = min(m0 + ty * RM + {i}u, ROWS_ - 1u);"));
+        w.line(format!("let r{i} = min({}, ROWS_ - 1u);", row(i)));
     }
-    for j in 0..tile.rn {
-        w.line(format!("let c{j} = min(n0 + tx + {j}u * TX, cols - 1u);"));
+    let loads = tile.rn / tile.lanes();
+    for j in 0..loads {
+        let at = if shared {
+            format!("nb + lane + {j}u * SG")
+        } else {
+            col(j)
+        };
+        w.line(format!("let c{j} = min({at}, cols - 1u);"));
     }
     match walk {
         Walk::Flat => {}
@@ -497,13 +542,13 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             for i in 0..tile.rm {
                 w.line(format!("let ra{i} = r{i} * (IN / 4u);"));
             }
-            for j in 0..tile.rn {
+            for j in 0..loads {
                 w.line(format!("let cb{j} = c{j} * (IN / 4u);"));
             }
         }
         Walk::Patch { base, .. } => {
             w.line("// Column j: its image's first input channel of the group, and its window's top-left corner.");
-            for j in 0..tile.rn {
+            for j in 0..loads {
                 w.line(format!("let p{j} = c{j} % (OH * OW);"))
                     .line(format!(
                         "let base{j} = i32(((c{j} / (OH * OW)) * IC + {base}) * IH * IW);"
@@ -519,7 +564,7 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             for i in 0..tile.rm {
                 w.line(format!("let ra{i} = ({first}g * {rows} + r{i}) * OH * OW;"));
             }
-            for j in 0..tile.rn {
+            for j in 0..loads {
                 w.line(format!("let dy{j} = i32((c{j} / K) % K) - i32(PAD);"))
                     .line(format!("let dx{j} = i32(c{j} % K) - i32(PAD);"))
                     .line(format!("let off{j} = i32(({group} * ICG + c{j} / (K * K)) * IH * IW) + dy{j} * i32(IW) + dx{j};"));
@@ -545,6 +590,7 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             w.close();
         }
         Walk::Rows4 => {
+            debug_assert!(!shared, "a linear forward over images has no subgroup form");
             let step = |w: &mut Writer, q: &str| {
                 w.open("");
                 for i in 0..tile.rm {
@@ -586,7 +632,7 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             for i in 0..tile.rm {
                 w.line(format!("let wr{i} = wrow(g, r{i}, ci, ky);"));
             }
-            for j in 0..tile.rn {
+            for j in 0..loads {
                 w.line(format!("let iy{j} = cy{j} + i32(ky);"))
                     .line(format!("let in{j} = iy{j} >= 0 && iy{j} < i32(IH);"))
                     .line(format!(
@@ -613,7 +659,7 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
                 .line("let oy = t % OH;")
                 .line("let xb = i32(img * IC * IH * IW + oy * S * IW);")
                 .line("let ab = img * OC * OH * OW + oy * OW;");
-            for j in 0..tile.rn {
+            for j in 0..loads {
                 w.line(format!("let row{j} = xb + off{j};"))
                     .line(format!("let iy{j} = i32(oy * S) + dy{j};"))
                     .line(format!("let in{j} = iy{j} >= 0 && iy{j} < i32(IH);"));
@@ -643,11 +689,11 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
     }
     for i in 0..tile.rm {
         for j in 0..tile.rn {
-            w.open(format!(
-                "if (m0 + ty * RM + {i}u < ROWS_ && n0 + tx + {j}u * TX < cols)"
-            ))
-            .line(format!("store(g, r{i}, c{j}, acc{i}_{j});"))
-            .close();
+            // A stored column is inside the matrix, so a shared block's needs no clamp.
+            let at = if shared { col(j) } else { format!("c{j}") };
+            w.open(format!("if ({} < ROWS_ && {} < cols)", row(i), col(j)))
+                .line(format!("store(g, r{i}, {at}, acc{i}_{j});"))
+                .close();
         }
     }
 }
@@ -698,12 +744,29 @@ fn flat_step(w: &mut Writer, tile: GemmTile, k: &str) {
 
 /// Reads A's `a(i)` for every row and B's `b(j)` for every column of the register block, then
 /// adds their products to the accumulators.
+///
+/// With [`Staging::Subgroup`], `b(t)` is the lane's load at its column `c{t}`, and block
+/// column j is lane `j % SG`'s load `j / SG`.
 fn fma_block(w: &mut Writer, tile: GemmTile, a: impl Fn(u32) -> String, b: impl Fn(u32) -> String) {
     for i in 0..tile.rm {
         w.line(format!("let a{i} = {};", a(i)));
     }
-    for j in 0..tile.rn {
-        w.line(format!("let b{j} = {};", b(j)));
+    let lanes = tile.lanes();
+    if lanes > 1 {
+        for t in 0..tile.rn / lanes {
+            w.line(format!("let v{t} = {};", b(t)));
+        }
+        for j in 0..tile.rn {
+            w.line(format!(
+                "let b{j} = subgroupBroadcast(v{}, {}u);",
+                j / lanes,
+                j % lanes
+            ));
+        }
+    } else {
+        for j in 0..tile.rn {
+            w.line(format!("let b{j} = {};", b(j)));
+        }
     }
     for i in 0..tile.rm {
         for j in 0..tile.rn {

@@ -27,6 +27,13 @@ pub const LINEAR_GEMM: GemmTile = GemmTile::shared(32, 32, 16);
 /// costs less than the gathers they save).
 pub const CPU_GEMM: GemmTile = GemmTile::registers(32, 64, 8, 16);
 
+/// The [`Target::CpuSubgroup`] tile of the same GEMMs: 4 × 32 register blocks whose 32
+/// columns the 8 lanes of a subgroup share (each loads 4 of them), so per reduction step an
+/// invocation loads 4 + 4 operands for 128 multiply-adds where an 8 × 16 block loads 8 + 16.
+/// Measured on lavapipe (2-core AMD EPYC, AVX2), the Mini net's conv3 forward: see README.
+pub const CPU_SUBGROUP_GEMM: GemmTile =
+    GemmTile::subgroup(32, 64, 4, 32, Target::SUBGROUP_LANES);
+
 /// CPU tile of the linear products whose columns are images: 32 invocations of 4 × 4 blocks.
 pub const CPU_LINEAR_GEMM: GemmTile = GemmTile::registers(128, 4, 4, 4);
 
@@ -47,19 +54,25 @@ const CPU_REREAD: f64 = 11.0;
 /// reduction), too few workgroups to spread over the CPU's threads (the Mini net's conv1
 /// weight gradient, 32 × 25, is one 32 × 64 tile, a single thread's work). Workgroups keep at
 /// least 8 invocations, a software adapter's SIMD width.
-fn cpu_tile(groups: u32, rows: u32, columns: Columns) -> GemmTile {
-    let (rm, rn) = (CPU_GEMM.rm, CPU_GEMM.rn);
-    let mut best = (f64::INFINITY, CPU_GEMM);
-    for m in [32, 16, 8] {
+/// `block` gives the register block and staging ([`CPU_GEMM`] or [`CPU_SUBGROUP_GEMM`]); a
+/// subgroup tile's rows hold whole subgroups.
+fn cpu_tile(groups: u32, rows: u32, columns: Columns, block: GemmTile) -> GemmTile {
+    let mut best = (f64::INFINITY, block);
+    let heights: &[u32] = if block.lanes() > 1 { &[64, 32] } else { &[32, 16, 8] };
+    for &m in heights {
         for n in [64, 32, 16, 8] {
-            let tile = GemmTile::registers(m, n, rm, rn);
-            if tile.threads() < 8 {
+            let tile = GemmTile { m, n, ..block };
+            if tile.threads() < 8
+                || m % block.rm != 0
+                || n % block.rn != 0
+                || (m / block.rm) % block.lanes() != 0
+            {
                 continue;
             }
             let row_tiles = u64::from(groups) * u64::from(rows.div_ceil(m));
             let (work, workgroups) = match columns {
                 // Columns grow with the batch: only the rows' padding differs between shapes.
-                Columns::PerImage(_) if n != CPU_GEMM.n => continue,
+                Columns::PerImage(_) if n != block.n => continue,
                 Columns::PerImage(_) => (row_tiles * u64::from(m), CPU_WORKGROUPS),
                 Columns::Fixed(cols) => {
                     let col_tiles = cols.div_ceil(u64::from(n));
@@ -228,16 +241,22 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
                 ) {
                     // One iteration per (channel, kernel row).
                     (
-                        Staging::Registers,
+                        Staging::Registers | Staging::Subgroup { .. },
                         NodeOp::Conv(c),
                         Role::Forward | Role::Backward(Wrt::Input),
                     ) => depth / u64::from(c.kernel),
                     // One per (image, output row), plus, inside each, one per UNROLL pixels of the
                     // row: the limit counts the iterations of all of an invocation's loops together.
-                    (Staging::Registers, NodeOp::Conv(c), Role::Backward(Wrt::Weight)) => {
+                    (
+                        Staging::Registers | Staging::Subgroup { .. },
+                        NodeOp::Conv(c),
+                        Role::Backward(Wrt::Weight),
+                    ) => {
                         batch * u64::from(c.out_h) * (1 + u64::from(c.out_w) / unroll)
                     }
-                    (Staging::Registers, ..) => depth / unroll + unroll,
+                    (Staging::Registers | Staging::Subgroup { .. }, ..) => {
+                        depth / unroll + unroll
+                    }
                     (Staging::Workgroup, ..) => depth.div_ceil(u64::from(tile.k)),
                 },
             )
@@ -314,9 +333,15 @@ pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
     let Some((groups, rows, columns, _, linear)) = gemm_shape(nodes, params, kernel) else {
         return;
     };
-    let (gpu, cpu) = match (linear, columns) {
-        (true, Columns::PerImage(_)) => (LINEAR_GEMM, CPU_LINEAR_GEMM),
-        _ => (CONV_GEMM, cpu_tile(groups, rows, columns)),
+    // A linear product over images has a few columns (the batch) and no subgroup form: its
+    // `CpuSubgroup` kernel is its `Cpu` one.
+    let (gpu, cpu, subgroup) = match (linear, columns) {
+        (true, Columns::PerImage(_)) => (LINEAR_GEMM, CPU_LINEAR_GEMM, None),
+        _ => (
+            CONV_GEMM,
+            cpu_tile(groups, rows, columns, CPU_GEMM),
+            Some(cpu_tile(groups, rows, columns, CPU_SUBGROUP_GEMM)),
+        ),
     };
     (
         kernel.algo,
@@ -324,16 +349,22 @@ pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
         kernel.threads_per_image,
         kernel.dispatch,
     ) = gemm_form(gpu, groups, rows, columns);
-    let (algo, workgroup_size, threads_per_image, dispatch) = gemm_form(cpu, groups, rows, columns);
-    kernel.variants = Cow::Owned(vec![Variant {
-        target: Target::Cpu,
-        algo,
-        cost: Cost::default(),
-        wgsl: Cow::Borrowed(""),
-        workgroup_size,
-        threads_per_image,
-        dispatch,
-    }]);
+    let variant = |target: Target, tile: GemmTile| {
+        let (algo, workgroup_size, threads_per_image, dispatch) =
+            gemm_form(tile, groups, rows, columns);
+        Variant {
+            target,
+            algo,
+            cost: Cost::default(),
+            wgsl: Cow::Borrowed(""),
+            workgroup_size,
+            threads_per_image,
+            dispatch,
+        }
+    };
+    let mut variants = vec![variant(Target::Cpu, cpu)];
+    variants.extend(subgroup.map(|tile| variant(Target::CpuSubgroup, tile)));
+    kernel.variants = Cow::Owned(variants);
 }
 
 /// The post-conv ops a fused conv block applies, in order.

@@ -167,8 +167,8 @@ fn fuse_layer(nodes: &[Node], start: u32, end: u32, fusion: Fusion) -> Vec<Group
 /// epilogue fusion; GPUs keep what was declared.
 pub fn for_target(fusion: Fusion, target: Target) -> Fusion {
     match (fusion, target) {
-        (Fusion::Blocks, Target::Cpu) => Fusion::Epilogue,
-        (fusion, Target::Gpu | Target::Cpu) => fusion,
+        (Fusion::Blocks, Target::Cpu | Target::CpuSubgroup) => Fusion::Epilogue,
+        (fusion, Target::Gpu | Target::Cpu | Target::CpuSubgroup) => fusion,
     }
 }
 

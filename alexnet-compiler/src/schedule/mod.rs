@@ -282,7 +282,12 @@ pub fn schedule(
     let mut variant_steps: Vec<(plan::Target, plan::Fusion, Vec<Step>)> = Vec::new();
     for target in plan::Target::ALL {
         let target_fusion = fuse::for_target(fusion, target);
-        if target_fusion == fusion {
+        // A target that falls back to another with the same fusion runs that one's program
+        // (`Plan::for_target`), its kernels in their own forms where they have one.
+        let inherits = target
+            .fallback()
+            .is_some_and(|t| fuse::for_target(fusion, t) == target_fusion);
+        if target_fusion == fusion || inherits {
             continue;
         }
         let mut steps = Vec::new();
