@@ -334,6 +334,9 @@ fn algo_tokens(a: &plan::Algo) -> TokenStream {
         plan::Algo::PerElement { threads } => {
             quote! { ::alexnet::__private::Algo::PerElement { threads: #threads } }
         }
+        plan::Algo::Vec4 { threads } => {
+            quote! { ::alexnet::__private::Algo::Vec4 { threads: #threads } }
+        }
         plan::Algo::RowReduce { threads } => {
             quote! { ::alexnet::__private::Algo::RowReduce { threads: #threads } }
         }

@@ -586,14 +586,19 @@ impl GemmTile {
 pub enum Algo {
     /// One invocation per element written, each gathering what it reads.
     PerElement { threads: u32 },
+    /// One invocation per four consecutive elements, read and written as `vec4`s (the
+    /// optimiser's update of a parameter part whose size is a multiple of 4): a software
+    /// adapter loads 16 bytes per lane where it gathered 4 floats one by one.
+    Vec4 { threads: u32 },
     /// One workgroup per output row (an output feature of an image), its invocations
     /// striding over the reduction and summing as a tree.
     RowReduce { threads: u32 },
     /// One workgroup per image (softmax, and a linear layer fused with its softmax).
     PerImage { threads: u32 },
     /// One invocation per pixel of an image, walking its channels in order with a sliding
-    /// window (the fused backward of ReLU, LRN and max-pool: each channel's pool gradient
-    /// and LRN denominator is computed once and reused by its LRN neighbours).
+    /// window (an LRN forward, each input loaded once; the fused backward of ReLU, LRN and
+    /// max-pool: each channel's pool gradient and LRN denominator is computed once and reused
+    /// by its LRN neighbours).
     ChannelScan { threads: u32 },
     /// A GEMM (conv as implicit GEMM over image patches, linear layers over the batch, and
     /// their gradients), tiled as the tile says.
@@ -617,6 +622,7 @@ impl Algo {
     pub const fn threads(&self) -> u32 {
         match *self {
             Algo::PerElement { threads }
+            | Algo::Vec4 { threads }
             | Algo::RowReduce { threads }
             | Algo::PerImage { threads }
             | Algo::ChannelScan { threads } => threads,
@@ -628,6 +634,7 @@ impl Algo {
     pub fn describe(&self) -> String {
         match *self {
             Algo::PerElement { threads } => format!("per-element wg{threads}"),
+            Algo::Vec4 { threads } => format!("per-vec4 wg{threads}"),
             Algo::RowReduce { threads } => format!("row-reduce wg{threads}"),
             Algo::PerImage { threads } => format!("per-image wg{threads}"),
             Algo::ChannelScan { threads } => format!("channel-scan wg{threads}"),

@@ -45,7 +45,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     // v <- momentum * v - decay * lr * w - lr * dL/dw;  w <- w + v
-    let v = params.momentum * m[i] - params.decay * params.lr * p[i] - params.lr * g[i];
+    let w0 = p[i];
+    let v = params.momentum * m[i] - params.decay * params.lr * w0 - params.lr * g[i];
     m[i] = v;
-    p[i] = p[i] + v;
+    p[i] = w0 + v;
 }

@@ -60,6 +60,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if (lid == 0u) {
         let v = partial[0];
-        db[o] = select(v, db[o] + v, params.accumulate == 1u);
+        if (params.accumulate == 1u) {
+            db[o] = db[o] + v;
+        }
+        else {
+            db[o] = v;
+        }
     }
 }

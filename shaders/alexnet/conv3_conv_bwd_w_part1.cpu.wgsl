@@ -68,7 +68,7 @@ fn load_b(g: u32, k: u32, n: u32) -> f32 {
 }
 fn store(g: u32, m: u32, n: u32, v: f32) {
     let at = (g * PM + m) * ICG * K * K + n;
-    dw[at] = select(v, dw[at] + v, params.accumulate == 1u);
+    if (params.accumulate == 1u) { dw[at] = dw[at] + v; } else { dw[at] = v; }
 }
 
 // GEMM tile: 32 rows x 64 columns per workgroup, a 8x16 block per invocation.

@@ -109,8 +109,10 @@ pub fn gemm(
             String::new()
         }
     };
+    // A branch, not a select: the gradient is read only when a later micro-batch adds to it
+    // (a software adapter loads both operands of a select).
     let accumulate = |at: &str, grad: &str| {
-        format!("{grad}[{at}] = select(v, {grad}[{at}] + v, params.accumulate == 1u);")
+        format!("if (params.accumulate == 1u) {{ {grad}[{at}] = {grad}[{at}] + v; }} else {{ {grad}[{at}] = v; }}")
     };
     w.line("");
     // A conv kernel over one weight part (a tower, or a piece the storage limit cut) is the

@@ -175,6 +175,7 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
             "params" => "Params",
             "labels" => "array<u32>",
             "x" | "w" if vec4_rows => "array<vec4<f32>>",
+            "p" | "g" | "m" if matches!(kernel.algo, Algo::Vec4 { .. }) => "array<vec4<f32>>",
             _ => "array<f32>",
         };
         names.push(name);
@@ -281,6 +282,7 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
         NodeOp::Relu => {
             w.line("y[i] = max(x[i], 0.0);");
         }
+        NodeOp::Lrn(l) if matches!(kernel.algo, Algo::ChannelScan { .. }) => lrn_scan_body(&mut w, l),
         NodeOp::Lrn(_) => lrn_body(&mut w),
         NodeOp::MaxPool(_) => pool_body(&mut w),
         NodeOp::Softmax => softmax_body(&mut w),
@@ -461,6 +463,45 @@ fn lrn_body(w: &mut Writer) {
         .line("sum += a * a;")
         .close();
     w.line("y[i] = x[i] / pow(KBIAS + ALPHA * sum, BETA);");
+}
+
+/// LRN forward as a channel scan: an invocation per (image, pixel) walks the channels with the
+/// window's values in named registers `r0..` (`r{LO}` is channel c, zero outside the channels),
+/// so each input is loaded once, not once per window it falls in. The squares are summed
+/// from the window's lowest channel up, as the per-element form does.
+fn lrn_scan_body(w: &mut Writer, l: &LrnNode) {
+    let (lo, hi) = ((l.size - 1) / 2, l.size / 2);
+    let size = lo + hi + 1;
+    w.line("let n = i / HW;")
+        .line("let pix = i % HW;")
+        .line("let base = n * C * HW + pix;");
+    for j in 0..size - 1 {
+        // r_j is channel j - LO at c = 0.
+        if j < lo {
+            w.line(format!("var r{j} = 0.0;"));
+        } else {
+            let ch = j - lo;
+            w.line(format!(
+                "var r{j} = select(0.0, x[base + min({ch}u, C - 1u) * HW], {ch}u < C);"
+            ));
+        }
+    }
+    let last = size - 1;
+    w.open("for (var c = 0u; c < C; c++)")
+        .line(format!(
+            "let r{last} = select(0.0, x[base + min(c + HI, C - 1u) * HW], c + HI < C);"
+        ))
+        .line("var sum = 0.0;");
+    for j in 0..size {
+        w.line(format!("sum += r{j} * r{j};"));
+    }
+    w.line(format!(
+        "y[base + c * HW] = r{lo} / pow(KBIAS + ALPHA * sum, BETA);"
+    ));
+    for j in 0..size - 1 {
+        w.line(format!("r{j} = r{};", j + 1));
+    }
+    w.close();
 }
 
 fn pool_consts(w: &mut Writer, p: &PoolNode) {

@@ -48,10 +48,12 @@ pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
         }
         (Role::Loss, _) => loss(w),
         (Role::Update, _) => {
+            // Per element, or per vec4 of four (`Algo::Vec4`: p, g and m are vec4 arrays).
             w.line("// v <- momentum * v - decay * lr * w - lr * dL/dw;  w <- w + v")
-                .line("let v = params.momentum * m[i] - params.decay * params.lr * p[i] - params.lr * g[i];")
+                .line("let w0 = p[i];")
+                .line("let v = params.momentum * m[i] - params.decay * params.lr * w0 - params.lr * g[i];")
                 .line("m[i] = v;")
-                .line("p[i] = p[i] + v;");
+                .line("p[i] = w0 + v;");
         }
         (Role::Backward(Wrt::Input), NodeOp::Conv(_)) => conv_input(w),
         (Role::Backward(Wrt::Weight), NodeOp::Conv(_)) => conv_weight(w),
@@ -115,9 +117,13 @@ fn store_input_grad(w: &mut Writer) {
 }
 
 fn store_param_grad(w: &mut Writer, name: &str) {
-    w.line(format!(
-        "{name}[i] = select(acc, {name}[i] + acc, params.accumulate == 1u);"
-    ));
+    // Read only when a later micro-batch adds to it.
+    w.open("if (params.accumulate == 1u)")
+        .line(format!("{name}[i] = {name}[i] + acc;"))
+        .close()
+        .open("else")
+        .line(format!("{name}[i] = acc;"))
+        .close();
 }
 
 /// dx[n, c, iy, ix] = sum over the outputs whose window covers (iy, ix) of dy * w.
@@ -208,7 +214,12 @@ fn bias_reduce(w: &mut Writer, conv: bool) {
         .close();
     w.open("if (lid == 0u)")
         .line("let v = partial[0];")
-        .line("db[o] = select(v, db[o] + v, params.accumulate == 1u);")
+        .open("if (params.accumulate == 1u)")
+        .line("db[o] = db[o] + v;")
+        .close()
+        .open("else")
+        .line("db[o] = v;")
+        .close()
         .close();
 }
 

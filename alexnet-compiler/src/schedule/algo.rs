@@ -273,6 +273,7 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
                 })
         }
         Algo::PerElement { .. }
+        | Algo::Vec4 { .. }
         | Algo::RowReduce { .. }
         | Algo::PerImage { .. }
         | Algo::ConvBlock { .. } => None,
@@ -321,6 +322,23 @@ fn gemm_form(
 /// variant per adapter (`Plan::for_target`).
 pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
     if matches!(kernel.algo, Algo::ConvBlock { .. } | Algo::PerImage { .. }) {
+        return;
+    }
+    // An update reads and writes four elements per invocation where the part's size allows.
+    if kernel.role == Role::Update && kernel.threads_per_image % 4 == 0 {
+        kernel.algo = Algo::Vec4 { threads: WORKGROUP };
+        kernel.workgroup_size = WORKGROUP;
+        kernel.threads_per_image /= 4;
+        return;
+    }
+    // An LRN on its own walks each pixel's channels (`codegen::lrn_scan_body`): every input is
+    // loaded once instead of once per window it falls in.
+    if let (NodeOp::Lrn(l), Role::Forward, 1) =
+        (nodes[kernel.node as usize].op, kernel.role, kernel.covers.len())
+    {
+        kernel.algo = Algo::ChannelScan { threads: WORKGROUP };
+        kernel.workgroup_size = WORKGROUP;
+        kernel.threads_per_image = u64::from(l.h) * u64::from(l.w);
         return;
     }
     if kernel.role == Role::Backward(Wrt::Bias) {
