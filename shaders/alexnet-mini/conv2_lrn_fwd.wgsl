@@ -50,8 +50,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = n * C * HW + pix;
     var r0 = 0.0;
     var r1 = 0.0;
-    var r2 = select(0.0, x[base + min(0u, C - 1u) * HW], 0u < C);
-    var r3 = select(0.0, x[base + min(1u, C - 1u) * HW], 1u < C);
+    var r2 = x[base + 0u * HW];
+    var r3 = x[base + 1u * HW];
     for (var c = 0u; c < C; c++) {
         let r4 = select(0.0, x[base + min(c + HI, C - 1u) * HW], c + HI < C);
         var sum = 0.0;

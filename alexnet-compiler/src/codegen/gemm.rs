@@ -353,11 +353,13 @@ pub fn gemm(
     decls(w, tile, &shape);
     w.line("");
     w.line("@compute @workgroup_size(WG)");
-    if tile.lanes() > 1 {
-        w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_id) sgid: u32, @builtin(subgroup_invocation_id) lane: u32)");
+    // A subgroup tile places its invocations by subgroup and lane, the others by index.
+    let place = if tile.lanes() > 1 {
+        "@builtin(subgroup_id) sgid: u32, @builtin(subgroup_invocation_id) lane: u32"
     } else {
-        w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
-    }
+        "@builtin(local_invocation_index) lid: u32"
+    };
+    w.open(format!("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, {place})"));
     w.line(
         "// The workgroup's tile; uniform across it, so the early return precedes every barrier.",
     )

@@ -282,8 +282,15 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
         NodeOp::Relu => {
             w.line("y[i] = max(x[i], 0.0);");
         }
-        NodeOp::Lrn(l) if matches!(kernel.algo, Algo::ChannelScan { .. }) => lrn_scan_body(&mut w, l),
-        NodeOp::Lrn(_) => lrn_body(&mut w),
+        NodeOp::Lrn(l) => {
+            // `algo::choose` makes every LRN forward a channel scan; its dispatch is per pixel.
+            assert!(
+                matches!(kernel.algo, Algo::ChannelScan { .. }),
+                "LRN forward `{}` must be a channel scan",
+                kernel.name
+            );
+            lrn_scan_body(&mut w, l)
+        }
         NodeOp::MaxPool(_) => pool_body(&mut w),
         NodeOp::Softmax => softmax_body(&mut w),
         NodeOp::Dropout(_) => unreachable!("dropout runs only when training"),
@@ -451,20 +458,6 @@ pub(crate) fn lrn_consts(w: &mut Writer, l: &LrnNode) {
         .const_f32("KBIAS", l.k);
 }
 
-fn lrn_body(w: &mut Writer) {
-    w.line("let n = i / (C * HW);")
-        .line("let c = (i / HW) % C;")
-        .line("let pix = i % HW;")
-        .line("let lo = select(0u, c - LO, c >= LO);")
-        .line("let hi = min(C - 1u, c + HI);")
-        .line("var sum = 0.0;");
-    w.open("for (var j = lo; j <= hi; j++)")
-        .line("let a = x[(n * C + j) * HW + pix];")
-        .line("sum += a * a;")
-        .close();
-    w.line("y[i] = x[i] / pow(KBIAS + ALPHA * sum, BETA);");
-}
-
 /// LRN forward as a channel scan: an invocation per (image, pixel) walks the channels with the
 /// window's values in named registers `r0..` (`r{LO}` is channel c, zero outside the channels),
 /// so each input is loaded once, not once per window it falls in. The squares are summed
@@ -476,15 +469,11 @@ fn lrn_scan_body(w: &mut Writer, l: &LrnNode) {
         .line("let pix = i % HW;")
         .line("let base = n * C * HW + pix;");
     for j in 0..size - 1 {
-        // r_j is channel j - LO at c = 0.
-        if j < lo {
-            w.line(format!("var r{j} = 0.0;"));
-        } else {
-            let ch = j - lo;
-            w.line(format!(
-                "var r{j} = select(0.0, x[base + min({ch}u, C - 1u) * HW], {ch}u < C);"
-            ));
-        }
+        // r_j is channel j - LO at c = 0: known at compile time to lie inside or outside.
+        match j.checked_sub(lo).filter(|&ch| ch < l.channels) {
+            Some(ch) => w.line(format!("var r{j} = x[base + {ch}u * HW];")),
+            None => w.line(format!("var r{j} = 0.0;")),
+        };
     }
     let last = size - 1;
     w.open("for (var c = 0u; c < C; c++)")
