@@ -346,6 +346,9 @@ fn algo_tokens(a: &plan::Algo) -> TokenStream {
         plan::Algo::ChannelScan { threads } => {
             quote! { ::alexnet::__private::Algo::ChannelScan { threads: #threads } }
         }
+        plan::Algo::PoolTile { threads } => {
+            quote! { ::alexnet::__private::Algo::PoolTile { threads: #threads } }
+        }
         plan::Algo::Gemm(t) => {
             let t = gemm_tile(t);
             quote! { ::alexnet::__private::Algo::Gemm(#t) }

@@ -600,6 +600,10 @@ pub enum Algo {
     /// max-pool: each channel's pool gradient and LRN denominator is computed once and reused
     /// by its LRN neighbours).
     ChannelScan { threads: u32 },
+    /// One invocation per channel and tile of a max-pool's input (the pool's stride squared):
+    /// the fused backward of ReLU and max-pool loads the patch under the windows that can
+    /// cover the tile once and shares it between the tile's pixels.
+    PoolTile { threads: u32 },
     /// A GEMM (conv as implicit GEMM over image patches, linear layers over the batch, and
     /// their gradients), tiled as the tile says.
     Gemm(GemmTile),
@@ -625,7 +629,8 @@ impl Algo {
             | Algo::Vec4 { threads }
             | Algo::RowReduce { threads }
             | Algo::PerImage { threads }
-            | Algo::ChannelScan { threads } => threads,
+            | Algo::ChannelScan { threads }
+            | Algo::PoolTile { threads } => threads,
             Algo::Gemm(tile) | Algo::ConvBlock { tile, .. } => tile.threads(),
         }
     }
@@ -638,6 +643,7 @@ impl Algo {
             Algo::RowReduce { threads } => format!("row-reduce wg{threads}"),
             Algo::PerImage { threads } => format!("per-image wg{threads}"),
             Algo::ChannelScan { threads } => format!("channel-scan wg{threads}"),
+            Algo::PoolTile { threads } => format!("pool-tile wg{threads}"),
             Algo::Gemm(t) => match t.staging {
                 Staging::Workgroup => format!(
                     "gemm {}x{}x{} block {}x{} workgroup-memory",

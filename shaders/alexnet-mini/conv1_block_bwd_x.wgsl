@@ -57,11 +57,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let n = i / THREADS;
+    // THREADS is tiles per image (`schedule::training::chain_kernel`).
     // Tiles of 2 x 2 input pixels; the windows that can cover one, 2 per dimension.
-    // Tiles across a row; THREADS is tiles per image (`schedule::training::chain_kernel`).
     let across = (IW + S - 1u) / S;
     let ty = (i % THREADS) / across;
-    let tx = i % across;
+    let tx = (i % THREADS) % across;
     let y0 = ty * S;
     let x0 = tx * S;
     let oy_lo = select(0u, (y0 + PAD + S - K) / S, y0 + PAD + 1u >= K);

@@ -222,7 +222,7 @@ fn fused_chain_gradients_match_the_reference() {
     ));
     assert!(matches!(
         scan("d_block_bwd_x"),
-        Some(alexnet::plan::Algo::PerElement { .. })
+        Some(alexnet::plan::Algo::PoolTile { .. })
     ));
     // The per-op kernels the chains replaced are not in the plan at all.
     assert_eq!(scan("a_lrn_bwd_x"), None);

@@ -13,6 +13,9 @@
 use super::writer::Writer;
 use alexnet_plan::{Algo, ConvNode, GemmTile, Kernel, NodeOp, Plan, Role, Staging, Wrt};
 
+/// The components of a `vec4`, in order.
+const XYZW: [&str; 4] = ["x", "y", "z", "w"];
+
 /// Reduction steps unrolled into one loop iteration by the register-only tile.
 ///
 /// Mesa's software rasterisers (lavapipe, llvmpipe) end loops silently once an invocation
@@ -57,6 +60,15 @@ enum Walk {
     /// `array<vec4<f32>>`, see [`vec4_rows`]): a software adapter then loads 16 bytes per lane
     /// where it gathered 4 one by one, and the layer is bound by its weight traffic.
     Rows4,
+    /// A linear layer's input gradient on a CPU adapter: an invocation's 4 rows (input
+    /// features) are consecutive in each weight row, so A is one `vec4` per reduction step,
+    /// and B (`dy`) is contiguous along the reduction, so it is read 4 steps at a time
+    /// (bindings `w` and `dy` are `array<vec4<f32>>`, see [`vec4_walk`]).
+    Cols4,
+    /// A linear layer's weight gradient in the subgroup form: a lane's 4 rows are consecutive
+    /// in dy's rows and its subgroup's 32 columns are 8 `vec4`s of x's rows, one per lane,
+    /// broadcast; dW is stored 4 columns at a time (`dy`, `x`, `dw` are `array<vec4<f32>>`).
+    Dense4,
     /// A convolution's patches (forward, input gradient): columns are output pixels, the
     /// reduction is (channel, ky, kx) of `input`. Per column the image's channel base and
     /// the window's corner are computed once; the loop walks (channel, ky) with kx unrolled;
@@ -262,7 +274,7 @@ pub fn gemm(
             }
         }
         (NodeOp::Linear(_), Role::Forward) => {
-            let rows4 = vec4_rows(plan, kernel);
+            let rows4 = vec4_walk(plan, kernel) == Some(Vec4Walk::Rows);
             if rows4 {
                 w.line("// A: the part's weight rows; B: the images, one column each; both read 4 features at a time.");
             } else {
@@ -308,13 +320,19 @@ pub fn gemm(
             }
         }
         (NodeOp::Linear(_), Role::Backward(Wrt::Input)) => {
-            w.line("// dx = dy · W: A is the part's weight transposed (row m = input feature), B is dy of the part's rows.");
-            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
-                .line("return w[k * IN + m];")
-                .close();
-            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
-                .line("return dy[n * OUT + ROW0 + k];")
-                .close();
+            let cols4 = vec4_walk(plan, kernel) == Some(Vec4Walk::Cols);
+            if cols4 {
+                w.line("// dx = dy · W: A is the part's weight transposed (row m = input feature), B is dy of the part's rows;");
+                w.line("// an invocation's 4 rows of A are one vec4 of a weight row, B is read 4 rows of the part at a time.");
+            } else {
+                w.line("// dx = dy · W: A is the part's weight transposed (row m = input feature), B is dy of the part's rows.");
+                w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
+                    .line("return w[k * IN + m];")
+                    .close();
+                w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
+                    .line("return dy[n * OUT + ROW0 + k];")
+                    .close();
+            }
             w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
                 .line("let at = n * IN + m;")
                 .line("// Later weight parts add to the first's.")
@@ -325,27 +343,37 @@ pub fn gemm(
                 rows: "IN".into(),
                 cols: "params.batch",
                 depth: "ROWS",
-                walk: Walk::Flat,
+                walk: if cols4 { Walk::Cols4 } else { Walk::Flat },
             }
         }
         (NodeOp::Linear(_), Role::Backward(Wrt::Weight)) => {
-            w.line("// dW = dyᵀ · x over the batch: A is dy of the part's rows, B the inputs.");
-            w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
-                .line("return dy[k * OUT + ROW0 + m];")
-                .close();
-            w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
-                .line("return x[k * IN + n];")
-                .close();
-            w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
-                .line("let at = m * IN + n;")
-                .line(accumulate("at", "dw"))
-                .close();
+            let dense = vec4_walk(plan, kernel) == Some(Vec4Walk::Dense);
+            if dense {
+                w.line("// dW = dyᵀ · x over the batch: A is dy of the part's rows, B the inputs, both read as vec4s");
+                w.line("// (a lane's 4 rows, 4 consecutive columns), and dW written 4 columns at a time.");
+                w.open("fn store4(m: u32, n: u32, v: vec4<f32>)")
+                    .line("let at = (m * IN + n) / 4u;")
+                    .line(accumulate("at", "dw"))
+                    .close();
+            } else {
+                w.line("// dW = dyᵀ · x over the batch: A is dy of the part's rows, B the inputs.");
+                w.open("fn load_a(g: u32, m: u32, k: u32) -> f32")
+                    .line("return dy[k * OUT + ROW0 + m];")
+                    .close();
+                w.open("fn load_b(g: u32, k: u32, n: u32) -> f32")
+                    .line("return x[k * IN + n];")
+                    .close();
+                w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
+                    .line("let at = m * IN + n;")
+                    .line(accumulate("at", "dw"))
+                    .close();
+            }
             Shape {
                 groups: "1u",
                 rows: "ROWS".into(),
                 cols: "IN",
                 depth: "params.batch",
-                walk: Walk::Flat,
+                walk: if dense { Walk::Dense4 } else { Walk::Flat },
             }
         }
         (op, role) => unreachable!("no GEMM instance for {role:?} of {}", op.name()),
@@ -368,7 +396,7 @@ pub fn gemm(
     .line("let n0 = (tile / (GROUPS_ * MT)) * TN;")
     .line(format!("let cols = {};", shape.cols));
     // The walks of the conv kernels count their own loops; only the staged and flat loops read depth.
-    if tile.staging == Staging::Workgroup || shape.walk == Walk::Flat {
+    if tile.staging == Staging::Workgroup || matches!(shape.walk, Walk::Flat | Walk::Dense4) {
         w.line(format!("let depth = {};", shape.depth));
     }
     w.open("if (n0 >= cols)")
@@ -541,6 +569,18 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
     }
     match walk {
         Walk::Flat => {}
+        Walk::Cols4 => {
+            w.line("// The invocation's 4 rows as a vec4 of a weight row; column j's first vec4 of dy.")
+                .line("let ra = min(m0 + ty * 4u, ROWS_ - 4u) / 4u;");
+            for j in 0..loads {
+                w.line(format!("let cb{j} = (c{j} * OUT + ROW0) / 4u;"));
+            }
+        }
+        Walk::Dense4 => {
+            w.line("// The lane's 4 rows as a vec4 of a dy row; its 4 columns as a vec4 of an x row.")
+                .line("let ra = ROW0 / 4u + min(rb, ROWS_ - 4u) / 4u;")
+                .line("let cb = min(nb + lane * 4u, cols - 4u) / 4u;");
+        }
         Walk::Rows4 => {
             w.line("// Row i's and column j's first vec4.");
             for i in 0..tile.rm {
@@ -591,6 +631,67 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             w.close();
             w.open("for (; k < depth; k++)");
             flat_step(w, tile, "k");
+            w.close();
+        }
+        Walk::Cols4 => {
+            let step = |w: &mut Writer, q: &str| {
+                w.open("");
+                for j in 0..tile.rn {
+                    w.line(format!("let b{j} = dy[cb{j} + {q}];"));
+                }
+                for kk in 0..4 {
+                    w.line(format!("let a{kk} = w[(({q}) * 4u + {kk}u) * (IN / 4u) + ra];"));
+                }
+                for kk in 0..4 {
+                    for i in 0..tile.rm {
+                        for j in 0..tile.rn {
+                            w.line(format!("acc{i}_{j} += a{kk}.{} * b{j}.{};", XYZW[i as usize], XYZW[kk]));
+                        }
+                    }
+                }
+                w.close();
+            };
+            let per = UNROLL / 4;
+            w.line(format!("// {per} vec4 steps of the reduction per iteration, then the rest one by one (see LOOP_LIMIT)."))
+                .line("var q = 0u;");
+            w.open(format!("for (; q + {per}u <= ROWS / 4u; q += {per}u)"));
+            for u in 0..per {
+                step(w, &format!("q + {u}u"));
+            }
+            w.close();
+            w.open("for (; q < ROWS / 4u; q++)");
+            step(w, "q");
+            w.close();
+        }
+        Walk::Dense4 => {
+            let step = |w: &mut Writer, k: &str| {
+                w.open("")
+                    .line(format!("let a = dy[({k}) * (OUT / 4u) + ra];"))
+                    .line(format!("let v = x[({k}) * (IN / 4u) + cb];"));
+                for l in 0..tile.lanes() {
+                    w.line(format!("let s{l} = subgroupBroadcast(v, {l}u);"));
+                }
+                for i in 0..tile.rm {
+                    for j in 0..tile.rn {
+                        w.line(format!(
+                            "acc{i}_{j} += a.{} * s{}.{};",
+                            XYZW[i as usize],
+                            j / 4,
+                            XYZW[(j % 4) as usize]
+                        ));
+                    }
+                }
+                w.close();
+            };
+            w.line("// UNROLL steps of the reduction per iteration, then the rest one by one (see LOOP_LIMIT).");
+            w.line("var k = 0u;");
+            w.open("for (; k + UNROLL <= depth; k += UNROLL)");
+            for u in 0..UNROLL {
+                step(w, &format!("k + {u}u"));
+            }
+            w.close();
+            w.open("for (; k < depth; k++)");
+            step(w, "k");
             w.close();
         }
         Walk::Rows4 => {
@@ -691,6 +792,19 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             w.close();
         }
     }
+    if walk == Walk::Dense4 {
+        // The columns come 4 at a time and the matrix's width divides by 4, so a vec4 is
+        // wholly inside or wholly past the edge.
+        for i in 0..tile.rm {
+            for q in 0..tile.rn / 4 {
+                let v: Vec<String> = (0..4).map(|c| format!("acc{i}_{}", q * 4 + c)).collect();
+                w.open(format!("if ({} < ROWS_ && {} < cols)", row(i), col(q * 4)))
+                    .line(format!("store4(r{i}, {}, vec4<f32>({}));", col(q * 4), v.join(", ")))
+                    .close();
+            }
+        }
+        return;
+    }
     for i in 0..tile.rm {
         for j in 0..tile.rn {
             // A stored column is inside the matrix, so a shared block's needs no clamp.
@@ -702,18 +816,58 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
     }
 }
 
-/// Whether `kernel` is a linear layer's forward in registers (the CPU form) over a multiple
-/// of 4 input features: it reads `x` and `w` as `array<vec4<f32>>` ([`Walk::Rows4`]).
-pub fn vec4_rows(plan: &Plan, kernel: &Kernel) -> bool {
-    match (
-        plan.nodes[kernel.node as usize].op,
-        kernel.role,
-        kernel.algo,
-    ) {
-        (NodeOp::Linear(l), Role::Forward, Algo::Gemm(tile)) => {
-            tile.staging == Staging::Registers && l.in_features % 4 == 0
+/// The linear products a CPU form reads 4 floats at a time, where every operand is contiguous
+/// along the direction read and the sizes divide by 4: a software adapter gathers each load
+/// lane by lane, so a `vec4` costs one gather where four scalars cost four.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Vec4Walk {
+    /// Forward: A's rows (`w`) and B's columns (`x`) along the reduction ([`Walk::Rows4`]).
+    Rows,
+    /// Input gradient: A (`w` transposed) across an invocation's 4 rows, B (`dy`) along the
+    /// reduction ([`Walk::Cols4`]).
+    Cols,
+    /// Weight gradient in the subgroup form: A (`dy`) across a lane's 4 rows, B (`x`) across
+    /// 4 of the subgroup's columns, and the gradient (`dw`) stored 4 columns at a time
+    /// ([`Walk::Dense4`]).
+    Dense,
+}
+
+impl Vec4Walk {
+    /// The bindings read or written as `array<vec4<f32>>`.
+    pub fn bindings(self) -> &'static [&'static str] {
+        match self {
+            Vec4Walk::Rows => &["x", "w"],
+            Vec4Walk::Cols => &["w", "dy"],
+            Vec4Walk::Dense => &["dy", "x", "dw"],
         }
-        _ => false,
+    }
+}
+
+/// Whether `kernel` is a linear product with a `vec4` form, and which.
+pub fn vec4_walk(plan: &Plan, kernel: &Kernel) -> Option<Vec4Walk> {
+    let (NodeOp::Linear(l), Algo::Gemm(tile)) = (plan.nodes[kernel.node as usize].op, kernel.algo)
+    else {
+        return None;
+    };
+    let part = crate::schedule::algo::kernel_part(&plan.params, kernel).unwrap_or(
+        alexnet_plan::Part {
+            start: 0,
+            rows: l.out_features,
+        },
+    );
+    let by4 = |v: u32| v % 4 == 0;
+    let dense = by4(l.in_features) && by4(l.out_features) && by4(part.start) && by4(part.rows);
+    match (kernel.role, tile.staging) {
+        (Role::Forward, Staging::Registers) if by4(l.in_features) => Some(Vec4Walk::Rows),
+        (Role::Backward(Wrt::Input), Staging::Registers) if dense && tile.rm == 4 => {
+            Some(Vec4Walk::Cols)
+        }
+        (Role::Backward(Wrt::Weight), Staging::Subgroup { lanes })
+            if dense && tile.rm == 4 && tile.rn == 4 * lanes =>
+        {
+            Some(Vec4Walk::Dense)
+        }
+        _ => None,
     }
 }
 

@@ -141,7 +141,7 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
     w.const_u32("WG", u64::from(kernel.algo.threads()));
     w.const_u32("THREADS", kernel.threads_per_image);
     let mut names: Vec<&str> = Vec::new();
-    let vec4_rows = gemm::vec4_rows(plan, kernel);
+    let vec4 = gemm::vec4_walk(plan, kernel).map_or(&[][..], gemm::Vec4Walk::bindings);
     for (i, b) in kernel.bindings.iter().enumerate() {
         let is_bias = |index: u32| plan.params[index as usize].shape.len() == 1;
         let (read, write) = (
@@ -174,7 +174,7 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
         let ty = match name {
             "params" => "Params",
             "labels" => "array<u32>",
-            "x" | "w" if vec4_rows => "array<vec4<f32>>",
+            _ if vec4.contains(&name) => "array<vec4<f32>>",
             "p" | "g" | "m" if matches!(kernel.algo, Algo::Vec4 { .. }) => "array<vec4<f32>>",
             _ => "array<f32>",
         };

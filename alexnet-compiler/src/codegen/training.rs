@@ -379,7 +379,8 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
             scaled(v)
         }
     };
-    if lrn.is_none() {
+    let tiled = matches!(kernel.algo, Algo::PoolTile { .. });
+    if lrn.is_none() && !tiled {
         w.line("");
         w.line(if pool.is_some() {
             "// The gradient of the pool's input at image n, channel c, pixel pix."
@@ -408,6 +409,11 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     w.open("if (i >= params.batch * THREADS)")
         .line("return;")
         .close();
+    if let (true, Some(p)) = (tiled, &pool) {
+        pool_chain_tile(w, p, pool_x, &mask);
+        w.close();
+        return;
+    }
     if lrn.is_none() {
         w.line("let n = i / (C * HW);")
             .line("let c = (i / HW) % C;")
@@ -453,25 +459,8 @@ fn lrn_scan(w: &mut Writer, relu: bool, pool: Option<&PoolNode>, pool_x: &str, l
         .collect();
     w.line("let n = i / THREADS;");
     if pool.is_some() {
-        w.line(format!(
-            "// Tiles of {side} x {side} input pixels; the windows that can cover one, {windows} per dimension."
-        ))
-        .line("// Tiles across a row; THREADS is tiles per image (`schedule::training::chain_kernel`).")
-        .line("let across = (IW + S - 1u) / S;")
-        .line("let ty = (i % THREADS) / across;")
-        .line("let tx = i % across;")
-        .line("let y0 = ty * S;")
-        .line("let x0 = tx * S;")
-        .line("let oy_lo = select(0u, (y0 + PAD + S - K) / S, y0 + PAD + 1u >= K);")
-        .line("let oy_hi = min((y0 + S - 1u + PAD) / S, OH - 1u);")
-        .line("let ox_lo = select(0u, (x0 + PAD + S - K) / S, x0 + PAD + 1u >= K);")
-        .line("let ox_hi = min((x0 + S - 1u + PAD) / S, OW - 1u);");
-        for (k, (r, c)) in pixels.iter().enumerate() {
-            w.line(format!("let in{k} = y0 + {r}u < IH && x0 + {c}u < IW;"))
-                .line(format!(
-                    "let pix{k} = min(y0 + {r}u, IH - 1u) * IW + min(x0 + {c}u, IW - 1u);"
-                ));
-        }
+        w.line("// THREADS is tiles per image (`schedule::training::chain_kernel`).");
+        tile_pixels(w, "i % THREADS", side, windows);
     } else {
         w.line("let pix0 = i % HW;").line("let in0 = true;");
     }
@@ -558,6 +547,54 @@ fn lrn_scan(w: &mut Writer, relu: bool, pool: Option<&PoolNode>, pool_x: &str, l
         w.close();
     }
     w.close();
+}
+
+/// The tile `t` (row-major over the pool's input) of `side` x `side` pixels: its corner, the
+/// range of pool windows that cover it, and per pixel k its index `pix{k}` (clamped) and
+/// whether it is in the image (`in{k}`).
+fn tile_pixels(w: &mut Writer, t: &str, side: u32, windows: u32) {
+    w.line(format!(
+        "// Tiles of {side} x {side} input pixels; the windows that can cover one, {windows} per dimension."
+    ))
+    .line("let across = (IW + S - 1u) / S;")
+    .line(format!("let ty = ({t}) / across;"))
+    .line(format!("let tx = ({t}) % across;"))
+    .line("let y0 = ty * S;")
+    .line("let x0 = tx * S;")
+    .line("let oy_lo = select(0u, (y0 + PAD + S - K) / S, y0 + PAD + 1u >= K);")
+    .line("let oy_hi = min((y0 + S - 1u + PAD) / S, OH - 1u);")
+    .line("let ox_lo = select(0u, (x0 + PAD + S - K) / S, x0 + PAD + 1u >= K);")
+    .line("let ox_hi = min((x0 + S - 1u + PAD) / S, OW - 1u);");
+    for r in 0..side {
+        for c in 0..side {
+            let k = r * side + c;
+            w.line(format!("let in{k} = y0 + {r}u < IH && x0 + {c}u < IW;"))
+                .line(format!(
+                    "let pix{k} = min(y0 + {r}u, IH - 1u) * IW + min(x0 + {c}u, IW - 1u);"
+                ));
+        }
+    }
+}
+
+/// A ReLU / max-pool chain without an LRN, an invocation per (image, channel, tile): the pool
+/// gradient of the tile's pixels from one load of the patch under its windows, then each
+/// pixel's ReLU mask (`mask(g, at)`).
+fn pool_chain_tile(w: &mut Writer, p: &PoolNode, x: &str, mask: &dyn Fn(&str, &str) -> String) {
+    let (side, windows, patch) = scan_tile(Some(p));
+    w.line("// Tiles per image and channel.")
+        .line("const TILES: u32 = THREADS / C;")
+        .line("let n = i / THREADS;")
+        .line("let j = (i / TILES) % C;");
+    tile_pixels(w, "i % TILES", side, windows);
+    let grads: Vec<String> = (0..side * side).map(|k| format!("var g{k} = 0.0;")).collect();
+    w.line(grads.join(" "));
+    pool_tile(w, x, side, windows, patch);
+    for k in 0..side * side {
+        w.open(format!("if (in{k})"))
+            .line(format!("let at = (n * C + j) * HW + pix{k};"))
+            .line(format!("dx[at] = {};", mask(&format!("g{k}"), "at")))
+            .close();
+    }
 }
 
 /// The pool's input gradient at the tile's pixels of channel j, into g0.. (row-major).

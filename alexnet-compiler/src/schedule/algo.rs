@@ -273,6 +273,7 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
                 })
         }
         Algo::PerElement { .. }
+        | Algo::PoolTile { .. }
         | Algo::Vec4 { .. }
         | Algo::RowReduce { .. }
         | Algo::PerImage { .. }

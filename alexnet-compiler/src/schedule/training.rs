@@ -243,8 +243,9 @@ pub fn training_kernels(
 /// (`fuse::backward_chains`): it reads what the chain's per-op gradient kernels read (ReLU's
 /// output, LRN's input, the pool's input; each tensor once) and the gradient of the chain's
 /// output, and writes the gradient of its input, so the gradients between the ops are never
-/// stored. With an LRN it walks each pixel's channels (`Algo::ChannelScan`); without, it runs
-/// an invocation per element.
+/// stored. With an LRN it walks each pixel's channels (`Algo::ChannelScan`); with a max-pool
+/// and no LRN it runs an invocation per channel and tile of the pool's stride squared
+/// (`Algo::PoolTile`); otherwise an invocation per element.
 pub fn chain_kernel(nodes: &[plan::Node], chain: &[u32]) -> plan::Kernel {
     use plan::Binding as B;
     let (first, last) = (
@@ -289,11 +290,11 @@ pub fn chain_kernel(nodes: &[plan::Node], chain: &[u32]) -> plan::Kernel {
         plan::NodeOp::MaxPool(p) => Some(p.stride),
         _ => None,
     });
-    let threads = if lrn {
-        let side = pool_stride.unwrap_or(1);
-        u64::from(h.div_ceil(side)) * u64::from(w.div_ceil(side))
-    } else {
-        u64::from(channels) * pixels
+    let tiles = |side: u32| u64::from(h.div_ceil(side)) * u64::from(w.div_ceil(side));
+    let threads = match (lrn, pool_stride) {
+        (true, stride) => tiles(stride.unwrap_or(1)),
+        (false, Some(stride)) => u64::from(channels) * tiles(stride),
+        (false, None) => u64::from(channels) * pixels,
     };
     let mut k = kernel(
         nodes,
@@ -306,6 +307,11 @@ pub fn chain_kernel(nodes: &[plan::Node], chain: &[u32]) -> plan::Kernel {
     k.covers = chain.to_vec().into();
     if lrn {
         k.algo = plan::Algo::ChannelScan {
+            threads: super::algo::WORKGROUP,
+        };
+        k.workgroup_size = k.algo.threads();
+    } else if pool_stride.is_some() {
+        k.algo = plan::Algo::PoolTile {
             threads: super::algo::WORKGROUP,
         };
         k.workgroup_size = k.algo.threads();
