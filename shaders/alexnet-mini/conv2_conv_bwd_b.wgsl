@@ -27,7 +27,7 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
 const WG: u32 = 64u;
 const THREADS: u32 = 4096u;
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> db: array<f32>;
 const IC: u32 = 32u;
 const IH: u32 = 14u;
@@ -57,10 +57,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     var acc = 0.0;
-    let count = params.batch * OH * OW;
-    for (var q = lid; q < count; q += WG) {
-        acc += dy[((q / (OH * OW)) * OC + ROW0 + o) * OH * OW + q % (OH * OW)];
+    let hw = OH * OW / 4u;
+    var acc_: vec4<f32> = vec4<f32>(0.0);
+    // Fewer pixels than lanes: one walk over the whole batch's keeps the lanes busy.
+    for (var q = lid; q < params.batch * hw; q += WG) {
+        acc_ += dy[((q / hw) * OC + ROW0 + o) * hw + q % hw];
     }
+    acc = (acc_.x + acc_.y) + (acc_.z + acc_.w);
     partial[lid] = acc;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s / 2u) {

@@ -57,10 +57,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     var acc = 0.0;
-    let count = params.batch * OH * OW;
-    for (var q = lid; q < count; q += WG) {
-        acc += dy[((q / (OH * OW)) * OC + ROW0 + o) * OH * OW + q % (OH * OW)];
+    let hw = OH * OW / 1u;
+    var acc_: f32 = 0.0;
+    // Fewer pixels than lanes: one walk over the whole batch's keeps the lanes busy.
+    for (var q = lid; q < params.batch * hw; q += WG) {
+        acc_ += dy[((q / hw) * OC + ROW0 + o) * hw + q % hw];
     }
+    acc = acc_;
     partial[lid] = acc;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s / 2u) {

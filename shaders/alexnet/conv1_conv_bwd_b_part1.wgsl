@@ -57,10 +57,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     var acc = 0.0;
-    let count = params.batch * OH * OW;
-    for (var q = lid; q < count; q += WG) {
-        acc += dy[((q / (OH * OW)) * OC + ROW0 + o) * OH * OW + q % (OH * OW)];
+    let hw = OH * OW / 1u;
+    var acc_: f32 = 0.0;
+    // Image by image along the channel's contiguous pixels: no division per load.
+    for (var n = 0u; n < params.batch; n++) {
+        let base = (n * OC + ROW0 + o) * hw;
+        for (var q = lid; q < hw; q += WG) {
+            acc_ += dy[base + q];
+        }
     }
+    acc = acc_;
     partial[lid] = acc;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s / 2u) {

@@ -60,10 +60,12 @@ enum Walk {
     /// `array<vec4<f32>>`, see [`vec4_rows`]): a software adapter then loads 16 bytes per lane
     /// where it gathered 4 one by one, and the layer is bound by its weight traffic.
     Rows4,
-    /// A linear layer's input gradient on a CPU adapter: an invocation's 4 rows (input
-    /// features) are consecutive in each weight row, so A is one `vec4` per reduction step,
-    /// and B (`dy`) is contiguous along the reduction, so it is read 4 steps at a time
-    /// (bindings `w` and `dy` are `array<vec4<f32>>`, see [`vec4_walk`]).
+    /// A linear layer's input gradient on a CPU adapter: an invocation's RM rows (input
+    /// features) are consecutive in each weight row, so A is RM / 4 `vec4`s per reduction
+    /// step, and B (`dy`) is contiguous along the reduction, so it is read 4 steps at a time
+    /// (bindings `w` and `dy` are `array<vec4<f32>>`, see [`vec4_walk`]). A weight row is
+    /// IN floats apart from the next, so each step starts a new stretch of memory: the wider
+    /// the stretch a SIMD group reads there, the fewer cache lines and pages it misses.
     Cols4,
     /// A linear layer's weight gradient in the subgroup form: a lane's 4 rows are consecutive
     /// in dy's rows and its subgroup's 32 columns are 8 `vec4`s of x's rows, one per lane,
@@ -570,16 +572,23 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
     match walk {
         Walk::Flat => {}
         Walk::Cols4 => {
-            w.line("// The invocation's 4 rows as a vec4 of a weight row; column j's first vec4 of dy.")
-                .line("let ra = min(m0 + ty * 4u, ROWS_ - 4u) / 4u;");
+            w.line("// The invocation's rows 4g.. as vec4 g of a weight row; column j's first vec4 of dy.");
+            for g in 0..tile.rm / 4 {
+                w.line(format!(
+                    "let ra{g} = min(m0 + ty * RM + {}u, ROWS_ - 4u) / 4u;",
+                    4 * g
+                ));
+            }
             for j in 0..loads {
                 w.line(format!("let cb{j} = (c{j} * OUT + ROW0) / 4u;"));
             }
         }
         Walk::Dense4 => {
-            w.line("// The lane's 4 rows as a vec4 of a dy row; its 4 columns as a vec4 of an x row.")
-                .line("let ra = ROW0 / 4u + min(rb, ROWS_ - 4u) / 4u;")
-                .line("let cb = min(nb + lane * 4u, cols - 4u) / 4u;");
+            w.line(
+                "// The lane's 4 rows as a vec4 of a dy row; its 4 columns as a vec4 of an x row.",
+            )
+            .line("let ra = ROW0 / 4u + min(rb, ROWS_ - 4u) / 4u;")
+            .line("let cb = min(nb + lane * 4u, cols - 4u) / 4u;");
         }
         Walk::Rows4 => {
             w.line("// Row i's and column j's first vec4.");
@@ -640,12 +649,21 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
                     w.line(format!("let b{j} = dy[cb{j} + {q}];"));
                 }
                 for kk in 0..4 {
-                    w.line(format!("let a{kk} = w[(({q}) * 4u + {kk}u) * (IN / 4u) + ra];"));
+                    for g in 0..tile.rm / 4 {
+                        w.line(format!(
+                            "let a{kk}_{g} = w[(({q}) * 4u + {kk}u) * (IN / 4u) + ra{g}];"
+                        ));
+                    }
                 }
                 for kk in 0..4 {
                     for i in 0..tile.rm {
                         for j in 0..tile.rn {
-                            w.line(format!("acc{i}_{j} += a{kk}.{} * b{j}.{};", XYZW[i as usize], XYZW[kk]));
+                            w.line(format!(
+                                "acc{i}_{j} += a{kk}_{}.{} * b{j}.{};",
+                                i / 4,
+                                XYZW[(i % 4) as usize],
+                                XYZW[kk]
+                            ));
                         }
                     }
                 }
@@ -799,7 +817,11 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             for q in 0..tile.rn / 4 {
                 let v: Vec<String> = (0..4).map(|c| format!("acc{i}_{}", q * 4 + c)).collect();
                 w.open(format!("if ({} < ROWS_ && {} < cols)", row(i), col(q * 4)))
-                    .line(format!("store4(r{i}, {}, vec4<f32>({}));", col(q * 4), v.join(", ")))
+                    .line(format!(
+                        "store4(r{i}, {}, vec4<f32>({}));",
+                        col(q * 4),
+                        v.join(", ")
+                    ))
                     .close();
             }
         }
@@ -849,17 +871,16 @@ pub fn vec4_walk(plan: &Plan, kernel: &Kernel) -> Option<Vec4Walk> {
     else {
         return None;
     };
-    let part = crate::schedule::algo::kernel_part(&plan.params, kernel).unwrap_or(
-        alexnet_plan::Part {
+    let part =
+        crate::schedule::algo::kernel_part(&plan.params, kernel).unwrap_or(alexnet_plan::Part {
             start: 0,
             rows: l.out_features,
-        },
-    );
+        });
     let by4 = |v: u32| v % 4 == 0;
     let dense = by4(l.in_features) && by4(l.out_features) && by4(part.start) && by4(part.rows);
     match (kernel.role, tile.staging) {
         (Role::Forward, Staging::Registers) if by4(l.in_features) => Some(Vec4Walk::Rows),
-        (Role::Backward(Wrt::Input), Staging::Registers) if dense && tile.rm == 4 => {
+        (Role::Backward(Wrt::Input), Staging::Registers) if dense && tile.rm % 4 == 0 => {
             Some(Vec4Walk::Cols)
         }
         (Role::Backward(Wrt::Weight), Staging::Subgroup { lanes })

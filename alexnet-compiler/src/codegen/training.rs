@@ -27,7 +27,7 @@ pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     w.line("@compute @workgroup_size(WG)");
     w.open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)");
     if let (Algo::RowReduce { .. }, Role::Backward(Wrt::Bias)) = (kernel.algo, kernel.role) {
-        bias_reduce(w, matches!(node.op, NodeOp::Conv(_)));
+        bias_reduce(w, plan, kernel);
         w.close();
         return;
     }
@@ -188,23 +188,71 @@ fn conv_weight(w: &mut Writer) {
 /// A bias gradient as a parallel reduction: a workgroup per channel (of this part), its
 /// invocations striding over the batch's pixels and summing as a tree, in a fixed order, so
 /// the result is the same on every run.
-fn bias_reduce(w: &mut Writer, conv: bool) {
+/// Whether a conv bias gradient reads `dy` as `array<vec4<f32>>`: each channel's pixels of an
+/// image are then whole `vec4`s (a software adapter loads 4 values per lane where it gathered
+/// one).
+pub fn bias_reads_vec4(plan: &Plan, kernel: &Kernel) -> bool {
+    match (
+        plan.nodes[kernel.node as usize].op,
+        kernel.algo,
+        kernel.role,
+    ) {
+        (NodeOp::Conv(c), Algo::RowReduce { .. }, Role::Backward(Wrt::Bias)) => {
+            (c.out_h * c.out_w) % 4 == 0
+        }
+        _ => false,
+    }
+}
+
+/// A bias gradient, a workgroup per channel: each invocation sums a stride of the channel's
+/// dy over the batch (a conv's in `vec4`s where [`bias_reads_vec4`]), then the workgroup's tree.
+fn bias_reduce(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     w.line("let o = wid.y * nwg.x + wid.x;")
         .line("// Uniform across the workgroup, so the early return precedes every barrier.")
         .open("if (o >= ROWS)")
         .line("return;")
         .close()
         .line("var acc = 0.0;");
-    if conv {
-        w.line("let count = params.batch * OH * OW;")
-            .open("for (var q = lid; q < count; q += WG)")
-            .line("acc += dy[((q / (OH * OW)) * OC + ROW0 + o) * OH * OW + q % (OH * OW)];")
-            .close();
-    } else {
+    let NodeOp::Conv(c) = plan.nodes[kernel.node as usize].op else {
         w.open("for (var n = lid; n < params.batch; n += WG)")
             .line("acc += dy[n * OUT + ROW0 + o];")
             .close();
+        return tree_sum(w);
+    };
+    // dy as vec4s where each image's OH * OW pixels of a channel are whole vec4s.
+    let vec4 = bias_reads_vec4(plan, kernel);
+    let (ty, width, zero, sum) = if vec4 {
+        (
+            "vec4<f32>",
+            4,
+            "vec4<f32>(0.0)",
+            "(acc_.x + acc_.y) + (acc_.z + acc_.w)",
+        )
+    } else {
+        ("f32", 1, "0.0", "acc_")
+    };
+    w.line(format!("let hw = OH * OW / {width}u;"))
+        .line(format!("var acc_: {ty} = {zero};"));
+    if c.out_h * c.out_w / width >= kernel.algo.threads() {
+        w.line("// Image by image along the channel's contiguous pixels: no division per load.")
+            .open("for (var n = 0u; n < params.batch; n++)")
+            .line("let base = (n * OC + ROW0 + o) * hw;")
+            .open("for (var q = lid; q < hw; q += WG)")
+            .line("acc_ += dy[base + q];")
+            .close()
+            .close();
+    } else {
+        w.line("// Fewer pixels than lanes: one walk over the whole batch's keeps the lanes busy.")
+            .open("for (var q = lid; q < params.batch * hw; q += WG)")
+            .line("acc_ += dy[((q / hw) * OC + ROW0 + o) * hw + q % hw];")
+            .close();
     }
+    w.line(format!("acc = {sum};"));
+    tree_sum(w);
+}
+
+/// The workgroup's tree over its invocations' sums `acc`; invocation 0 stores (or adds) it.
+fn tree_sum(w: &mut Writer) {
     w.line("partial[lid] = acc;").line("workgroupBarrier();");
     w.open("for (var s = WG / 2u; s > 0u; s = s / 2u)")
         .open("if (lid < s)")
@@ -586,7 +634,9 @@ fn pool_chain_tile(w: &mut Writer, p: &PoolNode, x: &str, mask: &dyn Fn(&str, &s
         .line("let n = i / THREADS;")
         .line("let j = (i / TILES) % C;");
     tile_pixels(w, "i % TILES", side, windows);
-    let grads: Vec<String> = (0..side * side).map(|k| format!("var g{k} = 0.0;")).collect();
+    let grads: Vec<String> = (0..side * side)
+        .map(|k| format!("var g{k} = 0.0;"))
+        .collect();
     w.line(grads.join(" "));
     pool_tile(w, x, side, windows, patch);
     for k in 0..side * side {
