@@ -100,6 +100,21 @@ fn cpu_tile(groups: u32, rows: u32, columns: Columns, block: GemmTile) -> GemmTi
             }
         }
     }
+    // A subgroup tile whose fixed columns fit one workgroup leaves the adapter's other threads
+    // idle (the Mini net's conv1 weight gradient, 32 × 25): 2-row blocks make 16-row tiles,
+    // twice the workgroups, at 1.5× the loads per multiply-add.
+    if let (Columns::Fixed(cols), true) = (columns, block.lanes() > 1 && block.rm == 4) {
+        let tile = best.1;
+        let workgroups =
+            u64::from(groups) * u64::from(rows.div_ceil(tile.m)) * cols.div_ceil(u64::from(tile.n));
+        if workgroups == 1 && rows > 16 {
+            return GemmTile {
+                m: tile.m / 2,
+                rm: 2,
+                ..tile
+            };
+        }
+    }
     best.1
 }
 
