@@ -168,6 +168,10 @@ fn draw(
             .iter()
             .filter_map(|&(x, y)| y.map(|y| (x, y)))
             .collect();
+        // No legend entry for a series without points (no validation set, say).
+        if line.is_empty() {
+            continue;
+        }
         let colour = *colour;
         chart
             .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))

@@ -207,6 +207,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         };
         (Box::new(train_set), Box::new(val_set), test_set)
     };
+    if val_set.len() == 0 && args.lr_steps.is_empty() {
+        bail!("--val 0 holds out no validation images, and the default learning-rate schedule divides the rate when the validation error stops improving: give --lr-steps (e.g. --lr-steps 6,8), or hold out images with --val N");
+    }
     if train_set.len() < args.batch {
         bail!("{} training images (after holding out {} for validation) is fewer than one batch of {}", train_set.len(), val_set.len(), args.batch);
     }
@@ -381,20 +384,25 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             Epoch::Done(report) => report,
         };
         progress.finish();
-        let (test_top1, test_top5) = report.test.unwrap_or((f64::NAN, f64::NAN));
-        let test = if report.test.is_some() {
-            format!(
-                ", test top-1 {:.2}% top-5 {:.2}%",
-                100.0 * test_top1,
-                100.0 * test_top5
-            )
-        } else {
-            String::new()
-        };
+        // "epoch 3: validation 61.20%, test top-1 60.10% top-5 95.00%; learning rate now 0.001"
+        let mut results = Vec::new();
+        if let Some(v) = report.val_top1 {
+            results.push(format!("validation {:.2}%", 100.0 * v));
+        }
+        if let Some((top1, top5)) = report.test {
+            results.push(format!(
+                "test top-1 {:.2}% top-5 {:.2}%",
+                100.0 * top1,
+                100.0 * top5
+            ));
+        }
+        if results.is_empty() {
+            results.push("no validation or test images".into());
+        }
         eprintln!(
-            "epoch {}: validation {:.2}%{test}{}",
+            "epoch {}: {}{}",
             report.epoch,
-            100.0 * report.val_top1,
+            results.join(", "),
             if report.lr_divided {
                 format!("; learning rate now {}", trainer.state().lr)
             } else {

@@ -51,6 +51,37 @@ const SMALL: [&str; 12] = [
     "5",
 ];
 
+/// `--val 0` holds out nothing: the epoch reports no validation accuracy (null in
+/// metrics.jsonl, none printed), and the plateau schedule, which needs one, is refused.
+#[test]
+fn training_without_a_validation_set_reports_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = SMALL.to_vec();
+    args[3] = "0";
+    let refused = alexnet(&[&["train", "--out", p(dir.path())][..], &args].concat());
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("give --lr-steps"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let out = ok(&alexnet(
+        &[
+            &["train", "--out", p(dir.path()), "--lr-steps", "2"][..],
+            &args,
+        ]
+        .concat(),
+    ));
+    assert!(out.contains("epoch 1: test top-1 "), "{out}");
+    assert!(!out.contains("validation 0.00%"), "{out}");
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(metrics.trim()).unwrap();
+    assert!(
+        line["val_acc"].is_null() && line["test_top1"].as_f64().is_some(),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn interrupted_and_resumed_equals_uninterrupted() {
     let dir = tempfile::tempdir().unwrap();

@@ -668,16 +668,19 @@ pub fn check_finite(session: &dyn Runner, plan: &Plan, loss: f64, step: u32) -> 
 }
 
 impl TrainState {
-    /// Applies the schedule at the end of an epoch with validation error `val_error`; returns
+    /// Applies the schedule at the end of an epoch with validation error `val_error` (`None`
+    /// without a validation set, which leaves a plateau schedule's rate as it is); returns
     /// whether the learning rate was divided.
-    pub fn end_epoch(&mut self, schedule: &Schedule, val_error: f64) -> bool {
+    pub fn end_epoch(&mut self, schedule: &Schedule, val_error: Option<f64>) -> bool {
         self.epoch += 1;
         self.batch_in_epoch = 0;
         self.epoch_loss_sum = 0.0;
         self.epoch_correct = 0;
         let divide = match schedule {
             Schedule::Steps(at) => at.contains(&(self.epoch + 1)),
+            Schedule::Plateau { .. } if val_error.is_none() => false,
             Schedule::Plateau { patience } => {
+                let val_error = val_error.unwrap_or(f64::INFINITY);
                 if val_error < self.best_val_error {
                     self.best_val_error = val_error;
                     self.bad_epochs = 0;

@@ -41,7 +41,8 @@ pub struct EpochReport {
     pub lr_divided: bool,
     pub train_loss: f64,
     pub train_accuracy: f64,
-    pub val_top1: f64,
+    /// Validation top-1; `None` when no images were held out for validation.
+    pub val_top1: Option<f64>,
     /// Test accuracy, when a test set was given.
     pub test: Option<(f64, f64)>,
     pub images_per_s: f64,
@@ -187,7 +188,10 @@ impl<'s, 'g> Trainer<'s, 'g> {
             return Ok(Epoch::Stopped);
         }
         let seconds = start.elapsed().as_secs_f64();
-        let (val_top1, _) = train::evaluate(self.session, val_set, batch_size, false, |_| {})?;
+        let val_top1 = match val_set.len() {
+            0 => None,
+            _ => Some(train::evaluate(self.session, val_set, batch_size, false, |_| {})?.0),
+        };
         let test = match test_set {
             Some(t) => Some(train::evaluate(self.session, t, batch_size, false, |_| {})?),
             None => None,
@@ -198,7 +202,9 @@ impl<'s, 'g> Trainer<'s, 'g> {
             self.state.epoch_loss_sum / done,
             self.state.epoch_correct as f64 / done,
         );
-        let lr_divided = self.state.end_epoch(&self.options.schedule, 1.0 - val_top1);
+        let lr_divided = self
+            .state
+            .end_epoch(&self.options.schedule, val_top1.map(|v| 1.0 - v));
         let report = EpochReport {
             epoch: epoch + 1,
             step: self.state.step,
