@@ -11,7 +11,7 @@ mod gemm;
 
 pub use gemm::UNROLL;
 mod training;
-pub(crate) use training::bias_reads_vec4;
+pub(crate) use training::conv_bias_walk;
 mod writer;
 
 use crate::error::{Error, Errors};
@@ -147,7 +147,9 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
     let mut names: Vec<&str> = Vec::new();
     let vec4 = match gemm::vec4_walk(plan, kernel) {
         Some(walk) => walk.bindings(),
-        None if training::bias_reads_vec4(plan, kernel) => &["dy"][..],
+        None if training::conv_bias_walk(plan, kernel).is_some_and(|(width, _)| width == 4) => {
+            &["dy"][..]
+        }
         None => &[][..],
     };
     for (i, b) in kernel.bindings.iter().enumerate() {

@@ -188,24 +188,28 @@ fn conv_weight(w: &mut Writer) {
 /// A bias gradient as a parallel reduction: a workgroup per channel (of this part), its
 /// invocations striding over the batch's pixels and summing as a tree, in a fixed order, so
 /// the result is the same on every run.
-/// Whether a conv bias gradient reads `dy` as `array<vec4<f32>>`: each channel's pixels of an
-/// image are then whole `vec4`s (a software adapter loads 4 values per lane where it gathered
-/// one).
-pub fn bias_reads_vec4(plan: &Plan, kernel: &Kernel) -> bool {
+/// How a conv bias gradient walks dy: `width` values per load (4 where each image's pixels of
+/// a channel are whole `vec4`s: a software adapter loads 4 values per lane where it gathered
+/// one), and `per_image`, image by image along a channel's contiguous pixels (no division per
+/// load) where an image has at least a workgroup's worth of loads, else one walk over the
+/// whole batch's (which keeps the lanes of small late layers busy). `None` for other kernels.
+pub fn conv_bias_walk(plan: &Plan, kernel: &Kernel) -> Option<(u32, bool)> {
     match (
         plan.nodes[kernel.node as usize].op,
         kernel.algo,
         kernel.role,
     ) {
-        (NodeOp::Conv(c), Algo::RowReduce { .. }, Role::Backward(Wrt::Bias)) => {
-            (c.out_h * c.out_w) % 4 == 0
+        (NodeOp::Conv(c), Algo::RowReduce { threads }, Role::Backward(Wrt::Bias)) => {
+            let hw = c.out_h * c.out_w;
+            let width = if hw % 4 == 0 { 4 } else { 1 };
+            Some((width, hw / width >= threads))
         }
-        _ => false,
+        _ => None,
     }
 }
 
 /// A bias gradient, a workgroup per channel: each invocation sums a stride of the channel's
-/// dy over the batch (a conv's in `vec4`s where [`bias_reads_vec4`]), then the workgroup's tree.
+/// dy over the batch (a conv's as [`conv_bias_walk`] says), then the workgroup's tree.
 fn bias_reduce(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     w.line("let o = wid.y * nwg.x + wid.x;")
         .line("// Uniform across the workgroup, so the early return precedes every barrier.")
@@ -213,27 +217,24 @@ fn bias_reduce(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
         .line("return;")
         .close()
         .line("var acc = 0.0;");
-    let NodeOp::Conv(c) = plan.nodes[kernel.node as usize].op else {
+    let Some((width, per_image)) = conv_bias_walk(plan, kernel) else {
         w.open("for (var n = lid; n < params.batch; n += WG)")
             .line("acc += dy[n * OUT + ROW0 + o];")
             .close();
         return tree_sum(w);
     };
-    // dy as vec4s where each image's OH * OW pixels of a channel are whole vec4s.
-    let vec4 = bias_reads_vec4(plan, kernel);
-    let (ty, width, zero, sum) = if vec4 {
+    let (ty, zero, sum) = if width == 4 {
         (
             "vec4<f32>",
-            4,
             "vec4<f32>(0.0)",
             "(acc_.x + acc_.y) + (acc_.z + acc_.w)",
         )
     } else {
-        ("f32", 1, "0.0", "acc_")
+        ("f32", "0.0", "acc_")
     };
     w.line(format!("let hw = OH * OW / {width}u;"))
         .line(format!("var acc_: {ty} = {zero};"));
-    if c.out_h * c.out_w / width >= kernel.algo.threads() {
+    if per_image {
         w.line("// Image by image along the channel's contiguous pixels: no division per load.")
             .open("for (var n = 0u; n < params.batch; n++)")
             .line("let base = (n * OC + ROW0 + o) * hw;")

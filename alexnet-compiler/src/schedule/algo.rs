@@ -296,22 +296,25 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
         // A conv bias: per image one iteration per WG of its pixels (or vec4s of them), or,
         // where an image has fewer, one per WG of the batch's; a linear bias: one per WG
         // images (`codegen::training::bias_reduce`).
-        Algo::RowReduce { threads } => match plan.nodes[kernel.node as usize].op {
-            NodeOp::Conv(c) => {
-                let width = if crate::codegen::bias_reads_vec4(plan, kernel) {
-                    4
-                } else {
-                    1
-                };
-                let (hw, wg) = (u64::from(c.out_h * c.out_w) / width, u64::from(threads));
-                Some(if hw >= wg {
-                    batch * (1 + hw.div_ceil(wg))
-                } else {
-                    (batch * hw).div_ceil(wg)
-                })
-            }
-            _ => Some(batch.div_ceil(u64::from(threads))),
-        },
+        Algo::RowReduce { threads } => {
+            let wg = u64::from(threads);
+            Some(
+                match (
+                    crate::codegen::conv_bias_walk(plan, kernel),
+                    plan.nodes[kernel.node as usize].op,
+                ) {
+                    (Some((width, per_image)), NodeOp::Conv(c)) => {
+                        let hw = u64::from(c.out_h * c.out_w / width);
+                        if per_image {
+                            batch * (1 + hw.div_ceil(wg))
+                        } else {
+                            (batch * hw).div_ceil(wg)
+                        }
+                    }
+                    _ => batch.div_ceil(wg),
+                },
+            )
+        }
         Algo::PerElement { .. }
         | Algo::PoolTile { .. }
         | Algo::Vec4 { .. }
@@ -542,14 +545,10 @@ fn flops(plan: &Plan, kernel: &Kernel) -> Extent {
                     // GEMM kernels compute whole tiles: channel tiles padded to the tile's rows.
                     // A weight part's kernel computes its own rows: whole groups, or a piece of one.
                     Algo::Gemm(tile) if kernel.role == Role::Forward => {
-                        let ocg = u64::from(c.out_channels / c.groups);
-                        let (groups, per_group) = if rows >= ocg {
-                            (rows / ocg, ocg)
-                        } else {
-                            (1, rows)
-                        };
-                        let rows =
-                            groups * per_group.div_ceil(u64::from(tile.m)) * u64::from(tile.m);
+                        let (groups, per_group) = kernel_part(&plan.params, kernel)
+                            .and_then(|p| conv_part(&c, p))
+                            .map_or((c.groups, c.out_channels / c.groups), |(_, g, r)| (g, r));
+                        let rows = u64::from(groups * per_group.div_ceil(tile.m) * tile.m);
                         2 * rows
                             * u64::from(c.out_h * c.out_w)
                             * u64::from(c.in_channels / c.groups)
