@@ -146,6 +146,7 @@ fn plan_tokens(p: &plan::Plan) -> TokenStream {
             plan::Binding::Momentum { index, part } => quote! { ::alexnet::__private::Binding::Momentum { index: #index, part: #part } },
             plan::Binding::Labels => quote! { ::alexnet::__private::Binding::Labels },
             plan::Binding::Loss => quote! { ::alexnet::__private::Binding::Loss },
+            plan::Binding::Partials { index, part, slices, write } => quote! { ::alexnet::__private::Binding::Partials { index: #index, part: #part, slices: #slices, write: #write } },
         }));
         let role = match k.role {
             plan::Role::Forward => quote! { Forward },
@@ -349,6 +350,9 @@ fn algo_tokens(a: &plan::Algo) -> TokenStream {
         plan::Algo::PoolTile { threads } => {
             quote! { ::alexnet::__private::Algo::PoolTile { threads: #threads } }
         }
+        plan::Algo::SliceSum { threads, width } => {
+            quote! { ::alexnet::__private::Algo::SliceSum { threads: #threads, width: #width } }
+        }
         plan::Algo::Gemm(t) => {
             let t = gemm_tile(t);
             quote! { ::alexnet::__private::Algo::Gemm(#t) }
@@ -386,6 +390,13 @@ fn tensor(t: plan::Tensor) -> TokenStream {
         }
         plan::Tensor::Labels => quote! { ::alexnet::__private::Tensor::Labels },
         plan::Tensor::Loss => quote! { ::alexnet::__private::Tensor::Loss },
+        plan::Tensor::Partials {
+            index,
+            part,
+            slices,
+        } => quote! {
+            ::alexnet::__private::Tensor::Partials { index: #index, part: #part, slices: #slices }
+        },
     }
 }
 

@@ -607,6 +607,11 @@ pub enum Algo {
     /// A GEMM (conv as implicit GEMM over image patches, linear layers over the batch, and
     /// their gradients), tiled as the tile says.
     Gemm(GemmTile),
+    /// The second stage of a weight gradient whose reduction was split into slices: one
+    /// invocation per `width` consecutive elements (1, or 4 read and written as `vec4`s) adds
+    /// the slices' partial gradients ([`Tensor::Partials`]) in slice order and writes, or
+    /// adds to, the gradient.
+    SliceSum { threads: u32, width: u32 },
     /// A fused conv block: each workgroup computes a GEMM tile over `rows × cols` conv outputs
     /// of one image and `tile.m` channels, halos included, keeps it in workgroup memory, and
     /// applies ReLU, LRN and max-pool there before writing `out_rows × out_cols` outputs of
@@ -630,7 +635,8 @@ impl Algo {
             | Algo::RowReduce { threads }
             | Algo::PerImage { threads }
             | Algo::ChannelScan { threads }
-            | Algo::PoolTile { threads } => threads,
+            | Algo::PoolTile { threads }
+            | Algo::SliceSum { threads, .. } => threads,
             Algo::Gemm(tile) | Algo::ConvBlock { tile, .. } => tile.threads(),
         }
     }
@@ -644,6 +650,9 @@ impl Algo {
             Algo::PerImage { threads } => format!("per-image wg{threads}"),
             Algo::ChannelScan { threads } => format!("channel-scan wg{threads}"),
             Algo::PoolTile { threads } => format!("pool-tile wg{threads}"),
+            Algo::SliceSum { threads, width } => {
+                format!("slice-sum wg{threads} width {width}")
+            }
             Algo::Gemm(t) => match t.staging {
                 Staging::Workgroup => format!(
                     "gemm {}x{}x{} block {}x{} workgroup-memory",
@@ -751,6 +760,12 @@ pub enum Tensor {
     Labels,
     /// The per-image loss, one `f32` per image.
     Loss,
+    /// Scratch of a weight gradient whose reduction over the batch is split into `slices`
+    /// pieces (`schedule::algo::weight_gradient_slices`): `slices` partial gradients of one
+    /// part of parameter `index`, one after another. The GEMM writes them; a
+    /// [`Algo::SliceSum`] kernel adds them in slice order into the gradient, so the sum is
+    /// deterministic without atomics. Lives only between those two kernels.
+    Partials { index: u32, part: u32, slices: u32 },
 }
 
 impl Tensor {
@@ -759,8 +774,18 @@ impl Tensor {
     pub fn is_state(&self) -> bool {
         match self {
             Tensor::Param { .. } | Tensor::ParamGrad { .. } | Tensor::Momentum { .. } => true,
-            Tensor::Activation(_) | Tensor::Grad(_) | Tensor::Labels | Tensor::Loss => false,
+            Tensor::Activation(_)
+            | Tensor::Grad(_)
+            | Tensor::Labels
+            | Tensor::Loss
+            | Tensor::Partials { .. } => false,
         }
+    }
+
+    /// Whether the tensor is a kernel's scratch, read only by the kernel right after the one
+    /// that wrote it (partial gradients): nothing outside the plan reads or compares it.
+    pub fn is_scratch(&self) -> bool {
+        matches!(self, Tensor::Partials { .. })
     }
 }
 
@@ -984,6 +1009,22 @@ impl Kernel {
         out
     }
 
+    /// How many slices the kernel's reduction is split into: those of the partial gradients
+    /// it writes ([`Tensor::Partials`]), else 1.
+    pub fn slices(&self) -> u32 {
+        self.bindings
+            .iter()
+            .find_map(|b| match *b {
+                Binding::Partials {
+                    slices,
+                    write: true,
+                    ..
+                } => Some(slices),
+                _ => None,
+            })
+            .unwrap_or(1)
+    }
+
     /// Workgroups of one dispatch over `batch` images.
     pub fn workgroups(&self, batch: u64) -> u64 {
         match self.dispatch {
@@ -1017,6 +1058,33 @@ impl Binding {
             Binding::Momentum { index, part } => Some(Tensor::Momentum { index, part }),
             Binding::Labels => Some(Tensor::Labels),
             Binding::Loss => Some(Tensor::Loss),
+            Binding::Partials {
+                index,
+                part,
+                slices,
+                ..
+            } => Some(Tensor::Partials {
+                index,
+                part,
+                slices,
+            }),
+        }
+    }
+
+    /// The parameter part (parameter index, part) the binding refers to: a part's weights,
+    /// gradient, momentum or partial gradients.
+    pub fn param_part(&self) -> Option<(u32, u32)> {
+        match *self {
+            Binding::Param { index, part }
+            | Binding::ParamMut { index, part }
+            | Binding::ParamGrad { index, part, .. }
+            | Binding::Momentum { index, part }
+            | Binding::Partials { index, part, .. } => Some((index, part)),
+            Binding::Uniform
+            | Binding::Activation { .. }
+            | Binding::Grad { .. }
+            | Binding::Labels
+            | Binding::Loss => None,
         }
     }
 
@@ -1031,7 +1099,8 @@ impl Binding {
         match *self {
             Binding::Activation { write, .. }
             | Binding::Grad { write, .. }
-            | Binding::ParamGrad { write, .. } => write,
+            | Binding::ParamGrad { write, .. }
+            | Binding::Partials { write, .. } => write,
             Binding::ParamMut { .. } | Binding::Momentum { .. } | Binding::Loss => true,
             Binding::Uniform | Binding::Param { .. } | Binding::Labels => false,
         }
@@ -1059,6 +1128,13 @@ pub enum Binding {
     Labels,
     /// The per-image loss, one `f32` per image.
     Loss,
+    /// The partial gradients of a split weight-gradient reduction ([`Tensor::Partials`]).
+    Partials {
+        index: u32,
+        part: u32,
+        slices: u32,
+        write: bool,
+    },
 }
 
 /// Statistics of one layer.
@@ -1221,6 +1297,11 @@ impl Plan {
             | Tensor::ParamGrad { index, part: p }
             | Tensor::Momentum { index, part: p } => part(index, p),
             Tensor::Labels | Tensor::Loss => Extent::per_image(4),
+            Tensor::Partials {
+                index,
+                part: p,
+                slices,
+            } => Extent::fixed(part(index, p).fixed * u64::from(slices)),
         }
     }
 

@@ -230,7 +230,8 @@ impl Reference<'_> {
                 When::Before => self.part(&self.momentum[index as usize], index, part),
                 When::After => self.part(&self.new_momentum(index), index, part),
             },
-            Tensor::Labels => return None,
+            // Judged by the slice sum that adds them up.
+            Tensor::Labels | Tensor::Partials { .. } => return None,
             Tensor::Loss => self.trace.losses.clone(),
         })
     }
@@ -253,6 +254,9 @@ impl Reference<'_> {
             Tensor::Momentum { index, part } => format!("momentum of {}", param(index, part)),
             Tensor::Labels => "labels".into(),
             Tensor::Loss => "loss".into(),
+            Tensor::Partials { index, part, .. } => {
+                format!("partial ∂{}", param(index, part))
+            }
         }
     }
 }
@@ -358,10 +362,14 @@ pub fn run(
         let first = units.len();
         for k in program.dispatches() {
             let kernel = &plan.kernels[k as usize];
+            // A kernel that reads a unit's scratch (a slice sum) is judged with it.
+            let reads_scratch =
+                |t: Tensor| t.is_scratch() && kernel.bindings.iter().any(|b| b.tensor() == Some(t));
             let shares = |u: &(Mode, Vec<u32>)| {
                 u.1.iter().any(|&o| {
-                    written(&plan.kernels[o as usize])
-                        .any(|t| !t.is_state() && written(kernel).any(|w| w == t))
+                    written(&plan.kernels[o as usize]).any(|t| {
+                        (!t.is_state() && written(kernel).any(|w| w == t)) || reads_scratch(t)
+                    })
                 })
             };
             match units[first..].iter_mut().find(|u| shares(u)) {
@@ -438,7 +446,7 @@ pub fn run(
             }
             session.run_kernels(ks, batch, &uniforms)?;
             let (mut error, mut worst) = (0.0f64, String::new());
-            for t in outputs {
+            for t in outputs.into_iter().filter(|t| !t.is_scratch()) {
                 let got = session.read_tensor(t, batch)?;
                 let want = reference
                     .value(t, role, lo, hi, When::After)

@@ -25,11 +25,11 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
 }
 
 const WG: u32 = 16u;
-const THREADS: u32 = 432u;
+const THREADS: u32 = 3024u;
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dwp: array<f32>;
 const IC: u32 = 64u;
 const IH: u32 = 7u;
 const IW: u32 = 7u;
@@ -48,6 +48,11 @@ const ROW0: u32 = 0u;
 const ROWS: u32 = 96u;
 const ACCUM: bool = false;
 
+// Slice `slice` of the reduction over the batch's output rows writes its partial gradient at slice_base.
+const SLICES: u32 = 7u;
+// Elements of one partial gradient (the weight part's).
+const PART: u32 = ROWS * ICG * K * K;
+var<private> slice_base: u32;
 // A: dy of output channel m of the group at batch pixel k.
 fn load_a(g: u32, m: u32, k: u32) -> f32 {
     return dy[((k / (OH * OW)) * OC + g * OCG + m) * OH * OW + k % (OH * OW)];
@@ -64,7 +69,7 @@ fn load_b(g: u32, k: u32, n: u32) -> f32 {
 }
 fn store(g: u32, m: u32, n: u32, v: f32) {
     let at = (g * OCG + m) * ICG * K * K + n;
-    if (params.accumulate == 1u) { dw[at] = dw[at] + v; } else { dw[at] = v; }
+    dwp[slice_base + at] = v;
 }
 
 // GEMM tile: 32 rows x 64 columns per workgroup, a 8x16 block per invocation.
@@ -85,10 +90,20 @@ const UNROLL: u32 = 8u;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     // The workgroup's tile; uniform across it, so the early return precedes every barrier.
-    let tile = wid.y * nwg.x + wid.x;
+    // Every slice runs the whole grid of output tiles.
+    let flat = wid.y * nwg.x + wid.x;
+    let tile = flat % (GROUPS_ * MT * ((ICG * K * K + TN - 1u) / TN));
+    let slice = flat / (GROUPS_ * MT * ((ICG * K * K + TN - 1u) / TN));
     let tm = tile % (GROUPS_ * MT);
     let n0 = (tile / (GROUPS_ * MT)) * TN;
     let cols = ICG * K * K;
+    if (slice >= SLICES) {
+        return;
+    }
+    slice_base = slice * PART;
+    // The slice's output rows (image, row) of the batch, t0..t1, in contiguous runs.
+    let t0 = (slice * params.batch * OH) / SLICES;
+    let t1 = ((slice + 1u) * params.batch * OH) / SLICES;
     if (n0 >= cols) {
         return;
     }
@@ -306,7 +321,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc7_14 = 0.0;
     var acc7_15 = 0.0;
     // One iteration per (image, output row); the row's pixels are unrolled UNROLL at a time.
-    for (var t = 0u; t < params.batch * OH; t++) {
+    for (var t = t0; t < t1; t++) {
         let img = t / OH;
         let oy = t % OH;
         let xb = i32(img * IC * IH * IW + oy * S * IW);

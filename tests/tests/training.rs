@@ -58,6 +58,20 @@ alexnet! {
 }
 
 alexnet! {
+    /// A conv whose weight gradient has enough output tiles for a GPU (512 rows x 2,304
+    /// columns: 288 tiles of 64 x 64) runs it as one GEMM; the next conv's (7 x 4,608: 72
+    /// tiles) is split over the batch's output rows into 3 slices, one per output row of an
+    /// image, and summed by a second kernel.
+    WideGrad {
+        input: [256, 3, 3],
+        max_batch: 8,
+        wide: conv(512, k = 3, p = 1) -> relu,
+        narrow: conv(7, k = 3, p = 1) -> relu,
+        out: linear(5),
+    }
+}
+
+alexnet! {
     /// Every chain whose input gradients run as one kernel, at odd sizes: ReLU + LRN + an
     /// overlapping padded pool over a channel count the LRN window does not divide, LRN + pool
     /// without ReLU, ReLU + an LRN of even size (an asymmetric window), ReLU + a pool after a
@@ -236,6 +250,60 @@ fn split_weights_and_micro_batches_accumulate_gradients() {
     assert!(plan.param("fc.weight").unwrap().parts.len() > 1);
     assert!(plan.param("c2.weight").unwrap().parts.len() > 1);
     check_step(plan, &he_weights(plan, 8), 16, 16, true);
+}
+
+/// The slices a kernel's partial gradients hold, if it writes any.
+fn slices_written(kernel: &alexnet::plan::Kernel) -> Option<u32> {
+    kernel.bindings.iter().find_map(|b| match *b {
+        alexnet::plan::Binding::Partials {
+            slices,
+            write: true,
+            ..
+        } => Some(slices),
+        _ => None,
+    })
+}
+
+#[test]
+fn conv_weight_gradients_split_where_output_tiles_are_few() {
+    // The paper's conv1 gradient is 6 tiles per tower: 32 slices (at most the 55 output rows),
+    // each summed by the kernel right after it.
+    let plan = &AlexNet::PLAN;
+    let steps: Vec<&alexnet::plan::Kernel> = plan
+        .training
+        .dispatches()
+        .map(|k| &plan.kernels[k as usize])
+        .collect();
+    for part in 0..2 {
+        let name = format!("conv1_conv_bwd_w_part{part}");
+        let at = steps.iter().position(|k| k.name == name).unwrap();
+        assert_eq!(slices_written(steps[at]), Some(32), "{name}");
+        assert_eq!(steps[at + 1].name, format!("{name}_sum"));
+        assert!(matches!(
+            steps[at + 1].algo,
+            alexnet::plan::Algo::SliceSum { width: 4, .. }
+        ));
+        assert_eq!(steps[at].workgroups(1), 6 * 32);
+    }
+    let plan = &WideGrad::PLAN;
+    let kernel = |name: &str| plan.kernels.iter().find(|k| k.name == name);
+    assert_eq!(slices_written(kernel("wide_conv_bwd_w").unwrap()), None);
+    assert!(kernel("wide_conv_bwd_w_sum").is_none());
+    assert_eq!(
+        slices_written(kernel("narrow_conv_bwd_w").unwrap()),
+        Some(3)
+    );
+    assert!(kernel("narrow_conv_bwd_w_sum").is_some());
+    // Every's c1 (6 x 27, 8 output rows) is split into 8 slices.
+    let every = &Every::PLAN;
+    let c1 = every
+        .kernels
+        .iter()
+        .find(|k| k.name == "c1_conv_bwd_w")
+        .unwrap();
+    assert_eq!(slices_written(c1), Some(8));
+    check_step(plan, &he_weights(plan, 12), 3, 8, false);
+    selftest_passes(plan);
 }
 
 #[test]

@@ -89,12 +89,13 @@ enum Walk {
     /// the loop walks (image, output row) with the row's pixels unrolled in steps of
     /// `UNROLL` (the remainder written out: OW is a constant).
     /// `group` and `first + g * rows + m` are the group's index and row m's dy channel in
-    /// the whole conv.
+    /// the whole conv. `split`: the walk covers only its slice's rows, `t0..t1`.
     Pixels {
         width: u32,
         group: &'static str,
         rows: &'static str,
         first: &'static str,
+        split: bool,
     },
 }
 
@@ -141,6 +142,7 @@ pub fn gemm(
         _ => None,
     };
     let split = conv_split.is_some();
+    let slices = kernel.slices();
     let (groups, ocg, group, oc0) = match conv_split {
         Some((part, (g0, groups, rows), per_group)) => {
             w.line("// The weight part's first group, its groups and the (original) output channels of each.")
@@ -246,6 +248,13 @@ pub fn gemm(
             }
         }
         (NodeOp::Conv(c), Role::Backward(Wrt::Weight)) => {
+            if slices > 1 {
+                w.line("// Slice `slice` of the reduction over the batch's output rows writes its partial gradient at slice_base.")
+                    .const_u32("SLICES", slices.into())
+                    .line("// Elements of one partial gradient (the weight part's).")
+                    .line("const PART: u32 = ROWS * ICG * K * K;")
+                    .line("var<private> slice_base: u32;");
+            }
             w.line("// A: dy of output channel m of the group at batch pixel k.");
             w.open("fn load_a(g: u32, m: u32, k: u32) -> f32").line(format!("return dy[((k / (OH * OW)) * OC + {oc0}g * {ocg} + m) * OH * OW + k % (OH * OW)];")).close();
             w.line("// B: the input under weight column n (channel, ky, kx) at batch pixel k; zero in the padding.");
@@ -258,10 +267,15 @@ pub fn gemm(
                 .close()
                 .line(format!("return x[(((k / (OH * OW)) * IC + {group} * ICG + n / (K * K)) * IH + u32(iy)) * IW + u32(ix)];"))
                 .close();
-            w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
-                .line(format!("let at = (g * {ocg} + m) * ICG * K * K + n;"))
-                .line(accumulate("at", "dw"))
-                .close();
+            let store = w
+                .open("fn store(g: u32, m: u32, n: u32, v: f32)")
+                .line(format!("let at = (g * {ocg} + m) * ICG * K * K + n;"));
+            if slices > 1 {
+                store.line("dwp[slice_base + at] = v;");
+            } else {
+                store.line(accumulate("at", "dw"));
+            }
+            store.close();
             Shape {
                 groups,
                 rows: ocg.into(),
@@ -272,6 +286,7 @@ pub fn gemm(
                     group,
                     rows: ocg,
                     first: oc0,
+                    split: slices > 1,
                 },
             }
         }
@@ -392,15 +407,43 @@ pub fn gemm(
     w.open(format!("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, {place})"));
     w.line(
         "// The workgroup's tile; uniform across it, so the early return precedes every barrier.",
-    )
-    .line("let tile = wid.y * nwg.x + wid.x;")
-    .line("let tm = tile % (GROUPS_ * MT);")
-    .line("let n0 = (tile / (GROUPS_ * MT)) * TN;")
-    .line(format!("let cols = {};", shape.cols));
-    // The walks of the conv kernels count their own loops; only the staged and flat loops read depth.
-    if tile.staging == Staging::Workgroup || matches!(shape.walk, Walk::Flat | Walk::Dense4) {
-        w.line(format!("let depth = {};", shape.depth));
+    );
+    if slices > 1 {
+        w.line("// Every slice runs the whole grid of output tiles.")
+            .line("let flat = wid.y * nwg.x + wid.x;")
+            .line(format!(
+                "let tile = flat % (GROUPS_ * MT * (({} + TN - 1u) / TN));",
+                shape.cols
+            ))
+            .line(format!(
+                "let slice = flat / (GROUPS_ * MT * (({} + TN - 1u) / TN));",
+                shape.cols
+            ));
+    } else {
+        w.line("let tile = wid.y * nwg.x + wid.x;");
     }
+    w.line("let tm = tile % (GROUPS_ * MT);")
+        .line("let n0 = (tile / (GROUPS_ * MT)) * TN;")
+        .line(format!("let cols = {};", shape.cols));
+    if slices > 1 {
+        w.open("if (slice >= SLICES)").line("return;").close();
+        w.line("slice_base = slice * PART;")
+            .line(
+                "// The slice's output rows (image, row) of the batch, t0..t1, in contiguous runs.",
+            )
+            .line("let t0 = (slice * params.batch * OH) / SLICES;")
+            .line("let t1 = ((slice + 1u) * params.batch * OH) / SLICES;");
+    }
+    // The walks of the conv kernels count their own loops; only the staged and flat loops read depth.
+    let start = if slices > 1 && tile.staging == Staging::Workgroup {
+        w.line("let kb = t0 * OW;").line("let depth = t1 * OW;");
+        "kb"
+    } else {
+        if tile.staging == Staging::Workgroup || matches!(shape.walk, Walk::Flat | Walk::Dense4) {
+            w.line(format!("let depth = {};", shape.depth));
+        }
+        "0u"
+    };
     w.open("if (n0 >= cols)")
         .line("return;")
         .close()
@@ -417,7 +460,7 @@ pub fn gemm(
         w.line("let tx = lid % TX;").line("let ty = lid / TX;");
     }
     match tile.staging {
-        Staging::Workgroup => shared_body(w, tile),
+        Staging::Workgroup => shared_body(w, tile, start),
         Staging::Registers | Staging::Subgroup { .. } => register_body(w, tile, shape.walk),
     }
     w.close();
@@ -479,7 +522,8 @@ fn decls(w: &mut Writer, tile: GemmTile, shape: &Shape) {
 /// Workgroup-memory staging: the workgroup loads TK-deep slices of A and B (consecutive
 /// invocations read consecutive k of A and consecutive columns of B), then each invocation
 /// multiplies its 4×4 block out of workgroup memory.
-fn shared_body(w: &mut Writer, tile: GemmTile) {
+/// The reduction runs from `start` to `depth`.
+fn shared_body(w: &mut Writer, tile: GemmTile, start: &str) {
     debug_assert_eq!(
         (tile.rm, tile.rn),
         (4, 4),
@@ -488,7 +532,7 @@ fn shared_body(w: &mut Writer, tile: GemmTile) {
     let threads = tile.threads();
     super::acc_decls(w);
     w.line("// Loads and multiply-adds are unrolled: the only loop steps TK at a time (see LOOP_LIMIT).");
-    w.open("for (var k0 = 0u; k0 < depth; k0 += TK)");
+    w.open(format!("for (var k0 = {start}; k0 < depth; k0 += TK)"));
     for r in 0..tile.k * tile.m / threads {
         w.open("")
             .line(format!("let e = lid + {r}u * WG;"))
@@ -775,13 +819,17 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             }
             w.close();
         }
-        Walk::Pixels { width, .. } => {
+        Walk::Pixels { width, split, .. } => {
             w.line("// One iteration per (image, output row); the row's pixels are unrolled UNROLL at a time.");
-            w.open("for (var t = 0u; t < params.batch * OH; t++)")
-                .line("let img = t / OH;")
-                .line("let oy = t % OH;")
-                .line("let xb = i32(img * IC * IH * IW + oy * S * IW);")
-                .line("let ab = img * OC * OH * OW + oy * OW;");
+            w.open(if split {
+                "for (var t = t0; t < t1; t++)"
+            } else {
+                "for (var t = 0u; t < params.batch * OH; t++)"
+            })
+            .line("let img = t / OH;")
+            .line("let oy = t % OH;")
+            .line("let xb = i32(img * IC * IH * IW + oy * S * IW);")
+            .line("let ab = img * OC * OH * OW + oy * OW;");
             for j in 0..loads {
                 w.line(format!("let row{j} = xb + off{j};"))
                     .line(format!("let iy{j} = i32(oy * S) + dy{j};"))
@@ -897,16 +945,9 @@ fn weight_parts(plan: &Plan, kernel: &Kernel) -> usize {
     kernel
         .bindings
         .iter()
-        .find_map(|b| match *b {
-            alexnet_plan::Binding::Param { index, .. }
-            | alexnet_plan::Binding::ParamGrad { index, .. }
-                if plan.params[index as usize].shape.len() > 1 =>
-            {
-                Some(plan.params[index as usize].parts.len())
-            }
-            _ => None,
-        })
-        .unwrap_or(1)
+        .filter_map(alexnet_plan::Binding::param_part)
+        .find(|&(index, _)| plan.params[index as usize].shape.len() > 1)
+        .map_or(1, |(index, _)| plan.params[index as usize].parts.len())
 }
 
 /// One step of the flat reduction at `k` for every element of an invocation's register block.

@@ -173,6 +173,8 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
             Binding::Momentum { .. } => (write, "m"),
             Binding::Labels => (read, "labels"),
             Binding::Loss => (write, "loss"),
+            Binding::Partials { write: true, .. } => (write, "dwp"),
+            Binding::Partials { write: false, .. } => (read, "dwp"),
         };
         // A kernel fused with its softmax writes the logits (`y`) and the probabilities; a
         // fused ReLU / LRN / max-pool gradient reads LRN's input (`x`) and the pool's (`xp`).
@@ -186,21 +188,24 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
             "labels" => "array<u32>",
             _ if vec4.contains(&name) => "array<vec4<f32>>",
             "p" | "g" | "m" if matches!(kernel.algo, Algo::Vec4 { .. }) => "array<vec4<f32>>",
+            "dwp" | "dw" if matches!(kernel.algo, Algo::SliceSum { width: 4, .. }) => {
+                "array<vec4<f32>>"
+            }
             _ => "array<f32>",
         };
         names.push(name);
         w.line(format!("@group(0) @binding({i}) {decl} {name}: {ty};"));
     }
-    let part = kernel.bindings.iter().find_map(|b| match *b {
-        Binding::Param { index, part }
-        | Binding::ParamMut { index, part }
-        | Binding::ParamGrad { index, part, .. } => {
-            Some((plan.params[index as usize].parts[part as usize], part))
-        }
-        _ => None,
+    let part = kernel.bindings.iter().find_map(|b| {
+        let (index, part) = b.param_part()?;
+        Some((plan.params[index as usize].parts[part as usize], part))
     });
     if kernel.role == Role::Backward(Wrt::Input) && kernel.covers.len() > 1 {
         training::chain_input(&mut w, plan, kernel);
+        return w.finish();
+    }
+    if let Algo::SliceSum { .. } = kernel.algo {
+        training::slice_sum(&mut w, kernel);
         return w.finish();
     }
     let row0 = part.map(|(p, _)| p.start);

@@ -43,6 +43,40 @@ pub const CPU_LINEAR_GEMM: GemmTile = GemmTile::registers(128, 4, 4, 4);
 /// batch 8 went from 63 to 41 ms per part (85 to 41 on an older EPYC).
 pub const CPU_LINEAR_GRAD_GEMM: GemmTile = GemmTile::registers(128, 4, 16, 4);
 
+/// Workgroups a GPU form aims for where its output alone gives too few (conv weight
+/// gradients, whose outputs are the weights): a discrete GPU has about a hundred compute units
+/// (an H100 132), each running two 256-invocation workgroups at once.
+const GPU_WORKGROUPS: u64 = 256;
+
+/// The most slices a weight gradient's reduction is cut into: each slice writes a whole
+/// partial gradient, which the slice sum reads back.
+const MAX_SLICES: u32 = 32;
+
+/// How many slices the reduction of a conv's weight gradient over weight part `part` is cut
+/// into (the batch's output rows, a contiguous run of them per slice), so that its GPU form
+/// runs about [`GPU_WORKGROUPS`] workgroups: the paper's conv1 gradient is 6 tiles of 64 × 64
+/// per tower, each reducing 55 × 55 pixels of every image. Each slice writes its partial
+/// gradient to scratch ([`alexnet_plan::Tensor::Partials`]) and a second kernel adds them in
+/// slice order, so training stays deterministic without atomics. At most the conv's output
+/// rows, so that a single image gives every slice a row; 1 (no split) where the output tiles
+/// are enough, or the part is no GEMM instance. The partial gradients together stay within
+/// `binding_limit` bytes (the target's storage binding limit), since one binding holds them.
+pub fn weight_gradient_slices(c: &ConvNode, part: Part, binding_limit: u64) -> u32 {
+    let Some((_, groups, rows)) = conv_part(c, part) else {
+        return 1;
+    };
+    let cols = c.in_channels / c.groups * c.kernel * c.kernel;
+    let tiles = u64::from(groups)
+        * u64::from(rows.div_ceil(CONV_GEMM.m))
+        * u64::from(cols.div_ceil(CONV_GEMM.n));
+    let part_bytes = u64::from(part.rows) * u64::from(cols) * 4;
+    GPU_WORKGROUPS
+        .div_ceil(tiles)
+        .min(u64::from(MAX_SLICES.min(c.out_h)))
+        .min(binding_limit / part_bytes.max(1))
+        .max(1) as u32
+}
+
 /// Workgroups a CPU tile aims for when the columns do not grow with the batch (weight
 /// gradients): enough to keep the threads of a software adapter on a usual CPU busy.
 const CPU_WORKGROUPS: u64 = 8;
@@ -58,11 +92,12 @@ const CPU_REREAD: f64 = 11.0;
 /// least estimated time: padded rows and columns computed in vain, operands re-read by
 /// smaller tiles, and, where the columns are fixed (weight gradients, whose batch is the
 /// reduction), too few workgroups to spread over the CPU's threads (the Mini net's conv1
-/// weight gradient, 32 × 25, is one 32 × 64 tile, a single thread's work). Workgroups keep at
+/// weight gradient, 32 × 25, is one 32 × 64 tile, a single thread's work, unless its reduction
+/// is split into `slices`, each a workgroup per tile). Workgroups keep at
 /// least 8 invocations, a software adapter's SIMD width.
 /// `block` gives the register block and staging ([`CPU_GEMM`] or [`CPU_SUBGROUP_GEMM`]); a
 /// subgroup tile's rows hold whole subgroups.
-fn cpu_tile(groups: u32, rows: u32, columns: Columns, block: GemmTile) -> GemmTile {
+fn cpu_tile(groups: u32, rows: u32, columns: Columns, slices: u32, block: GemmTile) -> GemmTile {
     let mut best = (f64::INFINITY, block);
     let heights: &[u32] = if block.lanes() > 1 {
         &[64, 32]
@@ -88,7 +123,7 @@ fn cpu_tile(groups: u32, rows: u32, columns: Columns, block: GemmTile) -> GemmTi
                     let col_tiles = cols.div_ceil(u64::from(n));
                     (
                         row_tiles * u64::from(m) * col_tiles * u64::from(n),
-                        row_tiles * col_tiles,
+                        row_tiles * col_tiles * u64::from(slices),
                     )
                 }
             };
@@ -105,8 +140,10 @@ fn cpu_tile(groups: u32, rows: u32, columns: Columns, block: GemmTile) -> GemmTi
     // twice the workgroups, at 1.5× the loads per multiply-add.
     if let (Columns::Fixed(cols), true) = (columns, block.lanes() > 1 && block.rm == 4) {
         let tile = best.1;
-        let workgroups =
-            u64::from(groups) * u64::from(rows.div_ceil(tile.m)) * cols.div_ceil(u64::from(tile.n));
+        let workgroups = u64::from(groups)
+            * u64::from(rows.div_ceil(tile.m))
+            * cols.div_ceil(u64::from(tile.n))
+            * u64::from(slices);
         if workgroups == 1 && rows > 16 {
             return GemmTile {
                 m: tile.m / 2,
@@ -146,18 +183,7 @@ fn gemm_shape(
     kernel: &Kernel,
 ) -> Option<(u32, u32, Columns, Extent, bool)> {
     let node = &nodes[kernel.node as usize];
-    let part_rows = kernel.bindings.iter().find_map(|b| match *b {
-        Binding::Param { index, part } | Binding::ParamGrad { index, part, .. }
-            if params[index as usize].shape.len() > 1 =>
-        {
-            Some((
-                params[index as usize].parts[part as usize].rows,
-                params[index as usize].parts.len(),
-            ))
-        }
-        _ => None,
-    });
-    let (rows, _) = part_rows?;
+    let rows = kernel_part(params, kernel)?.rows;
     let fixed = |v: u32| Extent::fixed(u64::from(v));
     match (node.op, kernel.role) {
         (NodeOp::Conv(c), Role::Forward) => {
@@ -221,14 +247,12 @@ fn gemm_shape(
 
 /// The weight part a conv or linear kernel binds.
 pub(crate) fn kernel_part(params: &[Param], kernel: &Kernel) -> Option<Part> {
-    kernel.bindings.iter().find_map(|b| match *b {
-        Binding::Param { index, part } | Binding::ParamGrad { index, part, .. }
-            if params[index as usize].shape.len() > 1 =>
-        {
-            Some(params[index as usize].parts[part as usize])
-        }
-        _ => None,
-    })
+    kernel
+        .bindings
+        .iter()
+        .filter_map(Binding::param_part)
+        .find(|&(index, _)| params[index as usize].shape.len() > 1)
+        .map(|(index, part)| params[index as usize].parts[part as usize])
 }
 
 /// A conv forward kernel over weight part `part` as a grouped GEMM: its first group, its
@@ -257,6 +281,9 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
             let (_, _, _, depth, _) = gemm_shape(&plan.nodes, &plan.params, kernel)?;
             let depth = depth.at(batch);
             let unroll = u64::from(crate::codegen::UNROLL);
+            // The most output rows of the batch one slice of a conv weight gradient reduces.
+            let rows_per_slice =
+                |c: ConvNode| (batch * u64::from(c.out_h)).div_ceil(u64::from(kernel.slices()));
             // The registers-only body walks a convolution in its own coordinates (`codegen::gemm`).
             Some(
                 match (
@@ -276,8 +303,12 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
                         Staging::Registers | Staging::Subgroup { .. },
                         NodeOp::Conv(c),
                         Role::Backward(Wrt::Weight),
-                    ) => batch * u64::from(c.out_h) * (1 + u64::from(c.out_w) / unroll),
+                    ) => rows_per_slice(c) * (1 + u64::from(c.out_w) / unroll),
                     (Staging::Registers | Staging::Subgroup { .. }, ..) => depth / unroll + unroll,
+                    // A slice of a split conv weight gradient reduces its own output rows.
+                    (Staging::Workgroup, NodeOp::Conv(c), Role::Backward(Wrt::Weight)) => {
+                        (rows_per_slice(c) * u64::from(c.out_w)).div_ceil(u64::from(tile.k))
+                    }
                     (Staging::Workgroup, ..) => depth.div_ceil(u64::from(tile.k)),
                 },
             )
@@ -317,6 +348,7 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
         }
         Algo::PerElement { .. }
         | Algo::PoolTile { .. }
+        | Algo::SliceSum { .. }
         | Algo::Vec4 { .. }
         | Algo::PerImage { .. }
         | Algo::ConvBlock { .. } => None,
@@ -334,6 +366,7 @@ fn gemm_form(
     groups: u32,
     rows: u32,
     columns: Columns,
+    slices: u32,
 ) -> (Algo, u32, u64, Dispatch) {
     let m_tiles = groups * rows.div_ceil(tile.m);
     match columns {
@@ -348,7 +381,8 @@ fn gemm_form(
             },
         ),
         Columns::Fixed(cols) => {
-            let tiles = u64::from(m_tiles) * cols.div_ceil(u64::from(tile.n));
+            // Every slice of a split reduction runs the whole grid of output tiles.
+            let tiles = u64::from(m_tiles) * cols.div_ceil(u64::from(tile.n)) * u64::from(slices);
             (
                 Algo::Gemm(tile),
                 tile.threads(),
@@ -364,7 +398,11 @@ fn gemm_form(
 /// where the kernel is GEMM-shaped, bias gradients as tree reductions. The runtime picks the
 /// variant per adapter (`Plan::for_target`).
 pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
-    if matches!(kernel.algo, Algo::ConvBlock { .. } | Algo::PerImage { .. }) {
+    // Fused blocks, per-image kernels and slice sums are chosen where they are made.
+    if matches!(
+        kernel.algo,
+        Algo::ConvBlock { .. } | Algo::PerImage { .. } | Algo::SliceSum { .. }
+    ) {
         return;
     }
     // An update reads and writes four elements per invocation where the part's size allows.
@@ -398,6 +436,7 @@ pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
     };
     // A linear product over images has a few columns (the batch) and no subgroup form: its
     // `CpuSubgroup` kernel is its `Cpu` one.
+    let slices = kernel.slices();
     let (gpu, cpu, subgroup) = match (linear, columns) {
         (true, Columns::PerImage(_)) if kernel.role == Role::Backward(Wrt::Input) => {
             (LINEAR_GEMM, CPU_LINEAR_GRAD_GEMM, None)
@@ -405,8 +444,8 @@ pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
         (true, Columns::PerImage(_)) => (LINEAR_GEMM, CPU_LINEAR_GEMM, None),
         _ => (
             CONV_GEMM,
-            cpu_tile(groups, rows, columns, CPU_GEMM),
-            Some(cpu_tile(groups, rows, columns, CPU_SUBGROUP_GEMM)),
+            cpu_tile(groups, rows, columns, slices, CPU_GEMM),
+            Some(cpu_tile(groups, rows, columns, slices, CPU_SUBGROUP_GEMM)),
         ),
     };
     (
@@ -414,10 +453,10 @@ pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
         kernel.workgroup_size,
         kernel.threads_per_image,
         kernel.dispatch,
-    ) = gemm_form(gpu, groups, rows, columns);
+    ) = gemm_form(gpu, groups, rows, columns, slices);
     let variant = |target: Target, tile: GemmTile| {
         let (algo, workgroup_size, threads_per_image, dispatch) =
-            gemm_form(tile, groups, rows, columns);
+            gemm_form(tile, groups, rows, columns, slices);
         Variant {
             target,
             algo,
@@ -518,17 +557,21 @@ pub fn cost(plan: &Plan, kernel: &Kernel) -> Cost {
 
 fn flops(plan: &Plan, kernel: &Kernel) -> Extent {
     let elems = |a: u32| plan.activations[a as usize].elems_per_image();
-    let part_rows = kernel.bindings.iter().find_map(|b| match *b {
-        Binding::Param { index, part }
-        | Binding::ParamMut { index, part }
-        | Binding::ParamGrad { index, part, .. } => {
-            let p = &plan.params[index as usize];
-            Some((u64::from(p.parts[part as usize].rows), p.row_elems()))
-        }
-        _ => None,
+    let part_rows = kernel.bindings.iter().find_map(|b| {
+        let (index, part) = b.param_part()?;
+        let p = &plan.params[index as usize];
+        Some((u64::from(p.parts[part as usize].rows), p.row_elems()))
     });
     if kernel.role == Role::Update {
         return Extent::fixed(part_rows.map_or(0, |(r, e)| 6 * r * e));
+    }
+    // A slice sum adds every slice's partial gradient.
+    if let Algo::SliceSum { .. } = kernel.algo {
+        let slices = kernel.bindings.iter().find_map(|b| match *b {
+            Binding::Partials { slices, .. } => Some(u64::from(slices)),
+            _ => None,
+        });
+        return Extent::fixed(part_rows.map_or(0, |(r, e)| r * e) * slices.unwrap_or(1));
     }
     let mut total = Extent::default();
     for &n in kernel.covers.iter() {

@@ -167,5 +167,10 @@ pub fn tensor_name(plan: &Plan, tensor: Tensor) -> String {
         Tensor::Momentum { index, part: p } => format!("{} momentum", part(index, p)),
         Tensor::Labels => "labels".into(),
         Tensor::Loss => "loss".into(),
+        Tensor::Partials {
+            index,
+            part: p,
+            slices,
+        } => format!("{} grad x{slices} partials", part(index, p)),
     }
 }

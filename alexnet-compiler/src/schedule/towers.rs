@@ -186,14 +186,9 @@ pub fn towers(
         }
         // The weight part whose device runs the kernel: the conv or linear kernels, their
         // gradients and the updates.
-        let part = kernel.bindings.iter().find_map(|b| match *b {
-            plan::Binding::Param { index, part }
-            | plan::Binding::ParamMut { index, part }
-            | plan::Binding::ParamGrad { index, part, .. }
-            | plan::Binding::Momentum { index, part } => {
-                Some((index, part, params[index as usize].parts.len() as u32))
-            }
-            _ => None,
+        let part = kernel.bindings.iter().find_map(|b| {
+            let (index, part) = b.param_part()?;
+            Some((index, part, params[index as usize].parts.len() as u32))
         });
         let devices: Vec<u32> = match part {
             Some((_, part, parts)) if parts.is_multiple_of(2) => vec![part / (parts / 2)],

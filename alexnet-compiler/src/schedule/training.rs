@@ -205,6 +205,31 @@ pub fn training_kernels(
                     } else {
                         let name =
                             part_name(format!("{layer}_{op}_bwd_{short}"), part, param.parts.len());
+                        let role = plan::Role::Backward(plan_wrt);
+                        // A conv weight gradient with too few output tiles for a GPU is split
+                        // over the batch's output rows: its slices write partial gradients
+                        // that a second kernel adds in order.
+                        let slices = match (node.op, wrt) {
+                            (plan::NodeOp::Conv(c), Wrt::Weight) => {
+                                super::algo::weight_gradient_slices(
+                                    &c,
+                                    *range,
+                                    info.target.limits.max_storage_buffer_binding_size,
+                                )
+                            }
+                            _ => 1,
+                        };
+                        let grad = B::ParamGrad {
+                            index: p,
+                            part,
+                            write: true,
+                        };
+                        let partials = |write: bool| B::Partials {
+                            index: p,
+                            part,
+                            slices,
+                            write,
+                        };
                         let mut bindings = vec![B::Uniform];
                         if wrt == Wrt::Weight {
                             bindings.push(B::Activation {
@@ -216,19 +241,21 @@ pub fn training_kernels(
                             index: output,
                             write: false,
                         });
-                        bindings.push(B::ParamGrad {
-                            index: p,
-                            part,
-                            write: true,
-                        });
-                        backward.push(kernel(
-                            nodes,
-                            index,
-                            name,
-                            elems,
-                            plan::Role::Backward(plan_wrt),
-                            bindings,
-                        ));
+                        bindings.push(if slices > 1 { partials(true) } else { grad });
+                        let sum_name = format!("{name}_sum");
+                        backward.push(kernel(nodes, index, name, elems, role, bindings));
+                        if slices > 1 {
+                            let name = sum_name;
+                            let width = if elems % 4 == 0 { 4 } else { 1 };
+                            let bindings = vec![B::Uniform, partials(false), grad];
+                            let mut k = kernel(nodes, index, name, elems / width, role, bindings);
+                            k.algo = plan::Algo::SliceSum {
+                                threads: super::algo::WORKGROUP,
+                                width: width as u32,
+                            };
+                            k.workgroup_size = k.algo.threads();
+                            backward.push(k);
+                        }
                     }
                 }
             }
