@@ -1009,17 +1009,13 @@ impl Kernel {
         out
     }
 
-    /// How many slices the kernel's reduction is split into: those of the partial gradients
-    /// it writes ([`Tensor::Partials`]), else 1.
+    /// How many slices of a split weight gradient the kernel handles: those of the partial
+    /// gradients ([`Tensor::Partials`]) it writes (the GEMM) or adds up (the slice sum), else 1.
     pub fn slices(&self) -> u32 {
         self.bindings
             .iter()
             .find_map(|b| match *b {
-                Binding::Partials {
-                    slices,
-                    write: true,
-                    ..
-                } => Some(slices),
+                Binding::Partials { slices, .. } => Some(slices),
                 _ => None,
             })
             .unwrap_or(1)

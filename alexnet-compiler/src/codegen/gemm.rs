@@ -124,11 +124,6 @@ pub fn gemm(
             String::new()
         }
     };
-    // A branch, not a select: the gradient is read only when a later micro-batch adds to it
-    // (a software adapter loads both operands of a select).
-    let accumulate = |at: &str, grad: &str| {
-        format!("if (params.accumulate == 1u) {{ {grad}[{at}] = {grad}[{at}] + v; }} else {{ {grad}[{at}] = v; }}")
-    };
     w.line("");
     // A conv kernel over one weight part (a tower, or a piece the storage limit cut) is the
     // GEMM of the part's groups: its weight rows are numbered from the part's first, which is
@@ -273,7 +268,7 @@ pub fn gemm(
             if slices > 1 {
                 store.line("dwp[slice_base + at] = v;");
             } else {
-                store.line(accumulate("at", "dw"));
+                store.line(super::accumulate("at", "dw"));
             }
             store.close();
             Shape {
@@ -370,7 +365,7 @@ pub fn gemm(
                 w.line("// (a lane's 4 rows, 4 consecutive columns), and dW written 4 columns at a time.");
                 w.open("fn store4(m: u32, n: u32, v: vec4<f32>)")
                     .line("let at = (m * IN + n) / 4u;")
-                    .line(accumulate("at", "dw"))
+                    .line(super::accumulate("at", "dw"))
                     .close();
             } else {
                 w.line("// dW = dyᵀ · x over the batch: A is dy of the part's rows, B the inputs.");
@@ -382,7 +377,7 @@ pub fn gemm(
                     .close();
                 w.open("fn store(g: u32, m: u32, n: u32, v: f32)")
                     .line("let at = m * IN + n;")
-                    .line(accumulate("at", "dw"))
+                    .line(super::accumulate("at", "dw"))
                     .close();
             }
             Shape {

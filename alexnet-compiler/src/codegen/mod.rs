@@ -314,6 +314,13 @@ fn kernel_wgsl(plan: &Plan, kernel: &Kernel) -> String {
     w.finish()
 }
 
+/// The store of `v` into `grad[at]` of a gradient that micro-batches accumulate: written by
+/// the first, added to by the later ones. A branch, not a select: the gradient is read only
+/// when a later micro-batch adds to it (a software adapter loads both operands of a select).
+pub(crate) fn accumulate(at: &str, grad: &str) -> String {
+    format!("if (params.accumulate == 1u) {{ {grad}[{at}] = {grad}[{at}] + v; }} else {{ {grad}[{at}] = v; }}")
+}
+
 pub(crate) fn dropout_consts(w: &mut Writer, d: &DropoutNode) {
     w.const_u32("ELEMS", d.elems.into())
         .const_u32("STREAM", d.stream.into())

@@ -72,16 +72,8 @@ pub fn body(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
 /// the gradient is the sum of the slices' partial gradients, added in slice order so that
 /// every run gives the same bits; a later micro-batch adds it to the gradient.
 pub fn slice_sum(w: &mut Writer, kernel: &Kernel) {
-    let slices = kernel
-        .bindings
-        .iter()
-        .find_map(|b| match *b {
-            Binding::Partials { slices, .. } => Some(slices),
-            _ => None,
-        })
-        .expect("a slice sum binds partial gradients");
     w.line("// Partial gradients, one after another, THREADS elements (or vec4s) each.")
-        .const_u32("SLICES", slices.into())
+        .const_u32("SLICES", kernel.slices().into())
         .line("")
         .line("@compute @workgroup_size(WG)")
         .open("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32)")
@@ -94,7 +86,7 @@ pub fn slice_sum(w: &mut Writer, kernel: &Kernel) {
         .line("v += dwp[s * THREADS + i];")
         .close()
         .line("// A branch, not a select: the gradient is read only when a later micro-batch adds to it.")
-        .line("if (params.accumulate == 1u) { dw[i] = dw[i] + v; } else { dw[i] = v; }")
+        .line(super::accumulate("i", "dw"))
         .close();
 }
 

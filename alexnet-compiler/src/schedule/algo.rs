@@ -567,11 +567,7 @@ fn flops(plan: &Plan, kernel: &Kernel) -> Extent {
     }
     // A slice sum adds every slice's partial gradient.
     if let Algo::SliceSum { .. } = kernel.algo {
-        let slices = kernel.bindings.iter().find_map(|b| match *b {
-            Binding::Partials { slices, .. } => Some(u64::from(slices)),
-            _ => None,
-        });
-        return Extent::fixed(part_rows.map_or(0, |(r, e)| r * e) * slices.unwrap_or(1));
+        return Extent::fixed(part_rows.map_or(0, |(r, e)| r * e) * u64::from(kernel.slices()));
     }
     let mut total = Extent::default();
     for &n in kernel.covers.iter() {
