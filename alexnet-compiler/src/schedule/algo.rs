@@ -33,15 +33,16 @@ pub const CPU_GEMM: GemmTile = GemmTile::registers(32, 64, 8, 16);
 /// Measured on lavapipe (2-core AMD EPYC, AVX2), the Mini net's conv3 forward: see README.
 pub const CPU_SUBGROUP_GEMM: GemmTile = GemmTile::subgroup(32, 64, 4, 32, Target::SUBGROUP_LANES);
 
-/// CPU tile of the linear products whose columns are images: 32 invocations of 4 × 4 blocks.
-pub const CPU_LINEAR_GEMM: GemmTile = GemmTile::registers(128, 4, 4, 4);
-
-/// CPU tile of a linear input gradient (columns are images, rows input features): 8
-/// invocations of 16 × 4 blocks. Its reduction steps from one weight row to the next, IN
-/// floats on, so a SIMD group reads 8 × 16 features (512 bytes) of each row where 4-row
-/// blocks read 128: on lavapipe (2-core AMD EPYC, Zen 4) the paper's fc6 input gradient at
-/// batch 8 went from 63 to 41 ms per part (85 to 41 on an older EPYC).
-pub const CPU_LINEAR_GRAD_GEMM: GemmTile = GemmTile::registers(128, 4, 16, 4);
+/// CPU tile of the linear products whose columns are images (forward and input gradient): 8
+/// invocations of 16 × 8 blocks, all reading the same 8 images. A software adapter gathers
+/// the weights lane by lane (each lane has its own rows) while the images' loads are the same
+/// in every lane, so each weight load should serve as many images as the registers hold: 8
+/// (a batch-8 step reads each weight once) times 16 rows. On lavapipe (2-core AMD EPYC, AVX2)
+/// the paper's fc6 forward at batch 8 went from 262 ms per part with 4 × 4 blocks of 4 images
+/// to 209 with 4 × 8 and 122 with 16 × 8; its input gradient (whose reduction steps from one
+/// weight row to the next, so a lane's 16 features are 4 vec4s of one row) from 205 with
+/// 16 × 4 blocks to 124–138 with 16 × 8.
+pub const CPU_LINEAR_GEMM: GemmTile = GemmTile::registers(128, 8, 16, 8);
 
 /// Workgroups a GPU form aims for where its output alone gives too few (conv weight
 /// gradients, whose outputs are the weights): a discrete GPU has about a hundred compute units
@@ -438,9 +439,6 @@ pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
     // `CpuSubgroup` kernel is its `Cpu` one.
     let slices = kernel.slices();
     let (gpu, cpu, subgroup) = match (linear, columns) {
-        (true, Columns::PerImage(_)) if kernel.role == Role::Backward(Wrt::Input) => {
-            (LINEAR_GEMM, CPU_LINEAR_GRAD_GEMM, None)
-        }
         (true, Columns::PerImage(_)) => (LINEAR_GEMM, CPU_LINEAR_GEMM, None),
         _ => (
             CONV_GEMM,
