@@ -136,16 +136,25 @@ fn cpu_tile(groups: u32, rows: u32, columns: Columns, slices: u32, block: GemmTi
             }
         }
     }
-    // A subgroup tile whose fixed columns fit one workgroup leaves the adapter's other threads
-    // idle (the Mini net's conv1 weight gradient, 32 × 25): 2-row blocks make 16-row tiles,
-    // twice the workgroups, at 1.5× the loads per multiply-add.
-    if let (Columns::Fixed(cols), true) = (columns, block.lanes() > 1 && block.rm == 4) {
+    // 2-row blocks make 16-row tiles, at 1.5× the loads per multiply-add, where 4-row blocks
+    // would waste half of every tile (groups of at most 16 rows: the Mini net's conv2 input
+    // gradient, 16 input channels per group, ran at half the GFLOP/s of its other GEMMs), or
+    // where a subgroup tile's fixed columns fit one workgroup, leaving the adapter's other
+    // threads idle (the Mini net's conv1 weight gradient, 32 × 25): twice the workgroups.
+    if block.lanes() > 1 && block.rm == 4 {
         let tile = best.1;
-        let workgroups = u64::from(groups)
-            * u64::from(rows.div_ceil(tile.m))
-            * cols.div_ceil(u64::from(tile.n))
-            * u64::from(slices);
-        if workgroups == 1 && rows > 16 {
+        let lone = match columns {
+            Columns::Fixed(cols) => {
+                u64::from(groups)
+                    * u64::from(rows.div_ceil(tile.m))
+                    * cols.div_ceil(u64::from(tile.n))
+                    * u64::from(slices)
+                    == 1
+                    && rows > 16
+            }
+            Columns::PerImage(_) => false,
+        };
+        if rows <= 16 || lone {
             return GemmTile {
                 m: tile.m / 2,
                 rm: 2,
