@@ -344,8 +344,8 @@ fn algo_tokens(a: &plan::Algo) -> TokenStream {
         plan::Algo::PerImage { threads } => {
             quote! { ::alexnet::__private::Algo::PerImage { threads: #threads } }
         }
-        plan::Algo::ChannelScan { threads } => {
-            quote! { ::alexnet::__private::Algo::ChannelScan { threads: #threads } }
+        plan::Algo::ChannelScan { threads, side } => {
+            quote! { ::alexnet::__private::Algo::ChannelScan { threads: #threads, side: #side } }
         }
         plan::Algo::PoolTile { threads } => {
             quote! { ::alexnet::__private::Algo::PoolTile { threads: #threads } }

@@ -595,11 +595,12 @@ pub enum Algo {
     RowReduce { threads: u32 },
     /// One workgroup per image (softmax, and a linear layer fused with its softmax).
     PerImage { threads: u32 },
-    /// One invocation per pixel of an image, walking its channels in order with a sliding
-    /// window (an LRN forward, each input loaded once; the fused backward of ReLU, LRN and
-    /// max-pool: each channel's pool gradient and LRN denominator is computed once and reused
-    /// by its LRN neighbours).
-    ChannelScan { threads: u32 },
+    /// One invocation per `side × side` pixels of an image, walking their channels in order
+    /// with a sliding window (an LRN forward, each input loaded once, `side` 1; the fused
+    /// backward of ReLU, LRN and max-pool: each channel's pool gradient and LRN denominator is
+    /// computed once and reused by its LRN neighbours, `side` a multiple of the pool's stride,
+    /// whose tile's pixels share the loads of the patch under their windows).
+    ChannelScan { threads: u32, side: u32 },
     /// One invocation per channel and tile of a max-pool's input (the pool's stride squared):
     /// the fused backward of ReLU and max-pool loads the patch under the windows that can
     /// cover the tile once and shares it between the tile's pixels.
@@ -634,7 +635,7 @@ impl Algo {
             | Algo::Vec4 { threads }
             | Algo::RowReduce { threads }
             | Algo::PerImage { threads }
-            | Algo::ChannelScan { threads }
+            | Algo::ChannelScan { threads, .. }
             | Algo::PoolTile { threads }
             | Algo::SliceSum { threads, .. } => threads,
             Algo::Gemm(tile) | Algo::ConvBlock { tile, .. } => tile.threads(),
@@ -648,7 +649,10 @@ impl Algo {
             Algo::Vec4 { threads } => format!("per-vec4 wg{threads}"),
             Algo::RowReduce { threads } => format!("row-reduce wg{threads}"),
             Algo::PerImage { threads } => format!("per-image wg{threads}"),
-            Algo::ChannelScan { threads } => format!("channel-scan wg{threads}"),
+            Algo::ChannelScan { threads, side: 1 } => format!("channel-scan wg{threads}"),
+            Algo::ChannelScan { threads, side } => {
+                format!("channel-scan wg{threads} tile {side}x{side}")
+            }
             Algo::PoolTile { threads } => format!("pool-tile wg{threads}"),
             Algo::SliceSum { threads, width } => {
                 format!("slice-sum wg{threads} width {width}")

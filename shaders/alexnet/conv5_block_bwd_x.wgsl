@@ -51,15 +51,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let n = i / THREADS;
     let j = (i / TILES) % C;
     // Tiles of 2 x 2 input pixels; the windows that can cover one, 2 per dimension.
-    let across = (IW + S - 1u) / S;
+    const SIDE: u32 = 2u;
+    let across = (IW + SIDE - 1u) / SIDE;
     let ty = (i % TILES) / across;
     let tx = (i % TILES) % across;
-    let y0 = ty * S;
-    let x0 = tx * S;
+    let y0 = ty * SIDE;
+    let x0 = tx * SIDE;
     let oy_lo = select(0u, (y0 + PAD + S - K) / S, y0 + PAD + 1u >= K);
-    let oy_hi = min((y0 + S - 1u + PAD) / S, OH - 1u);
+    let oy_hi = min((y0 + SIDE - 1u + PAD) / S, OH - 1u);
     let ox_lo = select(0u, (x0 + PAD + S - K) / S, x0 + PAD + 1u >= K);
-    let ox_hi = min((x0 + S - 1u + PAD) / S, OW - 1u);
+    let ox_hi = min((x0 + SIDE - 1u + PAD) / S, OW - 1u);
     let in0 = y0 + 0u < IH && x0 + 0u < IW;
     let pix0 = min(y0 + 0u, IH - 1u) * IW + min(x0 + 0u, IW - 1u);
     let in1 = y0 + 0u < IH && x0 + 1u < IW;

@@ -238,6 +238,19 @@ fn fused_chain_gradients_match_the_reference() {
         scan("d_block_bwd_x"),
         Some(alexnet::plan::Algo::PoolTile { .. })
     ));
+    // An LRN chain's tile is the pool's stride squared; its software-adapter variant's, twice
+    // the stride squared (a's pool: 4 x 4 pixels of a 13 x 11 map, tiles cut by its edges;
+    // b's, stride 1: 2 x 2). check_step runs both forms.
+    let side = |name: &str, target: Target| {
+        let k = plan.kernels.iter().find(|k| k.name == name).unwrap();
+        match k.for_target(target).algo {
+            alexnet::plan::Algo::ChannelScan { side, .. } => side,
+            algo => panic!("{name} is {algo:?}"),
+        }
+    };
+    assert_eq!(side("a_block_bwd_x", Target::Gpu), 2);
+    assert_eq!(side("a_block_bwd_x", Target::Cpu), 4);
+    assert_eq!(side("b_block_bwd_x", Target::Cpu), 2);
     // The per-op kernels the chains replaced are not in the plan at all.
     assert_eq!(scan("a_lrn_bwd_x"), None);
     check_step(plan, &he_weights(plan, 4), 5, 8, false);

@@ -493,25 +493,29 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
         w.close();
         return;
     }
-    lrn_scan(w, relu, pool.as_ref(), pool_x, lrn.expect("an LRN chain"));
+    let Algo::ChannelScan { side, .. } = kernel.algo else {
+        unreachable!("`chain_kernel` makes every LRN chain a channel scan")
+    };
+    lrn_scan(w, relu, pool.as_ref(), pool_x, lrn.expect("an LRN chain"), side);
     w.close();
 }
 
-/// Side of the square of input pixels one invocation of an LRN chain covers, the windows per
-/// dimension that can cover such a tile, and the side of the patch of the pool's input those
-/// windows read: (stride, ceil((stride + kernel - 1) / stride), ...). Without a pool: one pixel.
-fn scan_tile(pool: Option<&PoolNode>) -> (u32, u32, u32) {
+/// For a tile of `side × side` input pixels of a pool (a multiple of its stride): the side, the
+/// windows per dimension that can cover the tile, and the side of the patch of the pool's
+/// input those windows read: (side, (side + kernel - 2) / stride + 1, ...). Without a pool:
+/// one pixel.
+fn scan_tile(pool: Option<&PoolNode>, side: u32) -> (u32, u32, u32) {
     match pool {
         Some(p) => {
-            let windows = (p.stride + p.kernel - 2) / p.stride + 1;
-            (p.stride, windows, (windows - 1) * p.stride + p.kernel)
+            let windows = (side + p.kernel - 2) / p.stride + 1;
+            (side, windows, (windows - 1) * p.stride + p.kernel)
         }
         None => (1, 0, 0),
     }
 }
 
-/// The channel walk of an LRN chain. An invocation covers a tile of pixels (the pool's stride
-/// squared, or one pixel without a pool) and walks their channels in order. Per channel it
+/// The channel walk of an LRN chain. An invocation covers a tile of `side × side` pixels (a
+/// multiple of the pool's stride, or one pixel without a pool) and walks their channels in order. Per channel it
 /// loads the patch of the pool's input under every window that can cover the tile once, finds
 /// each window's first maximum (row-major, as the reference breaks ties) without branches, and
 /// adds the window's output gradient to the tile pixel that holds it; neighbouring tile pixels
@@ -521,10 +525,17 @@ fn scan_tile(pool: Option<&PoolNode>) -> (u32, u32, u32) {
 /// u_m = g_m D_m^-beta at j - LO ..= j; channel c = j - LO is then complete. The sums run in
 /// the reference order (zeros for channels outside add nothing), and D^(-beta-1) is
 /// D^-beta / D: one `pow` per element.
-fn lrn_scan(w: &mut Writer, relu: bool, pool: Option<&PoolNode>, pool_x: &str, lrn: LrnNode) {
+fn lrn_scan(
+    w: &mut Writer,
+    relu: bool,
+    pool: Option<&PoolNode>,
+    pool_x: &str,
+    lrn: LrnNode,
+    side: u32,
+) {
     let size = lrn.size;
     let lo = (size - 1) / 2;
-    let (side, windows, patch) = scan_tile(pool);
+    let (side, windows, patch) = scan_tile(pool, side);
     let pixels: Vec<(u32, u32)> = (0..side)
         .flat_map(|r| (0..side).map(move |c| (r, c)))
         .collect();
@@ -566,7 +577,7 @@ fn lrn_scan(w: &mut Writer, relu: bool, pool: Option<&PoolNode>, pool_x: &str, l
     zero(w, &grads);
     w.open("if (j < C)");
     match pool {
-        Some(_) => pool_tile(w, pool_x, side, windows, patch),
+        Some(p) => pool_tile(w, pool_x, p.stride, side, windows, patch),
         None => {
             w.line("g0 = dy[(n * C + j) * HW + pix0];");
         }
@@ -627,15 +638,16 @@ fn tile_pixels(w: &mut Writer, t: &str, side: u32, windows: u32) {
     w.line(format!(
         "// Tiles of {side} x {side} input pixels; the windows that can cover one, {windows} per dimension."
     ))
-    .line("let across = (IW + S - 1u) / S;")
+    .line(format!("const SIDE: u32 = {side}u;"))
+    .line("let across = (IW + SIDE - 1u) / SIDE;")
     .line(format!("let ty = ({t}) / across;"))
     .line(format!("let tx = ({t}) % across;"))
-    .line("let y0 = ty * S;")
-    .line("let x0 = tx * S;")
+    .line("let y0 = ty * SIDE;")
+    .line("let x0 = tx * SIDE;")
     .line("let oy_lo = select(0u, (y0 + PAD + S - K) / S, y0 + PAD + 1u >= K);")
-    .line("let oy_hi = min((y0 + S - 1u + PAD) / S, OH - 1u);")
+    .line("let oy_hi = min((y0 + SIDE - 1u + PAD) / S, OH - 1u);")
     .line("let ox_lo = select(0u, (x0 + PAD + S - K) / S, x0 + PAD + 1u >= K);")
-    .line("let ox_hi = min((x0 + S - 1u + PAD) / S, OW - 1u);");
+    .line("let ox_hi = min((x0 + SIDE - 1u + PAD) / S, OW - 1u);");
     for r in 0..side {
         for c in 0..side {
             let k = r * side + c;
@@ -651,7 +663,7 @@ fn tile_pixels(w: &mut Writer, t: &str, side: u32, windows: u32) {
 /// gradient of the tile's pixels from one load of the patch under its windows, then each
 /// pixel's ReLU mask (`mask(g, at)`).
 fn pool_chain_tile(w: &mut Writer, p: &PoolNode, x: &str, mask: &dyn Fn(&str, &str) -> String) {
-    let (side, windows, patch) = scan_tile(Some(p));
+    let (side, windows, patch) = scan_tile(Some(p), p.stride);
     w.line("// Tiles per image and channel.")
         .line("const TILES: u32 = THREADS / C;")
         .line("let n = i / THREADS;")
@@ -661,7 +673,7 @@ fn pool_chain_tile(w: &mut Writer, p: &PoolNode, x: &str, mask: &dyn Fn(&str, &s
         .map(|k| format!("var g{k} = 0.0;"))
         .collect();
     w.line(grads.join(" "));
-    pool_tile(w, x, side, windows, patch);
+    pool_tile(w, x, p.stride, side, windows, patch);
     for k in 0..side * side {
         w.open(format!("if (in{k})"))
             .line(format!("let at = (n * C + j) * HW + pix{k};"))
@@ -671,7 +683,7 @@ fn pool_chain_tile(w: &mut Writer, p: &PoolNode, x: &str, mask: &dyn Fn(&str, &s
 }
 
 /// The pool's input gradient at the tile's pixels of channel j, into g0.. (row-major).
-fn pool_tile(w: &mut Writer, x: &str, side: u32, windows: u32, patch: u32) {
+fn pool_tile(w: &mut Writer, x: &str, stride: u32, side: u32, windows: u32, patch: u32) {
     w.line("let xbase = (n * C + j) * IH * IW;")
         .line("let dbase = (n * C + j) * OH * OW;");
     w.line("// The patch under the windows, each element loaded once (clamped; ok* says whether it is in the image).");
@@ -692,7 +704,7 @@ fn pool_tile(w: &mut Writer, x: &str, side: u32, windows: u32, patch: u32) {
             w.line(format!("let v{r}_{c} = {x}[xbase + ry{r} + cx{c}];"));
         }
     }
-    let k = patch - (windows - 1) * side;
+    let k = patch - (windows - 1) * stride;
     for wy in 0..windows {
         for wx in 0..windows {
             w.block()
@@ -704,7 +716,7 @@ fn pool_tile(w: &mut Writer, x: &str, side: u32, windows: u32, patch: u32) {
                 .line("var arg = 0xffffffffu;");
             for ky in 0..k {
                 for kx in 0..k {
-                    let (r, c) = (wy * side + ky, wx * side + kx);
+                    let (r, c) = (wy * stride + ky, wx * stride + kx);
                     w.line(format!(
                         "let take{ky}_{kx} = oky{r} && okx{c} && (!found || v{r}_{c} > best);"
                     ))

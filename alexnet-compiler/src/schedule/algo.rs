@@ -429,7 +429,10 @@ pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
         kernel.role,
         kernel.covers.len(),
     ) {
-        kernel.algo = Algo::ChannelScan { threads: WORKGROUP };
+        kernel.algo = Algo::ChannelScan {
+            threads: WORKGROUP,
+            side: 1,
+        };
         kernel.workgroup_size = WORKGROUP;
         kernel.threads_per_image = u64::from(l.h) * u64::from(l.w);
         return;
