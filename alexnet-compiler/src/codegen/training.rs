@@ -496,7 +496,14 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     let Algo::ChannelScan { side, .. } = kernel.algo else {
         unreachable!("`chain_kernel` makes every LRN chain a channel scan")
     };
-    lrn_scan(w, relu, pool.as_ref(), pool_x, lrn.expect("an LRN chain"), side);
+    lrn_scan(
+        w,
+        relu,
+        pool.as_ref(),
+        pool_x,
+        lrn.expect("an LRN chain"),
+        side,
+    );
     w.close();
 }
 
