@@ -496,6 +496,28 @@ pub struct Variant {
     pub dispatch: Dispatch,
 }
 
+impl Variant {
+    /// A variant as scheduling chooses it: its algorithm and dispatch shape; the cost and the
+    /// WGSL are filled in later (`algo::cost`, codegen), as for the kernel's own form.
+    pub fn scheduled(
+        target: Target,
+        algo: Algo,
+        workgroup_size: u32,
+        threads_per_image: u64,
+        dispatch: Dispatch,
+    ) -> Variant {
+        Variant {
+            target,
+            algo,
+            cost: Cost::default(),
+            wgsl: Cow::Borrowed(""),
+            workgroup_size,
+            threads_per_image,
+            dispatch,
+        }
+    }
+}
+
 /// Where a GEMM's operands wait between loads and multiply-adds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Staging {

@@ -507,23 +507,17 @@ pub fn chain_input(w: &mut Writer, plan: &Plan, kernel: &Kernel) {
     w.close();
 }
 
-/// For a tile of `side × side` input pixels of a pool (a multiple of its stride): the side, the
-/// windows per dimension that can cover the tile, and the side of the patch of the pool's
-/// input those windows read: (side, (side + kernel - 2) / stride + 1, ...). Without a pool:
-/// one pixel.
-fn scan_tile(pool: Option<&PoolNode>, side: u32) -> (u32, u32, u32) {
-    match pool {
-        Some(p) => {
-            let windows = (side + p.kernel - 2) / p.stride + 1;
-            (side, windows, (windows - 1) * p.stride + p.kernel)
-        }
-        None => (1, 0, 0),
-    }
+/// For a tile of `side × side` input pixels of pool `p` (a multiple of its stride): the windows
+/// per dimension that can cover the tile, (side + kernel - 2) / stride + 1, and the side of
+/// the patch of the pool's input those windows read.
+fn scan_tile(p: &PoolNode, side: u32) -> (u32, u32) {
+    let windows = (side + p.kernel - 2) / p.stride + 1;
+    (windows, (windows - 1) * p.stride + p.kernel)
 }
 
 /// The channel walk of an LRN chain. An invocation covers a tile of `side × side` pixels (a
-/// multiple of the pool's stride, or one pixel without a pool) and walks their channels in order. Per channel it
-/// loads the patch of the pool's input under every window that can cover the tile once, finds
+/// multiple of the pool's stride, or one pixel without a pool) and walks their channels in
+/// order. Per channel it loads the patch of the pool's input under every window that can cover the tile once, finds
 /// each window's first maximum (row-major, as the reference breaks ties) without branches, and
 /// adds the window's output gradient to the tile pixel that holds it; neighbouring tile pixels
 /// share the loads, which a per-pixel walk repeats up to K * K times. Then, per pixel, named
@@ -542,7 +536,7 @@ fn lrn_scan(
 ) {
     let size = lrn.size;
     let lo = (size - 1) / 2;
-    let (side, windows, patch) = scan_tile(pool, side);
+    let (windows, patch) = pool.map_or((0, 0), |p| scan_tile(p, side));
     let pixels: Vec<(u32, u32)> = (0..side)
         .flat_map(|r| (0..side).map(move |c| (r, c)))
         .collect();
@@ -670,7 +664,8 @@ fn tile_pixels(w: &mut Writer, t: &str, side: u32, windows: u32) {
 /// gradient of the tile's pixels from one load of the patch under its windows, then each
 /// pixel's ReLU mask (`mask(g, at)`).
 fn pool_chain_tile(w: &mut Writer, p: &PoolNode, x: &str, mask: &dyn Fn(&str, &str) -> String) {
-    let (side, windows, patch) = scan_tile(Some(p), p.stride);
+    let side = p.stride;
+    let (windows, patch) = scan_tile(p, side);
     w.line("// Tiles per image and channel.")
         .line("const TILES: u32 = THREADS / C;")
         .line("let n = i / THREADS;")

@@ -467,15 +467,7 @@ pub fn choose(nodes: &[Node], params: &[Param], kernel: &mut Kernel) {
     let variant = |target: Target, tile: GemmTile| {
         let (algo, workgroup_size, threads_per_image, dispatch) =
             gemm_form(tile, groups, rows, columns, slices);
-        Variant {
-            target,
-            algo,
-            cost: Cost::default(),
-            wgsl: Cow::Borrowed(""),
-            workgroup_size,
-            threads_per_image,
-            dispatch,
-        }
+        Variant::scheduled(target, algo, workgroup_size, threads_per_image, dispatch)
     };
     let mut variants = vec![variant(Target::Cpu, cpu)];
     variants.extend(subgroup.map(|tile| variant(Target::CpuSubgroup, tile)));

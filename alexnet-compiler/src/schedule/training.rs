@@ -9,7 +9,6 @@ use super::kernel;
 use crate::ir::{Graph, NodeId, Op, Wrt};
 use crate::valid::GraphInfo;
 use alexnet_plan as plan;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The kernels of the backward graph that `passes::autodiff` added: the loss, then the
@@ -344,15 +343,13 @@ pub fn chain_kernel(nodes: &[plan::Node], chain: &[u32]) -> plan::Kernel {
         k.workgroup_size = k.algo.threads();
         if let Some(stride) = pool_stride {
             let side = CPU_SCAN_TILE * stride;
-            k.variants = vec![plan::Variant {
-                target: plan::Target::Cpu,
-                algo: scan(side),
-                cost: plan::Cost::default(),
-                wgsl: Cow::Borrowed(""),
-                workgroup_size: k.workgroup_size,
-                threads_per_image: tiles(side),
-                dispatch: k.dispatch,
-            }]
+            k.variants = vec![plan::Variant::scheduled(
+                plan::Target::Cpu,
+                scan(side),
+                k.workgroup_size,
+                tiles(side),
+                k.dispatch,
+            )]
             .into();
         }
     } else if pool_stride.is_some() {
