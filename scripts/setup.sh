@@ -5,15 +5,34 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 need=()
 for pkg in mesa-vulkan-drivers libvulkan1 vulkan-validationlayers fonts-dejavu-core "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Debian 12's lavapipe (Mesa 22.3) loads a storage buffer inside a loop lane by lane, each
+# lane's value inserted through the stack; Mesa 25 from bookworm-backports runs the same
+# kernels 1.5-2x as fast (README, "Lavapipe from Mesa 25"). ALEXNET_STOCK_MESA=1 keeps the
+# stock driver; without the backports archive the stock one stays, with a warning.
+. /etc/os-release 2>/dev/null || true
+if [ "${VERSION_CODENAME:-}" = bookworm ] && [ -z "${ALEXNET_STOCK_MESA:-}" ]; then
+  have=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || echo 0)
+  if ! dpkg --compare-versions "$have" ge 24; then
+    echo "==> installing Mesa's lavapipe from bookworm-backports (have $have)"
+    echo "deb http://deb.debian.org/debian bookworm-backports main" |
+      $SUDO tee /etc/apt/sources.list.d/alexnet-bookworm-backports.list >/dev/null
+    if ! { $SUDO apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -t bookworm-backports \
+        mesa-vulkan-drivers >/dev/null; }; then
+      echo "warning: bookworm-backports unreachable; keeping Mesa $have (slower kernels)" >&2
+    fi
+  fi
 fi
 
 if ! python3 -c "import numpy, onnx, onnxruntime, safetensors, pytest, jax" >/dev/null 2>&1; then
