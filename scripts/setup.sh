@@ -16,12 +16,13 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# Debian 12's lavapipe (Mesa 22.3) loads a storage buffer inside a loop lane by lane, each
-# lane's value inserted through the stack; Mesa 25 from bookworm-backports runs the same
-# kernels 1.5-2x as fast (README, "Lavapipe from Mesa 25"). ALEXNET_STOCK_MESA=1 keeps the
-# stock driver; without the backports archive the stock one stays, with a warning.
+# Opt-in: ALEXNET_MESA_BACKPORTS=1 on Debian 12 installs lavapipe from Mesa 25
+# (bookworm-backports). Debian 12's own Mesa 22.3 loads a storage buffer inside a loop lane by
+# lane, each lane's value inserted through the stack; Mesa 25 runs the same kernels 1.4-1.6x
+# as fast but compiles each about 5x as slowly (minutes for the paper net's first run), so
+# the stock driver stays the default (README, "Lavapipe from Mesa 25").
 . /etc/os-release 2>/dev/null || true
-if [ "${VERSION_CODENAME:-}" = bookworm ] && [ -z "${ALEXNET_STOCK_MESA:-}" ]; then
+if [ "${VERSION_CODENAME:-}" = bookworm ] && [ -n "${ALEXNET_MESA_BACKPORTS:-}" ]; then
   have=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || echo 0)
   if ! dpkg --compare-versions "$have" ge 24; then
     echo "==> installing Mesa's lavapipe from bookworm-backports (have $have)"
@@ -30,7 +31,7 @@ if [ "${VERSION_CODENAME:-}" = bookworm ] && [ -z "${ALEXNET_STOCK_MESA:-}" ]; t
     if ! { $SUDO apt-get update -qq &&
       DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -t bookworm-backports \
         mesa-vulkan-drivers >/dev/null; }; then
-      echo "warning: bookworm-backports unreachable; keeping Mesa $have (slower kernels)" >&2
+      echo "warning: bookworm-backports unreachable; keeping Mesa $have" >&2
     fi
   fi
 fi
