@@ -281,6 +281,15 @@ pub(crate) fn conv_part(c: &ConvNode, part: Part) -> Option<(u32, u32, u32)> {
     }
 }
 
+/// Whether the GEMM `kernel` of a convolution's patches (forward, input gradient) steps the
+/// kernel's columns in its loop with `tile` instead of unrolling them (`codegen::gemm`,
+/// `Walk::Patch`): the subgroup form does, unless its loop would then reach [`LOOP_LIMIT`].
+pub fn patch_steps_kx(plan: &Plan, kernel: &Kernel, tile: GemmTile) -> bool {
+    tile.lanes() > 1
+        && gemm_shape(&plan.nodes, &plan.params, kernel)
+            .is_some_and(|(_, _, _, depth, _)| depth.at(u64::from(plan.micro_batch)) < LOOP_LIMIT)
+}
+
 /// Loop iterations one invocation runs at `batch` images, all its loops together (Mesa counts
 /// them in one limiter per shader): a GEMM's reduction, or the innermost pooling-window loop
 /// of a channel scan summed over its channels; `None` for kernels whose loops are short. What
@@ -301,12 +310,19 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
                     plan.nodes[kernel.node as usize].op,
                     kernel.role,
                 ) {
-                    // One iteration per (channel, kernel row).
+                    // One iteration per (channel, kernel row), or per (channel, kernel row,
+                    // kernel column).
                     (
                         Staging::Registers | Staging::Subgroup { .. },
                         NodeOp::Conv(c),
                         Role::Forward | Role::Backward(Wrt::Input),
-                    ) => depth / u64::from(c.kernel),
+                    ) => {
+                        if patch_steps_kx(plan, kernel, tile) {
+                            depth
+                        } else {
+                            depth / u64::from(c.kernel)
+                        }
+                    }
                     // One per (image, output row), plus, inside each, one per UNROLL pixels of the
                     // row: the limit counts the iterations of all of an invocation's loops together.
                     (
