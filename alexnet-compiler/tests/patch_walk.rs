@@ -31,7 +31,10 @@ fn subgroup_patch_loops_step_kx_unless_that_reaches_the_loop_limit() {
     )
     .unwrap_or_else(|e| panic!("{}", e.render("test")));
     let c1 = subgroup_forward(&compiled, "c1");
-    assert!(c1.contains("for (var q = 0u; q < ICG * K * K; q++)"), "{c1}");
+    assert!(
+        c1.contains("for (var q = 0u; q < ICG * K * K; q++)"),
+        "{c1}"
+    );
     let c2 = subgroup_forward(&compiled, "c2");
     assert!(c2.contains("for (var q = 0u; q < ICG * K; q++)"), "{c2}");
     assert!(!c2.contains("q < ICG * K * K"), "{c2}");
