@@ -797,57 +797,46 @@ fn register_body(w: &mut Writer, tile: GemmTile, walk: Walk) {
             steps_kx,
             ..
         } => {
-            if steps_kx {
+            // Either one iteration per (channel, ky) with kx unrolled, or one per (channel, ky,
+            // kx); each step of kx is (its u32 for A, its i32 for B's column).
+            let (bound, kxs) = if steps_kx {
                 w.line("// One iteration per (input channel, kernel row, kernel column).");
-                w.open(format!("for (var q = 0u; q < {channels} * K * K; q++)"))
-                    .line("let ci = q / (K * K);")
+                ("K * K", vec![("kx".to_string(), "i32(kx)".to_string())])
+            } else {
+                w.line("// One iteration per (input channel, kernel row); the kernel's columns are unrolled.");
+                let kxs = (0..kernel).map(|kx| (format!("{kx}u"), format!("{kx}")));
+                ("K", kxs.collect())
+            };
+            w.open(format!("for (var q = 0u; q < {channels} * {bound}; q++)"));
+            if steps_kx {
+                w.line("let ci = q / (K * K);")
                     .line("let ky = (q / K) % K;")
                     .line("let kx = q % K;");
-                for i in 0..tile.rm {
-                    w.line(format!("let wr{i} = wrow(g, r{i}, ci, ky);"));
-                }
-                for j in 0..loads {
-                    w.line(format!("let iy{j} = cy{j} + i32(ky);"))
-                        .line(format!("let ix{j} = cx{j} + i32(kx);"))
-                        .line(format!(
-                            "let row{j} = base{j} + i32(ci * IH * IW) + iy{j} * i32(IW) + ix{j};"
-                        ));
-                }
-                // As below: a padding read is clamped, bounds-checked and selected away.
-                let a = |i: u32| format!("w[wr{i} {} kx]", if flipped { "-" } else { "+" });
+            } else {
+                w.line("let ci = q / K;").line("let ky = q % K;");
+            }
+            for i in 0..tile.rm {
+                w.line(format!("let wr{i} = wrow(g, r{i}, ci, ky);"));
+            }
+            for j in 0..loads {
+                w.line(format!("let iy{j} = cy{j} + i32(ky);"))
+                    .line(format!("let in{j} = iy{j} >= 0 && iy{j} < i32(IH);"))
+                    .line(format!(
+                        "let row{j} = base{j} + i32(ci * IH * IW) + iy{j} * i32(IW) + cx{j};"
+                    ));
+            }
+            // Padding reads nothing that is used: a negative index is clamped to 0, one past the end is
+            // bounds-checked by naga, and the value is selected away.
+            for (ku, ki) in &kxs {
+                w.open("");
+                let a = |i: u32| format!("w[wr{i} {} {ku}]", if flipped { "-" } else { "+" });
                 let b = |j: u32| {
-                    format!("select(0.0, {input}[u32(max(row{j}, 0))], iy{j} >= 0 && iy{j} < i32(IH) && ix{j} >= 0 && ix{j} < i32(IW))")
+                    format!("select(0.0, {input}[u32(max(row{j} + {ki}, 0))], in{j} && cx{j} + {ki} >= 0 && cx{j} + {ki} < i32(IW))")
                 };
                 fma_block(w, tile, a, b);
                 w.close();
-            } else {
-                w.line("// One iteration per (input channel, kernel row); the kernel's columns are unrolled.");
-                w.open(format!("for (var q = 0u; q < {channels} * K; q++)"))
-                    .line("let ci = q / K;")
-                    .line("let ky = q % K;");
-                for i in 0..tile.rm {
-                    w.line(format!("let wr{i} = wrow(g, r{i}, ci, ky);"));
-                }
-                for j in 0..loads {
-                    w.line(format!("let iy{j} = cy{j} + i32(ky);"))
-                        .line(format!("let in{j} = iy{j} >= 0 && iy{j} < i32(IH);"))
-                        .line(format!(
-                            "let row{j} = base{j} + i32(ci * IH * IW) + iy{j} * i32(IW) + cx{j};"
-                        ));
-                }
-                // Padding reads nothing that is used: a negative index is clamped to 0, one past the end is
-                // bounds-checked by naga, and the value is selected away.
-                for kx in 0..kernel {
-                    w.open("");
-                    let a = |i: u32| format!("w[wr{i} {} {kx}u]", if flipped { "-" } else { "+" });
-                    let b = |j: u32| {
-                        format!("select(0.0, {input}[u32(max(row{j} + {kx}, 0))], in{j} && cx{j} + {kx} >= 0 && cx{j} + {kx} < i32(IW))")
-                    };
-                    fma_block(w, tile, a, b);
-                    w.close();
-                }
-                w.close();
             }
+            w.close();
         }
         Walk::Pixels { width, split, .. } => {
             w.line("// One iteration per (image, output row); the row's pixels are unrolled UNROLL at a time.");
