@@ -18,7 +18,7 @@ fi
 
 # Opt-in: ALEXNET_MESA_BACKPORTS=1 on Debian 12 installs lavapipe from Mesa 25
 # (bookworm-backports). Debian 12's own Mesa 22.3 loads a storage buffer inside a loop lane by
-# lane, each lane's value inserted through the stack; Mesa 25 runs the same kernels 1.4-1.6x
+# lane, each lane's value inserted through the stack; Mesa 25 runs the same kernels 1.7-3.3x
 # as fast but compiles each about 5x as slowly (minutes for the paper net's first run), so
 # the stock driver stays the default (README, "Lavapipe from Mesa 25").
 . /etc/os-release 2>/dev/null || true

@@ -285,9 +285,14 @@ pub(crate) fn conv_part(c: &ConvNode, part: Part) -> Option<(u32, u32, u32)> {
 /// kernel's columns in its loop with `tile` instead of unrolling them (`codegen::gemm`,
 /// `Walk::Patch`): the subgroup form does, unless its loop would then reach [`LOOP_LIMIT`].
 pub fn patch_steps_kx(plan: &Plan, kernel: &Kernel, tile: GemmTile) -> bool {
-    tile.lanes() > 1
-        && gemm_shape(&plan.nodes, &plan.params, kernel)
-            .is_some_and(|(_, _, _, depth, _)| depth.at(u64::from(plan.micro_batch)) < LOOP_LIMIT)
+    gemm_shape(&plan.nodes, &plan.params, kernel)
+        .is_some_and(|(_, _, _, depth, _)| steps_kx(tile, depth.at(u64::from(plan.micro_batch))))
+}
+
+/// [`patch_steps_kx`] for a patch reduction of `depth` steps (channels × K × K, the same at
+/// every batch).
+fn steps_kx(tile: GemmTile, depth: u64) -> bool {
+    tile.lanes() > 1 && depth < LOOP_LIMIT
 }
 
 /// Loop iterations one invocation runs at `batch` images, all its loops together (Mesa counts
@@ -317,7 +322,7 @@ pub fn loop_iterations(plan: &Plan, kernel: &Kernel, batch: u64) -> Option<u64> 
                         NodeOp::Conv(c),
                         Role::Forward | Role::Backward(Wrt::Input),
                     ) => {
-                        if patch_steps_kx(plan, kernel, tile) {
+                        if steps_kx(tile, depth) {
                             depth
                         } else {
                             depth / u64::from(c.kernel)
