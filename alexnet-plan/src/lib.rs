@@ -436,10 +436,11 @@ pub enum Target {
     /// read straight from the caches, no workgroup memory, no barriers.
     Cpu,
     /// Software adapters whose subgroups are exactly [`Target::SUBGROUP_LANES`] SIMD lanes
-    /// (lavapipe on AVX2, and on AVX-512 at its default 256 bits): [`Target::Cpu`]'s kernels,
-    /// but the GEMMs share the columns of their operand B across a subgroup
-    /// ([`Staging::Subgroup`]). Needs subgroup operations; kernels without such a form run
-    /// their `Cpu` form.
+    /// (lavapipe on AVX2, and on AVX-512 at its default 256 bits) and which have 64-bit
+    /// integers: [`Target::Cpu`]'s kernels, but the GEMMs share the columns of their operand
+    /// B across a subgroup ([`Staging::Subgroup`]), and every kernel reads its `vec4` arrays
+    /// as pairs of 64-bit words ([`Target::wide_loads`]). Needs subgroup operations and
+    /// 64-bit integers; kernels without such a form run their `Cpu` form.
     CpuSubgroup,
 }
 
@@ -473,6 +474,13 @@ impl Target {
             Target::CpuSubgroup => Some(Target::Cpu),
             Target::Gpu | Target::Cpu => None,
         }
+    }
+
+    /// Whether this target's kernels read their `vec4<f32>` arrays as `vec2<u64>`s (and so
+    /// need 64-bit integers): a software adapter that loads a buffer lane by lane pays per
+    /// component, so a 16-byte load takes two steps instead of four.
+    pub const fn wide_loads(&self) -> bool {
+        matches!(self, Target::CpuSubgroup)
     }
 
     /// The subgroup size this target's kernels need the adapter to have (min = max), if any.

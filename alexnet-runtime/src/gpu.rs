@@ -184,6 +184,9 @@ pub fn largest_binding(plan: &Plan, capacity: u32) -> u64 {
 
 /// Whether `device` (of `adapter`) can run `target`'s kernels.
 fn runs(adapter: &wgpu::Adapter, device: &wgpu::Device, target: Target) -> bool {
+    if target.wide_loads() && !device.features().contains(wgpu::Features::SHADER_INT64) {
+        return false;
+    }
     match target.subgroup_lanes() {
         None => true,
         Some(lanes) => {
@@ -198,6 +201,9 @@ fn runs(adapter: &wgpu::Adapter, device: &wgpu::Device, target: Target) -> bool 
 /// Why `target` does not run on `device` (for the error of a forced variant).
 fn unsupported_why(adapter: &wgpu::Adapter, device: &wgpu::Device, target: Target) -> String {
     let info = adapter.get_info();
+    if target.wide_loads() && !device.features().contains(wgpu::Features::SHADER_INT64) {
+        return "its kernels read 64-bit words; the adapter has no 64-bit integers".to_string();
+    }
     match target.subgroup_lanes() {
         Some(_) if !device.features().contains(wgpu::Features::SUBGROUP) => {
             "the adapter has no subgroup operations".to_string()
@@ -291,9 +297,12 @@ impl Gpu {
                 .min(offered.max_storage_buffers_per_shader_stage),
         );
         // Timestamps, where the adapter has them, let `alexnet bench --kernels` time kernels on the GPU;
-        // subgroup operations let the `cpu-subgroup` kernels share loads between SIMD lanes.
-        let required_features =
-            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
+        // subgroup operations let the `cpu-sg8` kernels share loads between SIMD lanes, and
+        // 64-bit integers let them load 8 bytes per lane and step (`Target::wide_loads`).
+        let required_features = adapter.features()
+            & (wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::SUBGROUP
+                | wgpu::Features::SHADER_INT64);
         let desc = wgpu::DeviceDescriptor {
             label: Some("alexnet"),
             required_limits: limits,
@@ -345,7 +354,7 @@ impl Gpu {
     }
 
     /// Whether this device can run `target`'s kernels: [`Target::CpuSubgroup`] needs
-    /// subgroup operations with subgroups of exactly its lane count.
+    /// subgroup operations with subgroups of exactly its lane count, and 64-bit integers.
     pub fn runs(&self, target: Target) -> bool {
         runs(&self.adapter, &self.device, target)
     }

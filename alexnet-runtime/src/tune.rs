@@ -1,9 +1,9 @@
 //! Picks the kernel variants an adapter runs a plan with, by measuring them on first use.
 //!
 //! The compiler emits every kernel in a form for GPUs and one for software adapters (and,
-//! where fusion pays differently, an inference program of each), and its GEMMs in a third
-//! form for software adapters with 8-lane subgroups (`cpu-sg8`), measured only where the
-//! device runs it. Which runs faster is a
+//! where fusion pays differently, an inference program of each), and a third form for
+//! software adapters with 8-lane subgroups and 64-bit integers (`cpu-sg8`: subgroup GEMMs,
+//! 64-bit loads), measured only where the device runs it. Which runs faster is a
 //! property of the adapter and its driver, so [`Gpu::tune`] runs the plan's program for the
 //! mode once in each [`Target`]'s variants and keeps the faster. The choice is cached, keyed
 //! by adapter, backend, driver, the plan's kernels and the mode, so a later run of the same

@@ -28,9 +28,18 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
 const WG: u32 = 32u;
 const THREADS: u32 = 16384u;
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> dy: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> dw: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x: array<vec2<u64>>;
+@group(0) @binding(2) var<storage, read> dy: array<vec2<u64>>;
+@group(0) @binding(3) var<storage, read_write> dw: array<vec2<u64>>;
+// This kernel reads its vec4 arrays as pairs of 64-bit words: a software adapter that loads
+// lane by lane then loads 16 bytes in two steps instead of four. Needs 64-bit integers.
+fn unpack_f32x4(v: vec2<u64>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(vec4<u32>(u32(v.x), u32(v.x >> 32u), u32(v.y), u32(v.y >> 32u)));
+}
+fn pack_f32x4(v: vec4<f32>) -> vec2<u64> {
+    let u = bitcast<vec4<u32>>(v);
+    return vec2<u64>(u64(u.x) | (u64(u.y) << 32u), u64(u.z) | (u64(u.w) << 32u));
+}
 const IN: u32 = 4096u;
 const OUT: u32 = 1000u;
 // First output feature this kernel computes (weights are split by rows).
@@ -43,7 +52,7 @@ const ACCUM: bool = false;
 // (a lane's 4 rows, 4 consecutive columns), and dW written 4 columns at a time.
 fn store4(m: u32, n: u32, v: vec4<f32>) {
     let at = (m * IN + n) / 4u;
-    if (params.accumulate == 1u) { dw[at] = dw[at] + v; } else { dw[at] = v; }
+    if (params.accumulate == 1u) { dw[at] = pack_f32x4(unpack_f32x4(dw[at]) + v); } else { dw[at] = pack_f32x4(v); }
 }
 
 // GEMM tile: 64 rows x 64 columns per workgroup, a 4x32 block per invocation.
@@ -225,8 +234,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var k = 0u;
     for (; k + UNROLL <= depth; k += UNROLL) {
          {
-            let a = dy[(k + 0u) * (OUT / 4u) + ra];
-            let v = x[(k + 0u) * (IN / 4u) + cb];
+            let a = unpack_f32x4(dy[(k + 0u) * (OUT / 4u) + ra]);
+            let v = unpack_f32x4(x[(k + 0u) * (IN / 4u) + cb]);
             let s0 = subgroupBroadcast(v, 0u);
             let s1 = subgroupBroadcast(v, 1u);
             let s2 = subgroupBroadcast(v, 2u);
@@ -365,8 +374,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc3_31 += a.w * s7.w;
         }
          {
-            let a = dy[(k + 1u) * (OUT / 4u) + ra];
-            let v = x[(k + 1u) * (IN / 4u) + cb];
+            let a = unpack_f32x4(dy[(k + 1u) * (OUT / 4u) + ra]);
+            let v = unpack_f32x4(x[(k + 1u) * (IN / 4u) + cb]);
             let s0 = subgroupBroadcast(v, 0u);
             let s1 = subgroupBroadcast(v, 1u);
             let s2 = subgroupBroadcast(v, 2u);
@@ -505,8 +514,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc3_31 += a.w * s7.w;
         }
          {
-            let a = dy[(k + 2u) * (OUT / 4u) + ra];
-            let v = x[(k + 2u) * (IN / 4u) + cb];
+            let a = unpack_f32x4(dy[(k + 2u) * (OUT / 4u) + ra]);
+            let v = unpack_f32x4(x[(k + 2u) * (IN / 4u) + cb]);
             let s0 = subgroupBroadcast(v, 0u);
             let s1 = subgroupBroadcast(v, 1u);
             let s2 = subgroupBroadcast(v, 2u);
@@ -645,8 +654,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc3_31 += a.w * s7.w;
         }
          {
-            let a = dy[(k + 3u) * (OUT / 4u) + ra];
-            let v = x[(k + 3u) * (IN / 4u) + cb];
+            let a = unpack_f32x4(dy[(k + 3u) * (OUT / 4u) + ra]);
+            let v = unpack_f32x4(x[(k + 3u) * (IN / 4u) + cb]);
             let s0 = subgroupBroadcast(v, 0u);
             let s1 = subgroupBroadcast(v, 1u);
             let s2 = subgroupBroadcast(v, 2u);
@@ -785,8 +794,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc3_31 += a.w * s7.w;
         }
          {
-            let a = dy[(k + 4u) * (OUT / 4u) + ra];
-            let v = x[(k + 4u) * (IN / 4u) + cb];
+            let a = unpack_f32x4(dy[(k + 4u) * (OUT / 4u) + ra]);
+            let v = unpack_f32x4(x[(k + 4u) * (IN / 4u) + cb]);
             let s0 = subgroupBroadcast(v, 0u);
             let s1 = subgroupBroadcast(v, 1u);
             let s2 = subgroupBroadcast(v, 2u);
@@ -925,8 +934,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc3_31 += a.w * s7.w;
         }
          {
-            let a = dy[(k + 5u) * (OUT / 4u) + ra];
-            let v = x[(k + 5u) * (IN / 4u) + cb];
+            let a = unpack_f32x4(dy[(k + 5u) * (OUT / 4u) + ra]);
+            let v = unpack_f32x4(x[(k + 5u) * (IN / 4u) + cb]);
             let s0 = subgroupBroadcast(v, 0u);
             let s1 = subgroupBroadcast(v, 1u);
             let s2 = subgroupBroadcast(v, 2u);
@@ -1065,8 +1074,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc3_31 += a.w * s7.w;
         }
          {
-            let a = dy[(k + 6u) * (OUT / 4u) + ra];
-            let v = x[(k + 6u) * (IN / 4u) + cb];
+            let a = unpack_f32x4(dy[(k + 6u) * (OUT / 4u) + ra]);
+            let v = unpack_f32x4(x[(k + 6u) * (IN / 4u) + cb]);
             let s0 = subgroupBroadcast(v, 0u);
             let s1 = subgroupBroadcast(v, 1u);
             let s2 = subgroupBroadcast(v, 2u);
@@ -1205,8 +1214,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc3_31 += a.w * s7.w;
         }
          {
-            let a = dy[(k + 7u) * (OUT / 4u) + ra];
-            let v = x[(k + 7u) * (IN / 4u) + cb];
+            let a = unpack_f32x4(dy[(k + 7u) * (OUT / 4u) + ra]);
+            let v = unpack_f32x4(x[(k + 7u) * (IN / 4u) + cb]);
             let s0 = subgroupBroadcast(v, 0u);
             let s1 = subgroupBroadcast(v, 1u);
             let s2 = subgroupBroadcast(v, 2u);
@@ -1347,8 +1356,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     for (; k < depth; k++) {
          {
-            let a = dy[(k) * (OUT / 4u) + ra];
-            let v = x[(k) * (IN / 4u) + cb];
+            let a = unpack_f32x4(dy[(k) * (OUT / 4u) + ra]);
+            let v = unpack_f32x4(x[(k) * (IN / 4u) + cb]);
             let s0 = subgroupBroadcast(v, 0u);
             let s1 = subgroupBroadcast(v, 1u);
             let s2 = subgroupBroadcast(v, 2u);

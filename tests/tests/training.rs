@@ -527,6 +527,15 @@ fn inject(plan: &alexnet::Plan, name: &str, target: Target, from: &str, to: &str
     plan
 }
 
+/// An SGD update's store of the new momentum `value`, as `target`'s form writes it: packed
+/// into 64-bit words where the target reads its vec4 arrays so (`Target::wide_loads`).
+fn store_m(target: Target, value: &str) -> String {
+    match target.wide_loads() {
+        true => format!("m[i] = pack_f32x4({value});"),
+        false => format!("m[i] = {value};"),
+    }
+}
+
 #[test]
 fn selftest_names_exactly_the_kernels_a_fault_was_injected_into() {
     let gpu = gpu(&AlexNetMini::PLAN);
@@ -536,8 +545,8 @@ fn selftest_names_exactly_the_kernels_a_fault_was_injected_into() {
         &AlexNetMini::PLAN,
         "fc7_sgd_w",
         target,
-        "m[i] = v;",
-        "m[i] = v * 1.5;",
+        &store_m(target, "v"),
+        &store_m(target, "v * 1.5"),
     );
     let plan = inject(
         &plan,
@@ -575,7 +584,7 @@ fn a_shader_the_driver_rejects_is_an_error_naming_its_kernel() {
         &AlexNetMini::PLAN,
         "conv3_sgd_b",
         gpu.target,
-        "m[i] = v;",
+        &store_m(gpu.target, "v"),
         "m[i] = undefined_name;",
     );
     let err = match Session::for_training(&gpu, &plan, 2) {

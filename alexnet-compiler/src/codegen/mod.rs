@@ -12,13 +12,14 @@ mod gemm;
 pub use gemm::UNROLL;
 mod training;
 pub(crate) use training::conv_bias_walk;
+mod wide;
 mod writer;
 
 use crate::error::{Error, Errors};
 use crate::valid::GraphInfo;
 use alexnet_plan::{
     Algo, Binding, ConvNode, DropoutNode, GemmTile, Kernel, LinearNode, LrnNode, NodeOp, Plan,
-    PoolNode, Role, Wrt,
+    PoolNode, Role, Target, Variant, Wrt,
 };
 use proc_macro2::Span;
 use writer::Writer;
@@ -31,17 +32,44 @@ pub fn generate(plan: &mut Plan, _validated: &GraphInfo) -> Result<(), Errors> {
     let mut kernels = plan.kernels.to_vec();
     for kernel in &mut kernels {
         let wgsl = kernel_wgsl(plan, kernel);
-        validate_wgsl(&kernel.name, &wgsl)?;
         let mut variants = kernel.variants.to_vec();
         for v in &mut variants {
             let wgsl = kernel_wgsl(plan, &kernel.for_target(v.target));
-            validate_wgsl(
-                &format!("{} ({} variant)", kernel.name, v.target.as_str()),
-                &wgsl,
-            )?;
-            v.wgsl = wgsl.into();
+            v.wgsl = match v.target.wide_loads() {
+                true => wide::widen(&wgsl).unwrap_or(wgsl),
+                false => wgsl,
+            }
+            .into();
         }
         kernel.wgsl = wgsl.into();
+        kernel.variants = variants.into();
+        // A target with 64-bit loads whose kernel has no form of its own runs the form it
+        // falls back to, with its vec4 arrays read as 64-bit words where it has any.
+        let mut variants = kernel.variants.to_vec();
+        for target in Target::ALL.into_iter().filter(Target::wide_loads) {
+            if variants.iter().any(|v| v.target == target) {
+                continue;
+            }
+            let base = kernel.for_target(target);
+            if let Some(wgsl) = wide::widen(&base.wgsl) {
+                variants.push(Variant {
+                    target,
+                    algo: base.algo,
+                    cost: base.cost,
+                    wgsl: wgsl.into(),
+                    workgroup_size: base.workgroup_size,
+                    threads_per_image: base.threads_per_image,
+                    dispatch: base.dispatch,
+                });
+            }
+        }
+        validate_wgsl(&kernel.name, &kernel.wgsl)?;
+        for v in &variants {
+            validate_wgsl(
+                &format!("{} ({} variant)", kernel.name, v.target.as_str()),
+                &v.wgsl,
+            )?;
+        }
         kernel.variants = variants.into();
     }
     plan.kernels = kernels.into();
@@ -61,6 +89,12 @@ pub fn validate_wgsl(name: &str, wgsl: &str) -> Result<(), Errors> {
     // which the runtime runs only on adapters that have them). Naga takes them without WGSL's
     // `enable subgroups;`, which it does not parse yet.
     let subgroups = wgsl.contains("@builtin(subgroup_invocation_id)");
+    // 64-bit integers only where a kernel reads 64-bit words (`wide::widen`), which the
+    // runtime runs only on adapters that have them.
+    let int64 = match wgsl.contains("u64") {
+        true => naga::valid::Capabilities::SHADER_INT64,
+        false => naga::valid::Capabilities::empty(),
+    };
     let (capabilities, stages, operations) = if subgroups {
         (
             naga::valid::Capabilities::SUBGROUP,
@@ -74,7 +108,7 @@ pub fn validate_wgsl(name: &str, wgsl: &str) -> Result<(), Errors> {
             naga::valid::SubgroupOperationSet::empty(),
         )
     };
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities | int64)
         .subgroup_stages(stages)
         .subgroup_operations(operations)
         .validate(&module)
