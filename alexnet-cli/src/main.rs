@@ -187,9 +187,25 @@ impl TowerArgs {
             adapter: Some(index),
             ..device.clone()
         };
-        let first = open_tuned(&on(a), plan, mode, keep)?;
+        let mut first = open_tuned(&on(a), plan, mode, keep)?;
         let mut second = Gpu::open(&on(b).options(), plan)?;
-        second.target = first.target;
+        // Both run device 0's variant where device 1 runs it too, else the nearest variant it
+        // falls back to that both run (the GPU form runs everywhere). A forced variant that
+        // device 1 lacks has already failed to open it.
+        let mut target = Some(first.target);
+        while let Some(t) = target.filter(|&t| !(first.runs(t) && second.runs(t))) {
+            target = t.fallback();
+        }
+        let target = target.unwrap_or(alexnet::plan::Target::Gpu);
+        if target != first.target {
+            eprintln!(
+                "--devices: adapter {b} cannot run the {} kernels adapter {a} chose; both run the {} kernels",
+                first.target.as_str(),
+                target.as_str()
+            );
+        }
+        first.target = target;
+        second.target = target;
         Ok(Some([first, second]))
     }
 }

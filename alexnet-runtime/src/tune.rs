@@ -82,7 +82,10 @@ impl Gpu {
             });
         }
         let key = cache_key(self, plan, mode);
-        if let Some((p, target)) = path.as_ref().and_then(|p| Some((p, lookup(p, &key)?))) {
+        // A cached choice this device cannot run (a cache shared between machines) is
+        // measured again.
+        let cached = |p: &PathBuf| lookup(p, &key).filter(|&t| self.runs(t));
+        if let Some((p, target)) = path.as_ref().and_then(|p| Some((p, cached(p)?))) {
             self.target = target;
             return Ok(Tuned {
                 target,

@@ -91,7 +91,7 @@ pub fn validate_wgsl(name: &str, wgsl: &str) -> Result<(), Errors> {
     let subgroups = wgsl.contains("@builtin(subgroup_invocation_id)");
     // 64-bit integers only where a kernel reads 64-bit words (`wide::widen`), which the
     // runtime runs only on adapters that have them.
-    let int64 = match wgsl.contains("u64") {
+    let int64 = match wgsl.contains("array<vec2<u64>>") {
         true => naga::valid::Capabilities::SHADER_INT64,
         false => naga::valid::Capabilities::empty(),
     };

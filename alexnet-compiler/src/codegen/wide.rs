@@ -43,8 +43,12 @@ pub fn widen(wgsl: &str) -> Option<String> {
             .filter(|_| line.contains("var<storage") && line.ends_with(VEC4_ARRAY));
         match decl {
             Some(_) => {
-                let head = &line[..line.len() - VEC4_ARRAY.len()];
+                let head = line[..line.len() - VEC4_ARRAY.len()].trim_end();
                 let name = head.rsplit(' ').next().unwrap_or_default();
+                assert!(
+                    !name.is_empty() && name.bytes().all(is_ident),
+                    "codegen::wide: a binding without a plain name: {line}"
+                );
                 names.push(name.to_string());
                 out.push_str(head);
                 out.push_str(": array<vec2<u64>>;\n");
@@ -87,14 +91,17 @@ fn closing(s: &[u8], open: usize) -> usize {
     s.len() - 1
 }
 
-/// Where the statement starting at `from` ends: its `;` outside brackets.
+/// Where the value of a store starting at `from` ends: its statement's `;` outside brackets,
+/// or the bracket closing one the store stands in, or a comment, whichever comes first.
 fn statement_end(s: &[u8], from: usize) -> usize {
     let mut depth = 0i32;
     for (i, &c) in s.iter().enumerate().skip(from) {
         match c {
             b'[' | b'(' => depth += 1,
+            b']' | b')' if depth == 0 => return i,
             b']' | b')' => depth -= 1,
             b';' if depth == 0 => return i,
+            b'/' if s.get(i + 1) == Some(&b'/') => return i,
             _ => {}
         }
     }
@@ -184,6 +191,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         // The helpers come after the bindings, once.
         assert_eq!(wide.matches("fn unpack_f32x4").count(), 1);
         assert!(wide.find("fn unpack_f32x4") > wide.find("b: array<f32>"));
+    }
+
+    #[test]
+    fn a_store_ends_at_its_statement_or_the_bracket_around_it() {
+        let kernel = KERNEL.replace(
+            "    let i = gid.x;\n",
+            "    let i = gid.x;\n    for (var j = 0u; j < 4u; p[j] = p[j] * 2.0) { }\n    p[0] = g[1]; // p[1] = g[2];\n",
+        );
+        let wide = widen(&kernel).expect("the kernel has vec4 arrays");
+        assert!(wide
+            .contains("for (var j = 0u; j < 4u; p[j] = pack_f32x4(unpack_f32x4(p[j]) * 2.0)) { }"));
+        assert!(wide.contains("p[0] = pack_f32x4(unpack_f32x4(g[1])); // p[1] = g[2];"));
     }
 
     #[test]
