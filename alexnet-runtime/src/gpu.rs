@@ -184,36 +184,29 @@ pub fn largest_binding(plan: &Plan, capacity: u32) -> u64 {
 
 /// Whether `device` (of `adapter`) can run `target`'s kernels.
 fn runs(adapter: &wgpu::Adapter, device: &wgpu::Device, target: Target) -> bool {
-    if target.wide_loads() && !device.features().contains(wgpu::Features::SHADER_INT64) {
-        return false;
-    }
-    match target.subgroup_lanes() {
-        None => true,
-        Some(lanes) => {
-            let info = adapter.get_info();
-            device.features().contains(wgpu::Features::SUBGROUP)
-                && info.subgroup_min_size == lanes
-                && info.subgroup_max_size == lanes
-        }
-    }
+    lacks(adapter, device, target).is_none()
 }
 
-/// Why `target` does not run on `device` (for the error of a forced variant).
-fn unsupported_why(adapter: &wgpu::Adapter, device: &wgpu::Device, target: Target) -> String {
-    let info = adapter.get_info();
-    if target.wide_loads() && !device.features().contains(wgpu::Features::SHADER_INT64) {
-        return "its kernels read 64-bit words; the adapter has no 64-bit integers".to_string();
+/// What `device` lacks to run `target`'s kernels (for the error of a forced variant), if
+/// anything.
+fn lacks(adapter: &wgpu::Adapter, device: &wgpu::Device, target: Target) -> Option<String> {
+    let features = device.features();
+    if target.wide_loads() && !features.contains(wgpu::Features::SHADER_INT64) {
+        return Some(
+            "its kernels read 64-bit words; the adapter has no 64-bit integers".to_string(),
+        );
     }
-    match target.subgroup_lanes() {
-        Some(_) if !device.features().contains(wgpu::Features::SUBGROUP) => {
-            "the adapter has no subgroup operations".to_string()
-        }
-        Some(lanes) => format!(
+    let lanes = target.subgroup_lanes()?;
+    let info = adapter.get_info();
+    if !features.contains(wgpu::Features::SUBGROUP) {
+        return Some("the adapter has no subgroup operations".to_string());
+    }
+    (info.subgroup_min_size != lanes || info.subgroup_max_size != lanes).then(|| {
+        format!(
             "its kernels need {lanes}-lane subgroups; the adapter's are {}..={} lanes",
             info.subgroup_min_size, info.subgroup_max_size
-        ),
-        None => "it needs nothing this adapter lacks".to_string(),
-    }
+        )
+    })
 }
 
 /// `NAME (Backend)`: how errors and checkpoints name an adapter.
@@ -327,11 +320,11 @@ impl Gpu {
             }
             t => t,
         };
-        if !runs(&adapter, &device, target) {
+        if let Some(why) = lacks(&adapter, &device, target) {
             return Err(Error::VariantUnsupported {
                 adapter: name,
                 variant: target.as_str(),
-                why: unsupported_why(&adapter, &device, target),
+                why,
             });
         }
         tracing::info!(adapter = %name, variant = target.as_str(), "opened device");
